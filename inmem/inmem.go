@@ -1,0 +1,305 @@
+// Package inmem is the in-process backend of httpbus: servers and callers
+// in one process exchange the same frames a broker would carry (every
+// request and response is encoded and decoded), with no network. Use it to
+// unit-test handlers (see package handlertest) and to wire services inside
+// one binary.
+//
+// # URLs
+//
+//	mem://orders?topics=orders.created   Listen: serve service "orders" on Default
+//	mem://                               Dial: call any service on Default
+//
+// # Delivery
+//
+// The servers of one service compete for its requests: the first free
+// server takes the next request, and servers waiting for work are served in
+// turn (round robin when idle). A request to a service with no server fails
+// at once with transport.ErrNoResponders (503). Each notification is
+// delivered to each subscribing service once, to one of its instances;
+// notifications wait in a per-service queue of NotificationQueue entries
+// while every instance is busy. Nothing survives the process: a request
+// taken by a server that closes without replying fails with
+// transport.ErrUnavailable.
+package inmem
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// NotificationQueue is the number of notifications a service buffers while
+// all its servers are busy; Publish blocks (until its context ends) when
+// the buffer is full.
+const NotificationQueue = 4096
+
+func init() {
+	transport.Register(listenURL, dialURL, "mem")
+}
+
+// Default is the process-wide bus that mem:// URLs use.
+var Default = NewBus()
+
+// Bus is a registry of services and topic subscriptions, the in-process
+// stand-in for a broker. The zero value is not usable; call NewBus.
+type Bus struct {
+	mu       sync.Mutex
+	services map[string]*service
+}
+
+// NewBus returns an empty bus, isolated from Default.
+func NewBus() *Bus { return &Bus{services: map[string]*service{}} }
+
+type service struct {
+	name      string
+	requests  chan *transport.Delivery
+	notes     chan *transport.Delivery
+	topics    map[string]int // topic → subscribing instances
+	listeners int
+	gone      chan struct{} // closed when the last listener leaves
+}
+
+type call struct {
+	reply chan *transport.Message // buffered 1
+	svc   *service
+}
+
+// Listen returns a server side for cfg.Service on b, subscribed to
+// cfg.Topics. Errors: an empty service name.
+func (b *Bus) Listen(cfg transport.ListenConfig) (*Listener, error) {
+	if cfg.Service == "" {
+		return nil, fmt.Errorf("transport/inmem: no service name")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	svc := b.services[cfg.Service]
+	if svc == nil {
+		svc = &service{
+			name:     cfg.Service,
+			requests: make(chan *transport.Delivery),
+			notes:    make(chan *transport.Delivery, NotificationQueue),
+			topics:   map[string]int{},
+			gone:     make(chan struct{}),
+		}
+		b.services[cfg.Service] = svc
+	}
+	svc.listeners++
+	for _, t := range cfg.Topics {
+		svc.topics[t]++
+	}
+	return &Listener{bus: b, svc: svc, topics: cfg.Topics, done: make(chan struct{})}, nil
+}
+
+// Dial returns a client side of b.
+func (b *Bus) Dial() *Conn { return &Conn{bus: b, done: make(chan struct{})} }
+
+func (b *Bus) lookup(name string) *service {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.services[name]
+}
+
+func (b *Bus) subscribers(topic string) []*service {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*service
+	for _, s := range b.services {
+		if s.topics[topic] > 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (b *Bus) call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	svc := b.lookup(service)
+	if svc == nil {
+		return nil, fmt.Errorf("transport/inmem: service %q: %w", service, transport.ErrNoResponders)
+	}
+	c := &call{reply: make(chan *transport.Message, 1), svc: svc}
+	d := &transport.Delivery{Message: *m, Service: service, RemoteAddr: "inmem", Token: c}
+	select {
+	case svc.requests <- d:
+	case <-svc.gone:
+		return nil, fmt.Errorf("transport/inmem: service %q: %w", service, transport.ErrNoResponders)
+	case <-ctx.Done():
+		return nil, transport.ContextError(ctx)
+	}
+	select {
+	case r := <-c.reply:
+		if r == nil {
+			return nil, fmt.Errorf("transport/inmem: service %q closed without replying: %w", service, transport.ErrUnavailable)
+		}
+		return r, nil
+	case <-ctx.Done():
+		return nil, transport.ContextError(ctx)
+	}
+}
+
+func (b *Bus) publish(ctx context.Context, topic string, m *transport.Message) error {
+	for _, svc := range b.subscribers(topic) {
+		d := &transport.Delivery{Message: *m, Service: svc.name, Topic: topic, RemoteAddr: "inmem"}
+		select {
+		case svc.notes <- d:
+		case <-ctx.Done():
+			return transport.ContextError(ctx)
+		}
+	}
+	return nil
+}
+
+// Listener is the server side of one service on a Bus.
+type Listener struct {
+	bus       *Bus
+	svc       *service
+	topics    []string
+	mu        sync.Mutex
+	done      chan struct{}
+	closed    bool
+	leaveOnce sync.Once
+}
+
+// Receive implements transport.Listener.
+func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	select {
+	case <-l.done:
+		return nil, transport.ErrClosed
+	default:
+	}
+	select {
+	case d := <-l.svc.requests:
+		return d, nil
+	case d := <-l.svc.notes:
+		return d, nil
+	case <-l.done:
+		return nil, transport.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Reply implements transport.Listener. A request settled with
+// transport.Requeue is offered to the service again.
+func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
+	c, _ := d.Token.(*call)
+	if c == nil {
+		return nil // a notification: nothing to answer
+	}
+	if disp == transport.Requeue && resp == nil {
+		go func() {
+			select {
+			case c.svc.requests <- d:
+			case <-c.svc.gone:
+				c.reply <- nil
+			}
+		}()
+		return nil
+	}
+	if resp == nil {
+		c.reply <- nil
+		return nil
+	}
+	m := *resp
+	c.reply <- &m
+	return nil
+}
+
+// Publish implements transport.Listener.
+func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	return l.bus.publish(ctx, topic, m)
+}
+
+// Drain implements transport.Drainer: the listener takes no more requests
+// and leaves the service (so new callers get ErrNoResponders once no
+// instance is left). inmem holds no deliveries, so there is nothing to serve
+// afterwards.
+func (l *Listener) Drain() error {
+	l.leave()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+	}
+	return nil
+}
+
+// Close implements transport.Listener.
+func (l *Listener) Close() error { return l.Drain() }
+
+func (l *Listener) leave() {
+	l.leaveOnce.Do(func() {
+		b := l.bus
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		svc := l.svc
+		svc.listeners--
+		for _, t := range l.topics {
+			if svc.topics[t]--; svc.topics[t] <= 0 {
+				delete(svc.topics, t)
+			}
+		}
+		if svc.listeners == 0 {
+			delete(b.services, svc.name)
+			close(svc.gone)
+		}
+	})
+}
+
+// Conn is the client side of a Bus.
+type Conn struct {
+	bus       *Bus
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+func (c *Conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Call implements transport.Conn.
+func (c *Conn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	if c.isClosed() {
+		return nil, transport.ErrClosed
+	}
+	return c.bus.call(ctx, service, m)
+}
+
+// Publish implements transport.Conn.
+func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	if c.isClosed() {
+		return transport.ErrClosed
+	}
+	return c.bus.publish(ctx, topic, m)
+}
+
+// Close implements transport.Conn.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() { close(c.done) })
+	return nil
+}
+
+func listenURL(_ context.Context, u *url.URL, cfg transport.ListenConfig) (transport.Listener, error) {
+	if cfg.Service == "" {
+		cfg.Service = u.Host
+	}
+	if err := transport.NewOptions("transport/inmem", u).Err(); err != nil {
+		return nil, err
+	}
+	return Default.Listen(cfg)
+}
+
+func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
+	if err := transport.NewOptions("transport/inmem", u).Err(); err != nil {
+		return nil, err
+	}
+	return Default.Dial(), nil
+}

@@ -1,0 +1,314 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Default limits, in bytes. They apply wherever a limit field is zero.
+const (
+	// DefaultMaxHeaderBytes bounds the request line and header block of a
+	// frame: 1 MiB, as net/http.DefaultMaxHeaderBytes.
+	DefaultMaxHeaderBytes = 1 << 20
+	// DefaultMaxBodyBytes bounds a request or response body: 10 MiB, the
+	// STOMP frame limit that shared/brokers configures for ActiveMQ.
+	DefaultMaxBodyBytes = 10 << 20
+)
+
+// Limits bounds what DecodeRequest and DecodeResponse accept. A zero field
+// means its default; a negative one means no limit.
+type Limits struct {
+	MaxHeaderBytes int   // request/status line plus headers, bytes
+	MaxBodyBytes   int64 // body, bytes
+}
+
+func (l Limits) header() int {
+	if l.MaxHeaderBytes == 0 {
+		return DefaultMaxHeaderBytes
+	}
+	return l.MaxHeaderBytes
+}
+
+func (l Limits) body() int64 {
+	if l.MaxBodyBytes == 0 {
+		return DefaultMaxBodyBytes
+	}
+	return l.MaxBodyBytes
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// EncodeRequest writes r as a frame with net/http's Request.Write: the
+// request line in origin form (r.URL.RequestURI()), Host set to service,
+// r.Header, and body as the body with a Content-Length. r.Body is ignored:
+// the caller passes the body it read. Header values holding CR or LF are
+// written with spaces instead (net/http's rule), so a value cannot smuggle a
+// header line or a second request. The returned slice is newly allocated.
+func EncodeRequest(r *http.Request, service string, body []byte) ([]byte, error) {
+	out := &http.Request{
+		Method:     r.Method,
+		URL:        &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     r.Header,
+		Host:       service,
+	}
+	if out.Method == "" {
+		out.Method = http.MethodGet
+	}
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	if len(body) > 0 {
+		out.ContentLength = int64(len(body))
+		out.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	if err := out.Write(buf); err != nil {
+		return nil, fmt.Errorf("transport: encode request: %w", err)
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+// EncodeResponse writes a response frame with net/http's Response.Write:
+// status line, header and body with a Content-Length. method is the
+// request's method (a HEAD response carries no body).
+func EncodeResponse(status int, header http.Header, body []byte, method string) ([]byte, error) {
+	resp := &http.Response{
+		StatusCode:    status,
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        header,
+		ContentLength: int64(len(body)),
+		Request:       &http.Request{Method: method},
+	}
+	if resp.Header == nil {
+		resp.Header = http.Header{}
+	}
+	if len(body) > 0 {
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	buf := bufPool.Get().(*bytes.Buffer)
+	defer bufPool.Put(buf)
+	buf.Reset()
+	if err := resp.Write(buf); err != nil {
+		return nil, fmt.Errorf("transport: encode response: %w", err)
+	}
+	return bytes.Clone(buf.Bytes()), nil
+}
+
+// ErrorResponse returns a response frame made by httpbus itself for err:
+// status StatusOf(err), header HeaderError with the error text, and the text
+// as a text/plain body.
+func ErrorResponse(err error) []byte {
+	return errorFrame(StatusOf(err), err)
+}
+
+func errorFrame(status int, err error) []byte {
+	msg := err.Error()
+	h := http.Header{
+		"Content-Type":           {"text/plain; charset=utf-8"},
+		"X-Content-Type-Options": {"nosniff"},
+		HeaderError:              {msg},
+	}
+	b, _ := EncodeResponse(status, h, []byte(msg+"\n"), "")
+	return b
+}
+
+// headerEnd returns the length of the header block of frame (through the
+// blank line), or -1 if there is none in the first limit+4 bytes.
+func headerEnd(frame []byte, limit int) int {
+	search := frame
+	if limit >= 0 && len(search) > limit+4 {
+		search = search[:limit+4]
+	}
+	crlf := bytes.Index(search, []byte("\r\n\r\n"))
+	lf := bytes.Index(search, []byte("\n\n"))
+	switch {
+	case crlf < 0 && lf < 0:
+		return -1
+	case lf < 0 || (crlf >= 0 && crlf < lf):
+		return crlf + 4
+	default:
+		return lf + 2
+	}
+}
+
+// checkHeader enforces the header limit and that a header block exists.
+func checkHeader(frame []byte, lim Limits) (int, error) {
+	max := lim.header()
+	end := headerEnd(frame, max)
+	if end < 0 {
+		if max >= 0 && len(frame) > max {
+			return 0, &TooLargeError{What: "header", Limit: int64(max), Size: -1}
+		}
+		return 0, fmt.Errorf("%w: no end of header block", ErrMalformedFrame)
+	}
+	if max >= 0 && end > max+4 {
+		return 0, &TooLargeError{What: "header", Limit: int64(max), Size: int64(end)}
+	}
+	return end, nil
+}
+
+// readBody sets body to exactly the bytes the framing declares, checking
+// the body limit, and rejects a frame whose length disagrees with its
+// Content-Length.
+func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, body io.ReadCloser, lim Limits) (io.ReadCloser, int64, error) {
+	max := lim.body()
+	if length >= 0 {
+		if max >= 0 && length > max {
+			return nil, 0, &TooLargeError{What: "body", Limit: max, Size: length}
+		}
+		start := int64(len(frame)) - int64(rd.Len()) - int64(br.Buffered())
+		rest := int64(len(frame)) - start
+		if rest != length {
+			return nil, 0, fmt.Errorf("%w: Content-Length is %d but the frame holds %d body bytes", ErrMalformedFrame, length, rest)
+		}
+		if length == 0 {
+			return http.NoBody, 0, nil
+		}
+		return io.NopCloser(bytes.NewReader(frame[start:])), length, nil
+	}
+	// Chunked: decode now, so that framing errors are a 400, not a handler's
+	// read error.
+	r := io.Reader(body)
+	if max >= 0 {
+		r = io.LimitReader(body, max+1)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: body: %v", ErrMalformedFrame, err)
+	}
+	if max >= 0 && int64(len(b)) > max {
+		return nil, 0, &TooLargeError{What: "body", Limit: max, Size: -1}
+	}
+	if br.Buffered() > 0 || rd.Len() > 0 {
+		return nil, 0, fmt.Errorf("%w: bytes after the end of the message", ErrMalformedFrame)
+	}
+	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
+}
+
+// DecodeRequest reads a request frame with net/http's http.ReadRequest.
+// The returned request's Body reads from frame without copying (the caller
+// must not modify frame while the body is in use); ContentLength is always
+// known. Errors: *TooLargeError (ErrTooLarge) for a header block or body over
+// lim, ErrMalformedFrame for anything http.ReadRequest refuses and for a
+// Content-Length that disagrees with the frame.
+func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
+	if _, err := checkHeader(frame, lim); err != nil {
+		return nil, err
+	}
+	rd := bytes.NewReader(frame)
+	br := bufio.NewReaderSize(rd, min(max(len(frame), 16), 4096))
+	req, err := http.ReadRequest(br)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformedFrame, err)
+	}
+	body, n, err := readBody(frame, br, rd, req.ContentLength, req.Body, lim)
+	if err != nil {
+		return nil, err
+	}
+	req.Body, req.ContentLength = body, n
+	req.TransferEncoding = nil
+	return req, nil
+}
+
+// DecodeResponse reads a response frame with net/http's http.ReadResponse;
+// req is the request it answers (for HEAD) and becomes resp.Request. Errors
+// as DecodeRequest's.
+func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response, error) {
+	if _, err := checkHeader(frame, lim); err != nil {
+		return nil, err
+	}
+	rd := bytes.NewReader(frame)
+	br := bufio.NewReaderSize(rd, min(max(len(frame), 16), 4096))
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: response: %v", ErrMalformedFrame, err)
+	}
+	length := resp.ContentLength
+	if req != nil && req.Method == http.MethodHead {
+		length = 0
+	}
+	if length < 0 && len(resp.TransferEncoding) == 0 {
+		// Body delimited by the end of the message (RFC 9112 §6.3 rule 8).
+		length = int64(rd.Len() + br.Buffered())
+	}
+	body, n, err := readBody(frame, br, rd, length, resp.Body, lim)
+	if err != nil {
+		return nil, err
+	}
+	if req == nil || req.Method != http.MethodHead {
+		resp.ContentLength = n
+	}
+	resp.Body = body
+	resp.TransferEncoding = nil
+	return resp, nil
+}
+
+// IsFrame reports whether a broker content type names a frame: MediaType,
+// with or without parameters, in any case.
+func IsFrame(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), MediaType)
+}
+
+// ForeignRequest turns a message that is not a frame (a plain message from a
+// producer that knows nothing of httpbus) into a request: method POST to "/"
+// (NOTIFY for a notification), the payload as body, m.Header as headers and
+// m.ContentType as Content-Type.
+func ForeignRequest(d *Delivery) *http.Request {
+	method, host := http.MethodPost, d.Service
+	if d.Topic != "" {
+		method, host = MethodNotify, d.Topic
+	}
+	h := d.Header.Clone()
+	if h == nil {
+		h = http.Header{}
+	}
+	if d.ContentType != "" {
+		h.Set("Content-Type", d.ContentType)
+	}
+	req := &http.Request{
+		Method:        method,
+		URL:           &url.URL{Path: "/"},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Host:          host,
+		RequestURI:    "/",
+		ContentLength: int64(len(d.Body)),
+		Body:          http.NoBody,
+	}
+	if len(d.Body) > 0 {
+		req.Body = io.NopCloser(bytes.NewReader(d.Body))
+	}
+	return req
+}
+
+// FormatDeadline formats t for HeaderDeadline: decimal Unix milliseconds.
+func FormatDeadline(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// ParseDeadline parses a HeaderDeadline value; "" gives the zero time.
+func ParseDeadline(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	ms, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || ms <= 0 {
+		return time.Time{}, fmt.Errorf("%w: bad %s %q", ErrMalformedFrame, HeaderDeadline, s)
+	}
+	return time.UnixMilli(ms), nil
+}

@@ -1,0 +1,446 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxInFlight is the number of requests a Server handles at once
+// when Server.MaxInFlight is zero.
+const DefaultMaxInFlight = 128
+
+// DefaultReplyTimeout bounds sending one reply and settling its delivery
+// when Server.ReplyTimeout is zero.
+const DefaultReplyTimeout = 30 * time.Second
+
+// Server serves an http.Handler over Listeners, as http.Server serves one
+// over net.Listeners. Its exported fields are its configuration; the zero
+// value is usable. Fields must not change after Serve is first called.
+type Server struct {
+	// Handler serves each request; nil means http.DefaultServeMux.
+	// Notifications arrive as requests with Method MethodNotify and Host set
+	// to the topic; their responses are discarded.
+	Handler http.Handler
+
+	// MaxInFlight bounds the requests handled at once per Serve call; the
+	// Server takes no delivery from the Listener while the bound is reached
+	// (brokers with prefetch see it as unacked messages). Zero means
+	// DefaultMaxInFlight.
+	MaxInFlight int
+
+	// MaxHeaderBytes bounds a request frame's request line and headers, in
+	// bytes; over it the caller gets 431. Zero means DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+
+	// MaxBodyBytes bounds a request body and a response body, in bytes; a
+	// larger request gets 413 without running the handler, a larger
+	// response is replaced by a 413. Zero means DefaultMaxBodyBytes;
+	// negative means no limit.
+	MaxBodyBytes int64
+
+	// ReplyTimeout bounds sending a reply and settling its delivery. Zero
+	// means DefaultReplyTimeout.
+	ReplyTimeout time.Duration
+
+	// BaseContext returns the context every request context derives from;
+	// nil means context.Background(). Shutdown does not cancel it.
+	BaseContext func(Listener) context.Context
+
+	// Logger receives errors (malformed frames, panics, failed replies);
+	// nil means slog.Default().
+	Logger *slog.Logger
+
+	mu        sync.Mutex
+	listeners map[*serving]struct{}
+	closed    atomic.Bool
+	inFlight  sync.WaitGroup
+	loops     sync.WaitGroup
+}
+
+type serving struct {
+	l      Listener
+	cancel context.CancelFunc
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}
+
+func (s *Server) limits() Limits {
+	return Limits{MaxHeaderBytes: s.MaxHeaderBytes, MaxBodyBytes: s.MaxBodyBytes}
+}
+
+// Serve takes deliveries from l and serves each in its own goroutine, at most
+// MaxInFlight at once, until l fails or the server shuts down. It always
+// returns a non-nil error: ErrServerClosed after Shutdown or Close, else the
+// error of l.Receive. Serve does not close l unless the server shuts down.
+func (s *Server) Serve(l Listener) error {
+	if s.closed.Load() {
+		return ErrServerClosed
+	}
+	base := context.Background()
+	if s.BaseContext != nil {
+		base = s.BaseContext(l)
+	}
+	recvCtx, cancel := context.WithCancel(base)
+	defer cancel()
+	sv := &serving{l: l, cancel: cancel}
+	s.mu.Lock()
+	if s.listeners == nil {
+		s.listeners = map[*serving]struct{}{}
+	}
+	s.listeners[sv] = struct{}{}
+	s.loops.Add(1)
+	s.mu.Unlock()
+	defer s.loops.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, sv)
+		s.mu.Unlock()
+	}()
+
+	n := s.MaxInFlight
+	if n <= 0 {
+		n = DefaultMaxInFlight
+	}
+	sem := make(chan struct{}, n)
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-recvCtx.Done():
+			return ErrServerClosed
+		}
+		d, err := l.Receive(recvCtx)
+		if err != nil {
+			<-sem
+			if s.closed.Load() {
+				return ErrServerClosed
+			}
+			return err
+		}
+		s.inFlight.Add(1)
+		go func() {
+			defer func() { <-sem; s.inFlight.Done() }()
+			s.serveDelivery(base, l, d)
+		}()
+	}
+}
+
+// Shutdown stops intake on every listener being served, waits for the
+// requests in flight to be answered and settled, then closes the listeners
+// and returns nil. Listeners that implement Drainer also serve the
+// deliveries they already took from the broker. If ctx ends first, Shutdown
+// returns ctx.Err() and leaves the rest to Close. Serve returns
+// ErrServerClosed at once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closed.Store(true)
+	s.mu.Lock()
+	svs := make([]*serving, 0, len(s.listeners))
+	for sv := range s.listeners {
+		svs = append(svs, sv)
+	}
+	s.mu.Unlock()
+	for _, sv := range svs {
+		if dr, ok := sv.l.(Drainer); ok {
+			if err := dr.Drain(); err != nil {
+				s.logger().Warn("transport: drain failed", "err", err)
+				sv.cancel()
+			}
+		} else {
+			sv.cancel()
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		s.loops.Wait()
+		s.inFlight.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, sv := range svs {
+			sv.cancel()
+		}
+		return ctx.Err()
+	}
+	var errs []error
+	for _, sv := range svs {
+		if err := sv.l.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close closes every listener being served at once, without waiting for
+// requests in flight (their deliveries return to the broker where it can
+// redeliver them). Serve returns ErrServerClosed.
+func (s *Server) Close() error {
+	s.closed.Store(true)
+	s.mu.Lock()
+	svs := make([]*serving, 0, len(s.listeners))
+	for sv := range s.listeners {
+		svs = append(svs, sv)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, sv := range svs {
+		sv.cancel()
+		if err := sv.l.Close(); err != nil && !errors.Is(err, ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) replyContext(base context.Context) (context.Context, context.CancelFunc) {
+	t := s.ReplyTimeout
+	if t <= 0 {
+		t = DefaultReplyTimeout
+	}
+	return context.WithTimeout(context.WithoutCancel(base), t)
+}
+
+// reply sends resp (nil for none) and settles d, logging a failure.
+func (s *Server) reply(base context.Context, l Listener, d *Delivery, resp []byte, disp Disposition) {
+	ctx, cancel := s.replyContext(base)
+	defer cancel()
+	var m *Message
+	if resp != nil && d.Topic == "" {
+		m = &Message{Body: resp, ContentType: MediaType}
+	}
+	if err := l.Reply(ctx, d, m, disp); err != nil {
+		s.logger().Error("transport: reply failed", "service", d.Service, "topic", d.Topic, "err", err)
+	}
+}
+
+func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
+	if d.ResponseWriter != nil {
+		s.serveNative(base, l, d)
+		return
+	}
+	if !d.Deadline.IsZero() && !time.Now().Before(d.Deadline) {
+		err := Timeout(errors.New("request expired before it was served"))
+		s.reply(base, l, d, ErrorResponse(err), Ack)
+		return
+	}
+	var req *http.Request
+	var err error
+	if IsFrame(d.ContentType) {
+		req, err = DecodeRequest(d.Body, s.limits())
+	} else {
+		req = ForeignRequest(d)
+		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
+			err = &TooLargeError{What: "body", Limit: max, Size: int64(len(d.Body))}
+		}
+	}
+	if err != nil {
+		s.logger().Warn("transport: bad request frame", "service", d.Service, "topic", d.Topic, "bytes", len(d.Body), "err", err)
+		s.reply(base, l, d, ErrorResponse(err), Reject)
+		return
+	}
+	if d.Topic != "" {
+		req.Method = MethodNotify
+	}
+	ctx := base
+	if !d.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(base, d.Deadline)
+		defer cancel()
+	}
+	req = req.WithContext(ctx)
+	req.RemoteAddr = d.RemoteAddr
+	if d.Redelivered {
+		req.Header.Set(HeaderRedelivered, "true")
+	}
+	w := &responseWriter{header: http.Header{}, maxBody: s.limits().body()}
+	if !s.runHandler(w, req, d) {
+		s.reply(base, l, d, errorFrame(http.StatusInternalServerError, errors.New("transport: handler panicked")), Ack)
+		return
+	}
+	resp, err := w.frame(req.Method)
+	if err == nil {
+		if sl, ok := l.(SizeLimiter); ok {
+			if max := sl.MaxMessageBytes(); max > 0 && int64(len(resp)) > max {
+				err = &TooLargeError{What: "response message", Limit: max, Size: int64(len(resp))}
+			}
+		}
+	}
+	if err != nil {
+		s.logger().Error("transport: response not sent", "service", d.Service, "path", req.URL.Path, "err", err)
+		resp = ErrorResponse(err)
+	}
+	s.reply(base, l, d, resp, Ack)
+}
+
+// runHandler runs the handler, turning a panic into false (and a log line).
+func (s *Server) runHandler(w http.ResponseWriter, req *http.Request, d *Delivery) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			ok = false
+			if v != http.ErrAbortHandler {
+				s.logger().Error("transport: handler panic", "service", d.Service, "method", req.Method, "path", req.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			}
+		}
+	}()
+	h := s.Handler
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	h.ServeHTTP(w, req)
+	return true
+}
+
+// serveNative runs the handler on a backend's own ResponseWriter (tcp).
+func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
+	req := d.Request
+	if !d.Deadline.IsZero() {
+		if !time.Now().Before(d.Deadline) {
+			err := Timeout(errors.New("request expired before it was served"))
+			writeError(d.ResponseWriter, err)
+			s.reply(base, l, d, nil, Ack)
+			return
+		}
+		ctx, cancel := context.WithDeadline(req.Context(), d.Deadline)
+		defer cancel()
+		req = req.WithContext(ctx)
+	}
+	w := &trackingWriter{ResponseWriter: d.ResponseWriter}
+	if max := s.limits().body(); max >= 0 {
+		if req.ContentLength > max {
+			writeError(w, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})
+			s.reply(base, l, d, nil, Ack)
+			return
+		}
+		req.Body = http.MaxBytesReader(w, req.Body, max)
+	}
+	if !s.runHandler(w, req, d) && !w.wrote {
+		writeError(w, errors.New("transport: handler panicked"))
+		w.WriteHeader(http.StatusInternalServerError)
+	}
+	s.reply(base, l, d, nil, Ack)
+}
+
+func writeError(w http.ResponseWriter, err error) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(HeaderError, err.Error())
+	w.WriteHeader(StatusOf(err))
+	fmt.Fprintln(w, err.Error())
+}
+
+// trackingWriter records whether the handler started its response, and
+// exposes the underlying writer's optional interfaces through Unwrap
+// (http.ResponseController).
+type trackingWriter struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *trackingWriter) WriteHeader(code int) {
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.wrote = true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *trackingWriter) Write(p []byte) (int, error) {
+	w.wrote = true
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *trackingWriter) Flush() {
+	w.wrote = true
+	http.NewResponseController(w.ResponseWriter).Flush() //nolint:errcheck // Flusher has no error
+}
+
+func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// responseWriter buffers a handler's response for one frame, with net/http's
+// rules: the header is fixed at the first WriteHeader or Write, a missing
+// Content-Type is sniffed from the first 512 bytes, 1xx statuses are interim
+// and dropped, Flush is accepted (the frame is sent when the handler returns).
+type responseWriter struct {
+	header      http.Header
+	sent        http.Header
+	status      int
+	body        bytes.Buffer
+	maxBody     int64
+	over        bool
+	wroteHeader bool
+}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	if code < 100 || code > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
+	}
+	if code < 200 {
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+	w.sent = w.header.Clone()
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wroteHeader {
+		if w.header.Get("Content-Type") == "" && w.header.Get("Transfer-Encoding") == "" && len(p) > 0 {
+			w.header.Set("Content-Type", http.DetectContentType(p))
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.maxBody >= 0 && int64(w.body.Len()+len(p)) > w.maxBody {
+		w.over = true
+		return 0, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
+	}
+	return w.body.Write(p)
+}
+
+// Flush implements http.Flusher. The response is buffered until the handler
+// returns, so Flush only fixes the header.
+func (w *responseWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified && (status < 100 || status > 199)
+}
+
+func (w *responseWriter) frame(method string) ([]byte, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.over {
+		return nil, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
+	}
+	h := w.sent
+	h.Del("Transfer-Encoding")
+	h.Del("Content-Length")
+	if !bodyAllowed(w.status) {
+		return EncodeResponse(w.status, h, nil, method)
+	}
+	return EncodeResponse(w.status, h, w.body.Bytes(), method)
+}

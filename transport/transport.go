@@ -1,0 +1,182 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"time"
+)
+
+// MediaType is the content type of a frame: one whole HTTP/1.1 message
+// (RFC 9112 §10.1).
+const MediaType = "message/http"
+
+// Version is the wire binding version carried in HeaderVersion.
+const Version = "1"
+
+// Routing header names of the wire binding (WIRE.md). Backends carry them as
+// broker headers (or, for tcp, as HTTP headers); the frame itself is untouched.
+const (
+	// HeaderVersion carries Version.
+	HeaderVersion = "Httpbus-Version"
+	// HeaderDeadline carries the caller's absolute deadline as decimal Unix
+	// time in milliseconds (FormatDeadline, ParseDeadline).
+	HeaderDeadline = "Httpbus-Deadline"
+	// HeaderCorrelationID carries the correlation id where the broker has no
+	// native property for it.
+	HeaderCorrelationID = "Httpbus-Correlation-Id"
+	// HeaderRedelivered is set to "true" on the request a handler sees when
+	// the broker delivers it again (after a server died holding it), so that
+	// handlers can be idempotent.
+	HeaderRedelivered = "Httpbus-Redelivered"
+	// HeaderError is set on a response made by httpbus itself, not by the
+	// handler (an expired request, a malformed frame, a transport error at
+	// the caller): its value is the error text.
+	HeaderError = "Httpbus-Error"
+)
+
+// MethodNotify is the method of a notification: a request published to a
+// topic, delivered once to each subscribing service, never answered.
+const MethodNotify = "NOTIFY"
+
+// Message is one broker message as the core sees it.
+//
+// Ownership: a Message passed to a Transport method is owned by the callee
+// only until the method returns, except Body, which the callee may keep but
+// never modifies. A Message returned by a Transport belongs to the caller.
+type Message struct {
+	// Body is the message payload: a frame (ContentType MediaType) or, for
+	// a message from a producer that knows nothing of httpbus, any bytes.
+	Body []byte
+	// ContentType is the broker-level content type; MediaType for frames.
+	ContentType string
+	// Header holds the broker headers of a received message, canonicalised
+	// (http.CanonicalHeaderKey). The Server maps them onto the request of a
+	// foreign (non-frame) message. Backends may leave it nil for frames.
+	Header http.Header
+	// Deadline is the caller's absolute deadline; zero means none.
+	Deadline time.Time
+}
+
+// Delivery is a message received by a Listener: a request (Topic empty) or
+// a notification (Topic set).
+type Delivery struct {
+	Message
+	// Service is the service the request was addressed to.
+	Service string
+	// Topic is the notification's topic; empty for a request.
+	Topic string
+	// RemoteAddr is the sender's address where the backend knows it (tcp),
+	// else a reply address or empty. It becomes http.Request.RemoteAddr.
+	RemoteAddr string
+	// Redelivered reports that the broker delivered this message before.
+	Redelivered bool
+
+	// Request and ResponseWriter are set by backends that speak HTTP
+	// natively (tcp): the Server then runs the handler on them directly, with
+	// no frame in between, and Reply is called with a nil response.
+	Request        *http.Request
+	ResponseWriter http.ResponseWriter
+
+	// Token is the backend's own bookkeeping (reply address, delivery tag).
+	Token any
+}
+
+// Disposition says how a Listener settles a delivery after replying.
+type Disposition int
+
+const (
+	// Ack acknowledges the delivery: the broker forgets it.
+	Ack Disposition = iota
+	// Reject refuses it without requeue: the broker drops it or moves it to
+	// a dead-letter destination where one is configured.
+	Reject
+	// Requeue returns it to the broker for another delivery (used for
+	// deliveries taken but not started when the server shuts down).
+	Requeue
+)
+
+// Listener is the server side of a transport: what a Server needs to serve
+// one service.
+//
+// All methods are safe for concurrent use. After Close, Receive returns
+// ErrClosed and the other methods return errors matching ErrClosed.
+type Listener interface {
+	// Receive blocks until the next request or notification arrives, ctx is
+	// done (it returns ctx's error), or the listener is closed or drained
+	// (ErrClosed).
+	Receive(ctx context.Context) (*Delivery, error)
+
+	// Reply sends resp to d's reply address, if d has one and resp is not
+	// nil, and then settles d as disp. The response is sent before the
+	// delivery is acknowledged: a request is never acked unanswered.
+	Reply(ctx context.Context, d *Delivery, resp *Message, disp Disposition) error
+
+	// Publish sends a notification to every service subscribed to topic.
+	Publish(ctx context.Context, topic string, m *Message) error
+
+	// Close stops intake and releases the listener. Deliveries taken but not
+	// settled return to the broker where it can redeliver them.
+	Close() error
+}
+
+// Conn is the client side of a transport.
+//
+// All methods are safe for concurrent use. After Close they return errors
+// matching ErrClosed.
+type Conn interface {
+	// Call sends req to service and waits for the response, until ctx is
+	// done. Errors match ErrNoResponders, ErrTimeout, ErrTooLarge,
+	// ErrUnavailable or ErrClosed.
+	Call(ctx context.Context, service string, req *Message) (*Message, error)
+
+	// Publish sends a notification to topic without waiting for handlers.
+	Publish(ctx context.Context, topic string, m *Message) error
+
+	// Close releases the connection.
+	Close() error
+}
+
+// Optional interfaces, discovered by type assertion (as database/sql/driver
+// does).
+
+// Drainer is implemented by a Listener that can stop intake while it still
+// replies: after Drain returns, Receive returns the deliveries already taken
+// from the broker and then ErrClosed. Server.Shutdown uses it.
+type Drainer interface {
+	Drain() error
+}
+
+// SizeLimiter is implemented by a Listener or Conn whose broker caps the
+// size of one message. The core checks frames against it before sending
+// and answers 413 instead.
+type SizeLimiter interface {
+	// MaxMessageBytes returns the largest message body the broker takes, in
+	// bytes; 0 means no limit.
+	MaxMessageBytes() int64
+}
+
+// State is a connection's health, for health checks.
+type State int
+
+const (
+	StateConnected State = iota
+	StateReconnecting
+	StateClosed
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnected:
+		return "connected"
+	case StateReconnecting:
+		return "reconnecting"
+	case StateClosed:
+		return "closed"
+	}
+	return "unknown"
+}
+
+// StateReporter is implemented by a Listener or Conn that reconnects.
+type StateReporter interface {
+	State() State
+}
