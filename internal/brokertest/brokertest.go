@@ -1,0 +1,86 @@
+// Package brokertest resolves a real broker for a test, in this order:
+//
+//  1. an environment variable (HTTPBUS_TEST_NATS_URL, HTTPBUS_TEST_AMQP_URL,
+//     HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR, HTTPBUS_TEST_STOMP_RABBITMQ_ADDR);
+//  2. a container started with testcontainers-go when a Docker engine answers
+//     (see container.go);
+//  3. for NATS only, an embedded nats-server in the test process;
+//  4. else the test is skipped, naming the variable — or, when
+//     HTTPBUS_REQUIRE_BROKERS=1 (CI sets it), it fails.
+//
+// It is internal: users of httpbus never import it.
+package brokertest
+
+import (
+	"os"
+	"testing"
+)
+
+// Environment variables read by this package.
+const (
+	EnvNATS           = "HTTPBUS_TEST_NATS_URL"
+	EnvAMQP           = "HTTPBUS_TEST_AMQP_URL"
+	EnvSTOMPActiveMQ  = "HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR"
+	EnvSTOMPRabbitMQ  = "HTTPBUS_TEST_STOMP_RABBITMQ_ADDR"
+	EnvRequireBrokers = "HTTPBUS_REQUIRE_BROKERS"
+)
+
+// Required reports whether a missing broker must fail the test
+// (HTTPBUS_REQUIRE_BROKERS=1).
+func Required() bool { return os.Getenv(EnvRequireBrokers) == "1" }
+
+// Source says where a broker address came from.
+type Source string
+
+const (
+	FromEnv       Source = "env"
+	FromContainer Source = "testcontainers"
+	FromEmbedded  Source = "embedded"
+)
+
+// resolver is one step of the resolution order; it returns "" when it
+// cannot provide the broker.
+type resolver func(t testing.TB) string
+
+// resolve runs the steps in order and skips or fails when none answers.
+func resolve(t testing.TB, env, what string, steps ...resolver) string {
+	t.Helper()
+	if v := os.Getenv(env); v != "" {
+		return v
+	}
+	for _, step := range steps {
+		if v := step(t); v != "" {
+			return v
+		}
+	}
+	msg := what + ": no broker: set " + env + " (or run a Docker engine for testcontainers-go)"
+	if Required() {
+		t.Fatal(msg + "; " + EnvRequireBrokers + "=1 makes this a failure")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// AMQP returns an AMQP 0-9-1 URL such as amqp://guest:guest@127.0.0.1:5672/.
+func AMQP(t testing.TB) string {
+	t.Helper()
+	return resolve(t, EnvAMQP, "RabbitMQ (AMQP)", containerAMQP)
+}
+
+// STOMPActiveMQ returns host:port of ActiveMQ's STOMP connector.
+func STOMPActiveMQ(t testing.TB) string {
+	t.Helper()
+	return resolve(t, EnvSTOMPActiveMQ, "ActiveMQ (STOMP)", containerActiveMQ)
+}
+
+// STOMPRabbitMQ returns host:port of RabbitMQ's STOMP plugin.
+func STOMPRabbitMQ(t testing.TB) string {
+	t.Helper()
+	return resolve(t, EnvSTOMPRabbitMQ, "RabbitMQ (STOMP)", containerRabbitMQSTOMP)
+}
+
+// NATS returns a NATS URL such as nats://127.0.0.1:4222.
+func NATS(t testing.TB) string {
+	t.Helper()
+	return resolve(t, EnvNATS, "NATS", containerNATS, embeddedNATS)
+}
