@@ -58,9 +58,10 @@ type Server struct {
 	// nil means slog.Default().
 	Logger *slog.Logger
 
-	mu        sync.Mutex
-	listeners map[*serving]struct{}
-	closed    atomic.Bool
+	mu         sync.Mutex
+	listeners  map[*serving]struct{}
+	shutdownCh chan struct{} // closed by Shutdown and Close
+	closed     atomic.Bool
 	inFlight  sync.WaitGroup
 	loops     sync.WaitGroup
 }
@@ -83,33 +84,50 @@ func (s *Server) limits() Limits {
 
 // Serve takes deliveries from l and serves each in its own goroutine, at most
 // MaxInFlight at once, until l fails or the server shuts down. It always
-// returns a non-nil error: ErrServerClosed after Shutdown or Close, else the
-// error of l.Receive. Serve does not close l unless the server shuts down.
+// returns a non-nil error: ErrServerClosed after Shutdown or Close (at once,
+// as http.Server.Serve does, while Shutdown finishes the requests in flight),
+// else the error of l.Receive. Serve does not close l unless the server
+// shuts down.
 func (s *Server) Serve(l Listener) error {
+	s.mu.Lock()
 	if s.closed.Load() {
+		s.mu.Unlock()
 		return ErrServerClosed
+	}
+	if s.listeners == nil {
+		s.listeners = map[*serving]struct{}{}
+		s.shutdownCh = make(chan struct{})
 	}
 	base := context.Background()
 	if s.BaseContext != nil {
 		base = s.BaseContext(l)
 	}
 	recvCtx, cancel := context.WithCancel(base)
-	defer cancel()
 	sv := &serving{l: l, cancel: cancel}
-	s.mu.Lock()
-	if s.listeners == nil {
-		s.listeners = map[*serving]struct{}{}
-	}
 	s.listeners[sv] = struct{}{}
 	s.loops.Add(1)
+	shutdownCh := s.shutdownCh
 	s.mu.Unlock()
-	defer s.loops.Done()
-	defer func() {
+
+	errc := make(chan error, 1)
+	go func() {
+		defer s.loops.Done()
+		defer cancel()
+		err := s.receiveLoop(base, recvCtx, l)
 		s.mu.Lock()
 		delete(s.listeners, sv)
 		s.mu.Unlock()
+		errc <- err
 	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-shutdownCh:
+		return ErrServerClosed
+	}
+}
 
+func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 	n := s.MaxInFlight
 	if n <= 0 {
 		n = DefaultMaxInFlight
@@ -144,8 +162,8 @@ func (s *Server) Serve(l Listener) error {
 // returns ctx.Err() and leaves the rest to Close. Serve returns
 // ErrServerClosed at once.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.closed.Store(true)
 	s.mu.Lock()
+	s.markClosed()
 	svs := make([]*serving, 0, len(s.listeners))
 	for sv := range s.listeners {
 		svs = append(svs, sv)
@@ -188,8 +206,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // requests in flight (their deliveries return to the broker where it can
 // redeliver them). Serve returns ErrServerClosed.
 func (s *Server) Close() error {
-	s.closed.Store(true)
 	s.mu.Lock()
+	s.markClosed()
 	svs := make([]*serving, 0, len(s.listeners))
 	for sv := range s.listeners {
 		svs = append(svs, sv)
@@ -203,6 +221,16 @@ func (s *Server) Close() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// markClosed records the shutdown; s.mu must be held.
+func (s *Server) markClosed() {
+	if s.closed.Swap(true) {
+		return
+	}
+	if s.shutdownCh != nil {
+		close(s.shutdownCh)
+	}
 }
 
 func (s *Server) replyContext(base context.Context) (context.Context, context.CancelFunc) {
@@ -270,6 +298,10 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		s.reply(base, l, d, errorFrame(http.StatusInternalServerError, errors.New("transport: handler panicked")), Ack)
 		return
 	}
+	if !w.wroteHeader && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		s.reply(base, l, d, ErrorResponse(Timeout(errors.New("handler returned at the caller's deadline without a response"))), Ack)
+		return
+	}
 	resp, err := w.frame(req.Method)
 	if err == nil {
 		if sl, ok := l.(SizeLimiter); ok {
@@ -306,39 +338,63 @@ func (s *Server) runHandler(w http.ResponseWriter, req *http.Request, d *Deliver
 // serveNative runs the handler on a backend's own ResponseWriter (tcp).
 func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 	req := d.Request
+	w := &trackingWriter{ResponseWriter: d.ResponseWriter}
+	defer s.reply(base, l, d, nil, Ack)
 	if !d.Deadline.IsZero() {
 		if !time.Now().Before(d.Deadline) {
-			err := Timeout(errors.New("request expired before it was served"))
-			writeError(d.ResponseWriter, err)
-			s.reply(base, l, d, nil, Ack)
+			writeError(w, StatusOf(ErrTimeout), Timeout(errors.New("request expired before it was served")))
 			return
 		}
 		ctx, cancel := context.WithDeadline(req.Context(), d.Deadline)
 		defer cancel()
 		req = req.WithContext(ctx)
 	}
-	w := &trackingWriter{ResponseWriter: d.ResponseWriter}
-	if max := s.limits().body(); max >= 0 {
+	lim := s.limits()
+	if max := lim.header(); max >= 0 {
+		if n := headerSize(req); n > max {
+			writeError(w, http.StatusRequestHeaderFieldsTooLarge, &TooLargeError{What: "header", Limit: int64(max), Size: int64(n)})
+			return
+		}
+	}
+	if max := lim.body(); max >= 0 {
 		if req.ContentLength > max {
-			writeError(w, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})
-			s.reply(base, l, d, nil, Ack)
+			writeError(w, http.StatusRequestEntityTooLarge, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})
 			return
 		}
 		req.Body = http.MaxBytesReader(w, req.Body, max)
 	}
-	if !s.runHandler(w, req, d) && !w.wrote {
-		writeError(w, errors.New("transport: handler panicked"))
-		w.WriteHeader(http.StatusInternalServerError)
+	if d.Redelivered {
+		req.Header.Set(HeaderRedelivered, "true")
 	}
-	s.reply(base, l, d, nil, Ack)
+	if !s.runHandler(w, req, d) {
+		if !w.wrote {
+			writeError(w, http.StatusInternalServerError, errors.New("transport: handler panicked"))
+		}
+		return
+	}
+	if !w.wrote && errors.Is(req.Context().Err(), context.DeadlineExceeded) {
+		writeError(w, http.StatusGatewayTimeout, Timeout(errors.New("handler returned at the caller's deadline without a response")))
+	}
 }
 
-func writeError(w http.ResponseWriter, err error) {
+// headerSize approximates the bytes of a request's request line and header
+// block as they were on the wire.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + len(r.RequestURI) + len(r.Host) + 20
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+func writeError(w http.ResponseWriter, status int, err error) {
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set(HeaderError, err.Error())
-	w.WriteHeader(StatusOf(err))
+	w.WriteHeader(status)
 	fmt.Fprintln(w, err.Error())
 }
 

@@ -1,0 +1,588 @@
+// Package tcp is the HTTP/1.1-on-TCP backend of httpbus: a service listens
+// on a TCP address and speaks plain HTTP/1.1, so curl and any stock HTTP
+// client can call it, and a caller can call any stock HTTP server.
+//
+// The server side is net/http's own http.Server (keep-alive, Content-Length
+// and chunked request bodies, Expect: 100-continue, read and idle timeouts,
+// a header size limit); the client side is net/http's http.Transport. Frames
+// never appear on this wire: the HTTP/1.1 stream is the frame, and the
+// parsed request goes to the handler without being encoded again.
+//
+// # URLs
+//
+//	tcp://127.0.0.1:8080                 Listen on it; Dial: send every request there
+//	tcp://                               Dial: each service name is dialed as host:port
+//	tcp://127.0.0.1:8080?reuseport=true  Listen with SO_REUSEPORT (Linux): several
+//	                                     servers of one service share the address,
+//	                                     and the kernel shares connections among them
+//	tcp://...?subscriber=orders.created@127.0.0.1:8081
+//	                                     Publish sends NOTIFY for that topic to that
+//	                                     address (repeatable)
+//
+// Other options: read_header_timeout, read_timeout, write_timeout,
+// idle_timeout (durations), max_header_bytes and max_body_bytes (bytes).
+//
+// # Delivery
+//
+// There is no broker: a request is served by whichever server accepted the
+// connection, once. The caller's deadline travels in the Httpbus-Deadline
+// header (Unix milliseconds); a request without it (curl) has no deadline
+// beyond the server's timeouts. A notification is an HTTP request with
+// method NOTIFY and the topic as Host, sent to each configured subscriber
+// address; its response is discarded (2xx counts as delivered).
+//
+// # Errors
+//
+// A refused connection or an unknown host is transport.ErrNoResponders
+// (503); a passed deadline transport.ErrTimeout (504); any other network
+// failure transport.ErrUnavailable (502). A request body over
+// Config.MaxBodyBytes gets 413, one cut short of its Content-Length 400.
+package tcp
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+func init() {
+	transport.Register(listenURL, dialURL, "tcp")
+}
+
+// Default timeouts of the server side.
+const (
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+)
+
+// Config configures both sides. The zero value is usable.
+type Config struct {
+	// ReadHeaderTimeout bounds reading a request's header; zero means
+	// DefaultReadHeaderTimeout.
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request (body included); zero
+	// means none beyond the caller's deadline.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds writing a response; zero means none.
+	WriteTimeout time.Duration
+	// IdleTimeout bounds an idle keep-alive connection; zero means
+	// DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header block in bytes (431 past
+	// it); zero means transport.DefaultMaxHeaderBytes.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body in bytes (413 past it); the body
+	// is read whole before the handler runs. Zero means
+	// transport.DefaultMaxBodyBytes; negative means no limit.
+	MaxBodyBytes int64
+	// ReusePort sets SO_REUSEPORT on the listening socket (Linux only), so
+	// that several servers can share one address.
+	ReusePort bool
+	// TLSConfig, when set, makes the server side speak HTTPS and the client
+	// side dial with TLS.
+	TLSConfig *tls.Config
+	// Subscribers maps a topic to the host:port addresses that Publish
+	// sends its notifications to.
+	Subscribers map[string][]string
+	// Logger receives connection errors; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) maxBody() int64 {
+	if c.MaxBodyBytes == 0 {
+		return transport.DefaultMaxBodyBytes
+	}
+	return c.MaxBodyBytes
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+// Listener is the server side: an http.Server on a net.Listener whose
+// requests a transport.Server takes with Receive.
+type Listener struct {
+	cfg     Config
+	topics  map[string]bool
+	ln      net.Listener
+	srv     *http.Server
+	ch      chan *transport.Delivery
+	stopped chan struct{} // closed when the http.Server has finished
+	pub     *Conn
+
+	mu       sync.Mutex
+	draining bool
+}
+
+// Listen listens on addr ("host:port"; port 0 picks one) and returns the
+// server side. topics, if any, restricts the NOTIFY topics accepted (others
+// get 404); none accepts every topic.
+func Listen(ctx context.Context, addr string, topics []string, cfg Config) (*Listener, error) {
+	lc := net.ListenConfig{}
+	if cfg.ReusePort {
+		lc.Control = reusePort
+	}
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport/tcp: listen %s: %w", addr, err)
+	}
+	if cfg.TLSConfig != nil {
+		ln = tls.NewListener(ln, cfg.TLSConfig)
+	}
+	return NewListener(ln, topics, cfg), nil
+}
+
+// NewListener serves on ln, which the Listener owns from then on.
+func NewListener(ln net.Listener, topics []string, cfg Config) *Listener {
+	l := &Listener{
+		cfg:     cfg,
+		ln:      ln,
+		ch:      make(chan *transport.Delivery),
+		stopped: make(chan struct{}),
+		pub:     NewConn(Config{Subscribers: cfg.Subscribers, TLSConfig: cfg.TLSConfig}),
+	}
+	if len(topics) > 0 {
+		l.topics = map[string]bool{}
+		for _, t := range topics {
+			l.topics[t] = true
+		}
+	}
+	rht := cfg.ReadHeaderTimeout
+	if rht == 0 {
+		rht = DefaultReadHeaderTimeout
+	}
+	idle := cfg.IdleTimeout
+	if idle == 0 {
+		idle = DefaultIdleTimeout
+	}
+	mhb := cfg.MaxHeaderBytes
+	if mhb == 0 {
+		mhb = transport.DefaultMaxHeaderBytes
+	}
+	l.srv = &http.Server{
+		Handler:           l,
+		ReadHeaderTimeout: rht,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    mhb,
+		ErrorLog:          slog.NewLogLogger(cfg.logger().Handler(), slog.LevelWarn),
+	}
+	go func() {
+		err := l.srv.Serve(ln)
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			cfg.logger().Error("transport/tcp: serve", "addr", ln.Addr().String(), "err", err)
+		}
+	}()
+	return l
+}
+
+// Addr returns the listening address.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+type token struct{ done chan struct{} }
+
+// ServeHTTP hands a request to Receive and waits until it is answered.
+func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	d := &transport.Delivery{
+		Service:    r.Host,
+		RemoteAddr: r.RemoteAddr,
+		Request:    r,
+	}
+	if r.Method == transport.MethodNotify {
+		if l.topics != nil && !l.topics[r.Host] {
+			http.Error(w, "transport/tcp: not subscribed to topic "+r.Host, http.StatusNotFound)
+			return
+		}
+		d.Topic = r.Host
+	}
+	if v := r.Header.Get(transport.HeaderDeadline); v != "" {
+		dl, err := transport.ParseDeadline(v)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		d.Deadline = dl
+	}
+	// Read the body whole, as a broker message would arrive: a body over
+	// the limit is a 413 and one cut short a 400 before the handler runs.
+	body, err := readBody(w, r, l.cfg.maxBody())
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	r.TransferEncoding = nil
+	d.ResponseWriter = w
+	tok := &token{done: make(chan struct{})}
+	d.Token = tok
+	select {
+	case l.ch <- d:
+	case <-l.stopped:
+		writeErr(w, fmt.Errorf("transport/tcp: listener closed: %w", transport.ErrNoResponders))
+		return
+	case <-r.Context().Done():
+		return
+	}
+	<-tok.done
+}
+
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	if max >= 0 && r.ContentLength > max {
+		return nil, &transport.TooLargeError{What: "body", Limit: max, Size: r.ContentLength}
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength))
+	}
+	rd := io.Reader(r.Body)
+	if max >= 0 {
+		rd = http.MaxBytesReader(w, r.Body, max)
+	}
+	if _, err := buf.ReadFrom(rd); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, &transport.TooLargeError{What: "body", Limit: max, Size: -1}
+		}
+		return nil, fmt.Errorf("%w: body: %v", transport.ErrMalformedFrame, err)
+	}
+	return buf.Bytes(), nil
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set(transport.HeaderError, err.Error())
+	w.WriteHeader(transport.StatusOf(err))
+	fmt.Fprintln(w, err.Error())
+}
+
+// Receive implements transport.Listener.
+func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	select {
+	case d := <-l.ch:
+		return d, nil
+	case <-l.stopped:
+		return nil, transport.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Reply implements transport.Listener. The handler wrote the response on
+// the connection already; Reply releases it. A delivery requeued without a
+// response is answered 503.
+func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
+	tok, ok := d.Token.(*token)
+	if !ok {
+		return fmt.Errorf("transport/tcp: delivery not from this listener")
+	}
+	if resp == nil && disp == transport.Requeue {
+		writeErr(d.ResponseWriter, fmt.Errorf("transport/tcp: server shutting down: %w", transport.ErrNoResponders))
+	}
+	close(tok.done)
+	return nil
+}
+
+// Publish implements transport.Listener: NOTIFY to Config.Subscribers.
+func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	return l.pub.Publish(ctx, topic, m)
+}
+
+// Drain implements transport.Drainer: the listening socket closes at once,
+// requests already read are served, idle connections close, and Receive
+// returns ErrClosed once the last connection is done.
+func (l *Listener) Drain() error {
+	l.mu.Lock()
+	if l.draining {
+		l.mu.Unlock()
+		return nil
+	}
+	l.draining = true
+	l.mu.Unlock()
+	l.srv.SetKeepAlivesEnabled(false)
+	go func() {
+		l.srv.Shutdown(context.Background())
+		close(l.stopped)
+	}()
+	return nil
+}
+
+// Close implements transport.Listener: it closes the socket and every
+// connection at once.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	already := l.draining
+	l.draining = true
+	l.mu.Unlock()
+	err := l.srv.Close()
+	if !already {
+		close(l.stopped)
+	}
+	l.pub.Close()
+	return err
+}
+
+// Conn is the client side: net/http's http.Transport, sending each request
+// to Config-resolved addresses. It implements http.RoundTripper, which
+// transport.RoundTripper uses directly (no frame in between).
+type Conn struct {
+	// Addr, when set, receives every request whatever its service;
+	// otherwise the service name is dialed as host:port.
+	Addr string
+	// Resolve, when set, maps a service name to host:port, before Addr.
+	// Returning an error matching transport.ErrNoResponders means no server.
+	Resolve func(service string) (string, error)
+
+	cfg Config
+	rt  *http.Transport
+}
+
+// NewConn returns a client side. The caller sets Addr or Resolve before use.
+func NewConn(cfg Config) *Conn {
+	rt := http.DefaultTransport.(*http.Transport).Clone()
+	rt.Proxy = nil
+	rt.MaxIdleConnsPerHost = 256
+	rt.MaxIdleConns = 1024
+	rt.TLSClientConfig = cfg.TLSConfig
+	rt.ForceAttemptHTTP2 = false
+	return &Conn{cfg: cfg, rt: rt}
+}
+
+func (c *Conn) scheme() string {
+	if c.cfg.TLSConfig != nil {
+		return "https"
+	}
+	return "http"
+}
+
+func (c *Conn) resolve(service string) (string, error) {
+	if c.Resolve != nil {
+		return c.Resolve(service)
+	}
+	if c.Addr != "" {
+		return c.Addr, nil
+	}
+	return service, nil
+}
+
+// RoundTrip sends req to the address of the service named by its URL host,
+// with the context deadline in Httpbus-Deadline. Errors match
+// transport.ErrNoResponders, ErrTimeout or ErrUnavailable.
+func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
+	service := req.URL.Host
+	addr, err := c.resolve(service)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	out := req.Clone(req.Context())
+	out.URL.Scheme, out.URL.Host, out.Host = c.scheme(), addr, service
+	out.RequestURI = ""
+	if dl, ok := req.Context().Deadline(); ok {
+		// Keep an earlier deadline the request already carries (Call).
+		if prev, err := transport.ParseDeadline(out.Header.Get(transport.HeaderDeadline)); err != nil || prev.IsZero() || dl.Before(prev) {
+			out.Header.Set(transport.HeaderDeadline, transport.FormatDeadline(dl))
+		}
+	}
+	resp, err := c.rt.RoundTrip(out)
+	if err != nil {
+		return nil, classify(req.Context(), service, err)
+	}
+	resp.Request = req
+	return resp, nil
+}
+
+func classify(ctx context.Context, service string, err error) error {
+	if ctx.Err() != nil {
+		return transport.ContextError(ctx)
+	}
+	var dnsErr *net.DNSError
+	if errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &dnsErr) {
+		return fmt.Errorf("transport/tcp: service %q: %w: %w", service, transport.ErrNoResponders, err)
+	}
+	if errors.Is(err, transport.ErrNoResponders) {
+		return err
+	}
+	return fmt.Errorf("transport/tcp: service %q: %w: %w", service, transport.ErrUnavailable, err)
+}
+
+// Call implements transport.Conn. A frame is decoded and sent as the
+// request it holds; a message that is not a frame is sent as a POST to "/"
+// with its payload; bytes that do not decode as a request are written to the
+// connection as they are, so the server's own answer (400) comes back.
+func (c *Conn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	var req *http.Request
+	if transport.IsFrame(m.ContentType) {
+		r, err := transport.DecodeRequest(m.Body, transport.Limits{MaxHeaderBytes: -1, MaxBodyBytes: -1})
+		if err != nil {
+			return c.callRaw(ctx, service, m.Body)
+		}
+		req = r
+		req.RequestURI = ""
+		req.URL.Host = service
+	} else {
+		d := &transport.Delivery{Message: *m, Service: service}
+		req = transport.ForeignRequest(d)
+		req.RequestURI = ""
+		req.URL.Host = service
+	}
+	if !m.Deadline.IsZero() {
+		req.Header.Set(transport.HeaderDeadline, transport.FormatDeadline(m.Deadline))
+	}
+	req = req.WithContext(ctx)
+	resp, err := c.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	return responseMessage(resp)
+}
+
+func responseMessage(resp *http.Response) (*transport.Message, error) {
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("transport/tcp: read response: %w: %w", transport.ErrUnavailable, err)
+	}
+	resp.Header.Del("Content-Length")
+	frame, err := transport.EncodeResponse(resp.StatusCode, resp.Header, body, "")
+	if err != nil {
+		return nil, err
+	}
+	return &transport.Message{Body: frame, ContentType: transport.MediaType}, nil
+}
+
+// callRaw writes b to a fresh connection, half-closes it and reads the
+// answer.
+func (c *Conn) callRaw(ctx context.Context, service string, b []byte) (*transport.Message, error) {
+	addr, err := c.resolve(service)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, classify(ctx, service, err)
+	}
+	defer nc.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	if _, err := nc.Write(b); err != nil {
+		return nil, classify(ctx, service, err)
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		return nil, classify(ctx, service, err)
+	}
+	return responseMessage(resp)
+}
+
+// Publish implements transport.Conn: it sends m (a frame, or a payload sent
+// as the body) as a NOTIFY request with Host topic to every address in
+// Config.Subscribers[topic], and fails if any does not answer 2xx.
+func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	var errs []error
+	for _, addr := range c.cfg.Subscribers[topic] {
+		var req *http.Request
+		if transport.IsFrame(m.ContentType) {
+			r, err := transport.DecodeRequest(m.Body, transport.Limits{MaxHeaderBytes: -1, MaxBodyBytes: -1})
+			if err != nil {
+				return fmt.Errorf("transport/tcp: publish: %w", err)
+			}
+			req = r
+		} else {
+			req = transport.ForeignRequest(&transport.Delivery{Message: *m, Topic: topic})
+		}
+		req.Method, req.RequestURI = transport.MethodNotify, ""
+		req.URL.Scheme, req.URL.Host, req.Host = c.scheme(), addr, topic
+		resp, err := c.rt.RoundTrip(req.WithContext(ctx))
+		if err != nil {
+			errs = append(errs, classify(ctx, topic, err))
+			continue
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode/100 != 2 {
+			errs = append(errs, fmt.Errorf("transport/tcp: NOTIFY %s to %s: %s", topic, addr, resp.Status))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements transport.Conn: it closes idle connections.
+func (c *Conn) Close() error {
+	c.rt.CloseIdleConnections()
+	return nil
+}
+
+func parseConfig(u *url.URL) (Config, error) {
+	o := transport.NewOptions("transport/tcp", u)
+	cfg := Config{
+		ReadHeaderTimeout: o.Duration("read_header_timeout", 0),
+		ReadTimeout:       o.Duration("read_timeout", 0),
+		WriteTimeout:      o.Duration("write_timeout", 0),
+		IdleTimeout:       o.Duration("idle_timeout", 0),
+		MaxHeaderBytes:    o.Int("max_header_bytes", 0),
+		MaxBodyBytes:      int64(o.Int("max_body_bytes", 0)),
+		ReusePort:         o.Bool("reuseport", false),
+	}
+	for _, s := range o.Strings("subscriber") {
+		topic, addr, ok := strings.Cut(s, "@")
+		if !ok || topic == "" || addr == "" {
+			return cfg, fmt.Errorf("transport/tcp: bad subscriber %q in URL %q: want topic@host:port", s, u.Redacted())
+		}
+		if cfg.Subscribers == nil {
+			cfg.Subscribers = map[string][]string{}
+		}
+		cfg.Subscribers[topic] = append(cfg.Subscribers[topic], addr)
+	}
+	return cfg, o.Err()
+}
+
+func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
+	cfg, err := parseConfig(u)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("transport/tcp: URL %q has no host:port to listen on", u.Redacted())
+	}
+	return Listen(ctx, u.Host, lc.Topics, cfg)
+}
+
+func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
+	cfg, err := parseConfig(u)
+	if err != nil {
+		return nil, err
+	}
+	c := NewConn(cfg)
+	c.Addr = u.Host
+	return c, nil
+}

@@ -1,0 +1,70 @@
+package tcp_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/httpbus/httpbus/tcp"
+	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// harness gives each service one loopback address; a second server of the
+// same service joins it with SO_REUSEPORT, so the kernel shares connections
+// between them. Each subscribing service is one subscriber address.
+type harness struct {
+	mu     sync.Mutex
+	addrs  map[string]string   // service → host:port
+	topics map[string][]string // topic → addresses
+}
+
+func (h *harness) listen(t testing.TB, cfg transport.ListenConfig) transport.Listener {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	addr, shared := h.addrs[cfg.Service]
+	if !shared {
+		addr = "127.0.0.1:0"
+	}
+	l, err := tcp.Listen(context.Background(), addr, cfg.Topics, tcp.Config{ReusePort: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !shared {
+		addr = l.Addr().String()
+		h.addrs[cfg.Service] = addr
+		for _, topic := range cfg.Topics {
+			h.topics[topic] = append(h.topics[topic], addr)
+		}
+	}
+	return l
+}
+
+func (h *harness) dial(t testing.TB) transport.Conn {
+	h.mu.Lock()
+	subs := map[string][]string{}
+	for k, v := range h.topics {
+		subs[k] = append([]string(nil), v...)
+	}
+	h.mu.Unlock()
+	c := tcp.NewConn(tcp.Config{Subscribers: subs})
+	c.Resolve = func(service string) (string, error) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if a, ok := h.addrs[service]; ok {
+			return a, nil
+		}
+		return "", fmt.Errorf("no address for service %q: %w", service, transport.ErrNoResponders)
+	}
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	h := &harness{addrs: map[string]string{}, topics: map[string][]string{}}
+	transporttest.Run(t, transporttest.Harness{Listen: h.listen, Dial: h.dial})
+}
