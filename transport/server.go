@@ -62,8 +62,8 @@ type Server struct {
 	listeners  map[*serving]struct{}
 	shutdownCh chan struct{} // closed by Shutdown and Close
 	closed     atomic.Bool
-	inFlight  sync.WaitGroup
-	loops     sync.WaitGroup
+	inFlight   sync.WaitGroup
+	loops      sync.WaitGroup
 }
 
 type serving struct {
