@@ -215,6 +215,11 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedFrame, err)
 	}
+	if !validHost(req.Host) {
+		// net/http's server refuses it too (RFC 9112 §3.2); Request.Write
+		// would blank it.
+		return nil, fmt.Errorf("%w: invalid Host %q", ErrMalformedFrame, req.Host)
+	}
 	body, n, err := readBody(frame, br, rd, req.ContentLength, req.Body, lim)
 	if err != nil {
 		return nil, err
@@ -311,4 +316,19 @@ func ParseDeadline(s string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("%w: bad %s %q", ErrMalformedFrame, HeaderDeadline, s)
 	}
 	return time.UnixMilli(ms), nil
+}
+
+// validHost reports whether h holds only the bytes net/http's
+// httpguts.ValidHostHeader allows.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!$%&'()*+,-.:;=[]_~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -1,0 +1,121 @@
+package transport
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// oneShot is a Listener stub that records one reply (unit level only; the
+// real proof is the conformance suite on every backend).
+type oneShot struct {
+	resp *Message
+	disp Disposition
+}
+
+func (l *oneShot) Receive(ctx context.Context) (*Delivery, error) { return nil, ErrClosed }
+func (l *oneShot) Reply(ctx context.Context, d *Delivery, resp *Message, disp Disposition) error {
+	l.resp, l.disp = resp, disp
+	return nil
+}
+func (l *oneShot) Publish(ctx context.Context, topic string, m *Message) error { return nil }
+func (l *oneShot) Close() error                                                { return nil }
+
+func serveOne(t *testing.T, srv *Server, d *Delivery) (*http.Response, string, Disposition) {
+	t.Helper()
+	if srv.Logger == nil {
+		srv.Logger = discard
+	}
+	l := &oneShot{}
+	srv.serveDelivery(context.Background(), l, d)
+	if l.resp == nil {
+		t.Fatal("no reply")
+	}
+	resp, err := DecodeResponse(l.resp.Body, nil, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b), l.disp
+}
+
+func frameOf(t *testing.T, method, target, body string) *Delivery {
+	t.Helper()
+	r, _ := http.NewRequest(method, "http://x"+target, nil)
+	f, err := EncodeRequest(r, "svc", []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Delivery{Message: Message{Body: f, ContentType: MediaType}, Service: "svc"}
+}
+
+func TestResponseWriterSemantics(t *testing.T) {
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Before", "1")
+		w.WriteHeader(http.StatusCreated)
+		w.Header().Set("X-After", "ignored, as in net/http")
+		w.Write([]byte("<html>a"))
+		w.(http.Flusher).Flush()
+		w.Write([]byte("b"))
+		w.WriteHeader(500) // superfluous: ignored
+	})}
+	resp, body, disp := serveOne(t, srv, frameOf(t, "GET", "/", ""))
+	if resp.StatusCode != 201 || body != "<html>ab" || resp.Header.Get("X-Before") != "1" || resp.Header.Get("X-After") != "" || disp != Ack {
+		t.Fatalf("got %d %q %v disp %v", resp.StatusCode, body, resp.Header, disp)
+	}
+}
+
+func TestContentTypeSniffed(t *testing.T) {
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "<!DOCTYPE html><p>hi")
+	})}
+	resp, _, _ := serveOne(t, srv, frameOf(t, "GET", "/", ""))
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") {
+		t.Fatalf("Content-Type %q, want sniffed text/html", ct)
+	}
+}
+
+func TestMalformedFrameRejected(t *testing.T) {
+	resp, _, disp := serveOne(t, &Server{}, &Delivery{Message: Message{Body: []byte("junk"), ContentType: MediaType}})
+	if resp.StatusCode != 400 || disp != Reject || resp.Header.Get(HeaderError) == "" {
+		t.Fatalf("got %d disp %v", resp.StatusCode, disp)
+	}
+}
+
+func TestResponseOverLimit(t *testing.T) {
+	srv := &Server{MaxBodyBytes: 10, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 11))
+	})}
+	resp, _, _ := serveOne(t, srv, frameOf(t, "GET", "/", ""))
+	if resp.StatusCode != 413 {
+		t.Fatalf("response over the body limit answered %d, want 413", resp.StatusCode)
+	}
+}
+
+func TestExpiredNotRun(t *testing.T) {
+	ran := false
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { ran = true })}
+	d := frameOf(t, "GET", "/", "")
+	d.Deadline = time.Now().Add(-time.Millisecond)
+	resp, _, _ := serveOne(t, srv, d)
+	if ran || resp.StatusCode != 504 {
+		t.Fatalf("ran=%v status %d", ran, resp.StatusCode)
+	}
+}
+
+func TestRedeliveredHeader(t *testing.T) {
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get(HeaderRedelivered))
+	})}
+	d := frameOf(t, "GET", "/", "")
+	d.Redelivered = true
+	if _, body, _ := serveOne(t, srv, d); body != "true" {
+		t.Fatalf("handler saw %s=%q, want true", HeaderRedelivered, body)
+	}
+}
