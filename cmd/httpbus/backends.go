@@ -1,0 +1,8 @@
+package main
+
+// The backends this command speaks: each registers its URL scheme in init.
+import (
+	_ "github.com/httpbus/httpbus/inmem"
+	_ "github.com/httpbus/httpbus/nats"
+	_ "github.com/httpbus/httpbus/tcp"
+)

@@ -1,0 +1,584 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime/pprof"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// benchConfig is what bench's flags say.
+type benchConfig struct {
+	URL        string
+	Callers    int
+	Duration   time.Duration
+	Warmup     time.Duration
+	Rounds     int
+	Size       int
+	Raw        bool
+	Target     string
+	Service    string
+	MaxBody    int64
+	Timeout    time.Duration
+	JSON       bool
+	CPUProfile string
+}
+
+// runner makes one request/reply round trip; safe for concurrent use.
+type runner interface {
+	// Do sends the benchmark body and checks that the echo came back.
+	Do(ctx context.Context) error
+	Close() error
+}
+
+// rawRunner is a runner over a backend's bare client library.
+type rawRunner interface {
+	runner
+	// Describe names the client library and the pattern.
+	Describe() string
+	// Broker names the broker product and version, where the client learns it.
+	Broker() string
+}
+
+// rawOpener starts a raw responder and returns a raw runner against it.
+// name is unique to the run (queue, subject or destination suffix).
+type rawOpener func(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error)
+
+// rawOpeners maps URL schemes to raw twins; the raw_*.go files fill it.
+var rawOpeners = map[string]rawOpener{}
+
+func registerRaw(o rawOpener, schemes ...string) {
+	for _, s := range schemes {
+		rawOpeners[s] = o
+	}
+}
+
+// Result is one runner's figures over all rounds.
+type Result struct {
+	Name        string  `json:"name"`
+	Client      string  `json:"client"`
+	Requests    uint64  `json:"requests"`
+	Errors      uint64  `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	Seconds     float64 `json:"seconds"`
+	RPS         float64 `json:"rps"`
+	P50us       float64 `json:"p50_us"`
+	P90us       float64 `json:"p90_us"`
+	P99us       float64 `json:"p99_us"`
+	Maxus       float64 `json:"max_us"`
+	CPUusPerReq float64 `json:"cpu_us_per_req"`
+
+	hist histogram
+	cpu  time.Duration
+}
+
+// Report is what bench -json prints.
+type Report struct {
+	URL      string  `json:"url"` // password redacted
+	Backend  string  `json:"backend"`
+	Broker   string  `json:"broker,omitempty"`
+	Callers  int     `json:"callers"`
+	Size     int     `json:"size"`
+	Duration string  `json:"duration"`
+	Rounds   int     `json:"rounds"`
+	Httpbus  *Result `json:"httpbus"`
+	Raw      *Result `json:"raw,omitempty"`
+	// RatioRPS is httpbus/raw requests per second; RatioP50 httpbus/raw p50.
+	RatioRPS float64 `json:"ratio_rps,omitempty"`
+	RatioP50 float64 `json:"ratio_p50,omitempty"`
+}
+
+func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: httpbus bench -url URL [flags]")
+		fs.PrintDefaults()
+	}
+	var cfg benchConfig
+	fs.StringVar(&cfg.URL, "url", "", "backend `URL`: mem://bench, tcp://127.0.0.1:8080, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, stomp://127.0.0.1:61613")
+	fs.IntVar(&cfg.Callers, "c", 32, "concurrent callers")
+	fs.DurationVar(&cfg.Duration, "d", 10*time.Second, "measured duration, shared by the rounds of each runner")
+	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "warm-up per runner before measuring (not recorded)")
+	fs.IntVar(&cfg.Rounds, "rounds", 3, "rounds alternating httpbus and raw (with -raw)")
+	fs.IntVar(&cfg.Size, "size", 256, "request (and echoed reply) body size, `bytes`")
+	fs.BoolVar(&cfg.Raw, "raw", false, "also run the backend's bare client library in the same run")
+	fs.StringVar(&cfg.Target, "target", "", "call this running `service` (e.g. from httpbus serve) instead of starting an echo service")
+	fs.StringVar(&cfg.Service, "service", "", "`name` of the echo service and of the raw queue/subject (default httpbus-bench-<pid>)")
+	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest body the server and client accept, `bytes` (0: the transport default, raised to -size)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request")
+	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object instead of the table")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if err := cfg.validate(pos); err != nil {
+		fmt.Fprintf(stderr, "httpbus bench: %v\n", err)
+		return exitUsage
+	}
+	rep, err := bench(ctx, cfg, stderr)
+	if err != nil {
+		var ue *usageError
+		fmt.Fprintf(stderr, "httpbus bench: %v\n", err)
+		if errors.As(err, &ue) {
+			return exitUsage
+		}
+		return exitFailure
+	}
+	if cfg.JSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(rep) //nolint:errcheck // stdout
+	} else {
+		printReport(stdout, rep)
+	}
+	if rep.Httpbus.Requests == 0 || (rep.Raw != nil && rep.Raw.Requests == 0) {
+		return exitFailure
+	}
+	return exitOK
+}
+
+func (cfg *benchConfig) validate(pos []string) error {
+	switch {
+	case len(pos) > 0:
+		return usagef("unexpected argument %q (the URL goes in -url)", pos[0])
+	case cfg.URL == "":
+		return usagef("-url is required")
+	case cfg.Callers < 1:
+		return usagef("-c must be at least 1")
+	case cfg.Duration <= 0:
+		return usagef("-d must be positive")
+	case cfg.Warmup < 0:
+		return usagef("-warmup must not be negative")
+	case cfg.Rounds < 1:
+		return usagef("-rounds must be at least 1")
+	case cfg.Size < 0:
+		return usagef("-size must not be negative")
+	case cfg.Timeout <= 0:
+		return usagef("-timeout must be positive")
+	case cfg.Raw && cfg.Target != "":
+		// Allowed: raw starts its own responder. Nothing to check.
+	}
+	if err := checkScheme(cfg.URL); err != nil {
+		return err
+	}
+	if cfg.Service == "" {
+		cfg.Service = "httpbus-bench-" + strconv.Itoa(os.Getpid())
+	}
+	if cfg.MaxBody == 0 && int64(cfg.Size) > transport.DefaultMaxBodyBytes {
+		cfg.MaxBody = int64(cfg.Size)
+	}
+	return nil
+}
+
+// echoHandler answers every request with its own body, streamed.
+func echoHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			h.Set("Content-Type", ct)
+		} else {
+			h.Set("Content-Type", "application/octet-stream")
+		}
+		if r.ContentLength >= 0 {
+			h.Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+		}
+		io.Copy(w, r.Body) //nolint:errcheck // the caller sees a short body
+	})
+}
+
+// withQuery returns raw with query parameter k=v set.
+func withQuery(raw, k, v string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", usagef("malformed -url %q", transport.Redact(raw))
+	}
+	q := u.Query()
+	q.Set(k, v)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// echoServer runs the echo handler on a backend until closed.
+type echoServer struct {
+	srv  *transport.Server
+	done chan error
+}
+
+func startEcho(ctx context.Context, rawURL, service string, maxBody int64, logger *slog.Logger) (*echoServer, error) {
+	lu, err := withQuery(rawURL, "service", service)
+	if err != nil {
+		return nil, err
+	}
+	l, err := transport.Listen(ctx, lu)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	e := &echoServer{
+		srv:  &transport.Server{Handler: echoHandler(), MaxBodyBytes: maxBody, Logger: logger},
+		done: make(chan error, 1),
+	}
+	go func() { e.done <- e.srv.Serve(l) }()
+	return e, nil
+}
+
+func (e *echoServer) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := e.srv.Shutdown(ctx)
+	if err != nil {
+		e.srv.Close()
+	}
+	if serr := <-e.done; !errors.Is(serr, transport.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// httpbusRunner calls the echo service through an http.Client over a Conn.
+type httpbusRunner struct {
+	conn   transport.Conn
+	client *http.Client
+	url    string
+	body   []byte
+}
+
+func newHTTPBusRunner(conn transport.Conn, service string, body []byte, maxBody int64) *httpbusRunner {
+	return &httpbusRunner{
+		conn:   conn,
+		client: &http.Client{Transport: &transport.RoundTripper{Conn: conn, MaxBodyBytes: maxBody}},
+		url:    "http://" + service + "/echo",
+		body:   body,
+	}
+}
+
+func (r *httpbusRunner) Do(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return unwrapClientError(err)
+	}
+	return checkEcho(resp, len(r.body))
+}
+
+func (r *httpbusRunner) Close() error { return r.conn.Close() }
+
+// checkEcho reads and closes resp's body and checks status and length.
+func checkEcho(resp *http.Response, want int) error {
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg := resp.Header.Get(transport.HeaderError)
+		if msg == "" {
+			msg = "from the handler"
+		}
+		return fmt.Errorf("%s: %s", resp.Status, msg)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the reply: %w", err)
+	}
+	if n != int64(want) {
+		return fmt.Errorf("echo of %d bytes came back with %d", want, n)
+	}
+	return nil
+}
+
+// payload returns n bytes of a repeating printable pattern.
+func payload(n int) []byte {
+	b := make([]byte, n)
+	const pat = "0123456789abcdefghijklmnopqrstuvwxyz"
+	for i := range b {
+		b[i] = pat[i%len(pat)]
+	}
+	return b
+}
+
+func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil, usagef("malformed -url %q", transport.Redact(cfg.URL))
+	}
+	scheme := strings.ToLower(u.Scheme)
+	rep := &Report{
+		URL: u.Redacted(), Backend: scheme, Callers: cfg.Callers, Size: cfg.Size,
+		Duration: cfg.Duration.String(), Rounds: cfg.Rounds,
+	}
+	var open rawOpener
+	if cfg.Raw {
+		if open = rawOpeners[scheme]; open == nil {
+			return nil, usagef("-raw: no raw twin for scheme %q (have: %s)", u.Scheme, strings.Join(rawSchemes(), ", "))
+		}
+	}
+	if !cfg.Raw {
+		rep.Rounds = 1
+	}
+	body := payload(cfg.Size)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	service := cfg.Target
+	if service == "" {
+		service = cfg.Service
+		echo, err := startEcho(ctx, cfg.URL, service, cfg.MaxBody, logger)
+		if err != nil {
+			return nil, err
+		}
+		defer echo.Close()
+	}
+	conn, err := transport.Dial(ctx, cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("dial: %w", err)
+	}
+	hb := newHTTPBusRunner(conn, service, body, cfg.MaxBody)
+	defer hb.Close()
+	rep.Httpbus = &Result{Name: "httpbus", Client: "net/http Client over transport.RoundTripper"}
+	phases := []struct {
+		r   runner
+		res *Result
+	}{{hb, rep.Httpbus}}
+
+	if open != nil {
+		rr, err := open(ctx, u, cfg.Service, body, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("raw %s: %w", scheme, err)
+		}
+		defer rr.Close()
+		rep.Raw = &Result{Name: "raw", Client: rr.Describe()}
+		rep.Broker = rr.Broker()
+		phases = append(phases, struct {
+			r   runner
+			res *Result
+		}{rr, rep.Raw})
+	}
+
+	// One call each first: a service that does not answer fails fast,
+	// with the reason.
+	for _, p := range phases {
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		err := p.r.Do(cctx)
+		cancel()
+		if err != nil {
+			if p.res.Name == "httpbus" {
+				return nil, fmt.Errorf("service %q does not answer over %s: %w", service, rep.URL, err)
+			}
+			return nil, fmt.Errorf("raw %s: first request: %w", scheme, err)
+		}
+	}
+	if cfg.Warmup > 0 {
+		for _, p := range phases {
+			var discard Result
+			measure(ctx, p.r, cfg.Callers, cfg.Warmup, cfg.Timeout, &discard)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	roundDur := cfg.Duration / time.Duration(rep.Rounds)
+	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {
+		for _, p := range phases {
+			measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, p.res)
+		}
+	}
+	for _, p := range phases {
+		p.res.finish()
+	}
+	if rep.Raw != nil && rep.Raw.RPS > 0 && rep.Raw.P50us > 0 {
+		rep.RatioRPS = rep.Httpbus.RPS / rep.Raw.RPS
+		rep.RatioP50 = rep.Httpbus.P50us / rep.Raw.P50us
+	}
+	return rep, nil
+}
+
+func rawSchemes() []string {
+	var out []string
+	for s := range rawOpeners {
+		out = append(out, s)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cpuTime returns the process's user+system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measure runs callers closed-loop callers on r for d and adds what they did
+// to res.
+func measure(ctx context.Context, r runner, callers int, d, timeout time.Duration, res *Result) {
+	var (
+		stop     atomic.Bool
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		errs     uint64
+		firstErr error
+	)
+	hists := make([]histogram, callers)
+	cpu0 := cpuTime()
+	start := time.Now()
+	timer := time.AfterFunc(d, func() { stop.Store(true) })
+	defer timer.Stop()
+	for i := range callers {
+		wg.Add(1)
+		go func(h *histogram) {
+			defer wg.Done()
+			var myErrs uint64
+			for !stop.Load() && ctx.Err() == nil {
+				cctx, cancel := context.WithTimeout(ctx, timeout)
+				t0 := time.Now()
+				err := r.Do(cctx)
+				lat := time.Since(t0)
+				cancel()
+				if err != nil {
+					if ctx.Err() != nil {
+						break
+					}
+					myErrs++
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				h.record(lat)
+			}
+			mu.Lock()
+			errs += myErrs
+			mu.Unlock()
+		}(&hists[i])
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	cpu := cpuTime() - cpu0
+	for i := range hists {
+		res.hist.merge(&hists[i])
+	}
+	res.Errors += errs
+	if firstErr != nil && res.FirstError == "" {
+		res.FirstError = firstErr.Error()
+	}
+	res.Seconds += elapsed.Seconds()
+	res.cpu += cpu
+}
+
+// finish computes the summary figures from the raw counts.
+func (res *Result) finish() {
+	us := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	res.Requests = res.hist.count()
+	if res.Seconds > 0 {
+		res.RPS = float64(res.Requests) / res.Seconds
+	}
+	res.P50us = us(res.hist.percentile(50))
+	res.P90us = us(res.hist.percentile(90))
+	res.P99us = us(res.hist.percentile(99))
+	res.Maxus = us(res.hist.max)
+	if res.Requests > 0 {
+		res.CPUusPerReq = us(res.cpu) / float64(res.Requests+res.Errors)
+	}
+}
+
+func printReport(w io.Writer, rep *Report) {
+	fmt.Fprintf(w, "backend %s  url %s", rep.Backend, rep.URL)
+	if rep.Broker != "" {
+		fmt.Fprintf(w, "  broker %s", rep.Broker)
+	}
+	fmt.Fprintf(w, "\ncallers %d  size %d B  duration %s  rounds %d\n\n", rep.Callers, rep.Size, rep.Duration, rep.Rounds)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "runner\trequests\treq/s\tp50 µs\tp90 µs\tp99 µs\tmax µs\terrors\tCPU µs/req\t")
+	for _, r := range []*Result{rep.Httpbus, rep.Raw} {
+		if r == nil {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t\n",
+			r.Name, r.Requests, r.RPS, r.P50us, r.P90us, r.P99us, r.Maxus, r.Errors, r.CPUusPerReq)
+	}
+	tw.Flush()
+	if rep.Raw != nil {
+		fmt.Fprintf(w, "\nraw: %s\n", rep.Raw.Client)
+		fmt.Fprintf(w, "ratio httpbus/raw: req/s %.2f  p50 %.2f\n", rep.RatioRPS, rep.RatioP50)
+	}
+	for _, r := range []*Result{rep.Httpbus, rep.Raw} {
+		if r != nil && r.FirstError != "" {
+			fmt.Fprintf(w, "%s: first error: %s\n", r.Name, r.FirstError)
+		}
+	}
+}
+
+func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	rawURL := fs.String("url", "", "backend `URL` to listen on")
+	service := fs.String("service", "bench", "service `name`")
+	maxBody := fs.Int64("max-body", 0, "largest body, `bytes` (0: transport default; <0: no limit)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	if len(pos) > 0 || *rawURL == "" {
+		fmt.Fprintln(stderr, "httpbus serve: want -url URL and no arguments")
+		return exitUsage
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	e, err := startEcho(ctx, *rawURL, *service, *maxBody, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "httpbus serve: %v\n", err)
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "serving echo service %q on %s\n", *service, transport.Redact(*rawURL))
+	select {
+	case <-ctx.Done():
+		if err := e.Close(); err != nil {
+			fmt.Fprintf(stderr, "httpbus serve: shutdown: %v\n", err)
+			return exitFailure
+		}
+		return exitOK
+	case err := <-e.done:
+		e.done <- err
+		fmt.Fprintf(stderr, "httpbus serve: %v\n", err)
+		return exitFailure
+	}
+}

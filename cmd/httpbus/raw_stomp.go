@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	stompgo "github.com/go-stomp/stomp/v3"
+)
+
+func init() { registerRaw(openRawSTOMP, "stomp") }
+
+// rawSTOMP is go-stomp request/reply: the requester SENDs to /queue/NAME
+// with reply-to a /temp-queue and a correlation-id; the responder subscribes
+// /queue/NAME with client-individual acks, SENDs the body to the reply-to
+// address with the same correlation-id, then acks (reply before ack, as
+// httpbus does).
+//
+// The reply subscription differs by broker (shared/brokers/README.md):
+// ActiveMQ needs an explicit SUBSCRIBE to /temp-queue/NAME; RabbitMQ
+// subscribes the session implicitly on the first SEND and rejects an
+// explicit SUBSCRIBE, so go-stomp only registers the subscription locally
+// (SubscribeOpt.Header("reply-to", ...)).
+type rawSTOMP struct {
+	srv, cli *stompgo.Conn
+	dest     string // /queue/NAME
+	replyTo  string // /temp-queue/NAME
+	body     []byte
+	seq      atomic.Uint64
+	mu       sync.Mutex
+	pending  map[string]chan []byte
+	wg       sync.WaitGroup
+	closing  atomic.Bool
+}
+
+func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
+	login, pass := "guest", "guest"
+	if u.User != nil {
+		login = u.User.Username()
+		pass, _ = u.User.Password()
+	}
+	dial := func() (*stompgo.Conn, error) {
+		c, err := stompgo.DialWithContext(ctx, "tcp", u.Host,
+			stompgo.ConnOpt.Login(login, pass),
+			stompgo.ConnOpt.Host("/"),
+		)
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
+		}
+		return c, nil
+	}
+	r := &rawSTOMP{
+		dest:    "/queue/httpbus-bench-raw." + name,
+		replyTo: "/temp-queue/httpbus-bench-raw-reply." + name,
+		body:    body,
+		pending: map[string]chan []byte{},
+	}
+	var err error
+	if r.srv, err = dial(); err != nil {
+		return nil, err
+	}
+	if r.cli, err = dial(); err != nil {
+		r.srv.Disconnect() //nolint:errcheck // failing anyway
+		return nil, err
+	}
+	if err := r.start(); err != nil {
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *rawSTOMP) isRabbitMQ() bool { return strings.HasPrefix(r.cli.Server(), "RabbitMQ") }
+
+func (r *rawSTOMP) start() error {
+	sub, err := r.srv.Subscribe(r.dest, stompgo.AckClientIndividual)
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", r.dest, err)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for m := range sub.C {
+			if m.Err != nil {
+				continue
+			}
+			err := r.srv.Send(m.Header.Get("reply-to"), m.ContentType, m.Body,
+				stompgo.SendOpt.Header("correlation-id", m.Header.Get("correlation-id")))
+			if err != nil {
+				continue
+			}
+			r.srv.Ack(m) //nolint:errcheck // the connection is going
+		}
+	}()
+
+	var replies *stompgo.Subscription
+	if r.isRabbitMQ() {
+		replies, err = r.cli.Subscribe(r.replyTo, stompgo.AckAuto, stompgo.SubscribeOpt.Header("reply-to", r.replyTo))
+	} else {
+		replies, err = r.cli.Subscribe(r.replyTo, stompgo.AckAuto)
+	}
+	if err != nil {
+		return fmt.Errorf("subscribe %s: %w", r.replyTo, err)
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for m := range replies.C {
+			if m.Err != nil {
+				continue
+			}
+			id := m.Header.Get("correlation-id")
+			r.mu.Lock()
+			ch := r.pending[id]
+			delete(r.pending, id)
+			r.mu.Unlock()
+			if ch != nil {
+				ch <- m.Body
+			}
+		}
+	}()
+	return nil
+}
+
+func (r *rawSTOMP) Do(ctx context.Context) error {
+	id := strconv.FormatUint(r.seq.Add(1), 36)
+	ch := make(chan []byte, 1)
+	r.mu.Lock()
+	r.pending[id] = ch
+	r.mu.Unlock()
+	err := r.cli.Send(r.dest, "application/octet-stream", r.body,
+		stompgo.SendOpt.Header("reply-to", r.replyTo),
+		stompgo.SendOpt.Header("correlation-id", id))
+	if err == nil {
+		select {
+		case b := <-ch:
+			if len(b) != len(r.body) {
+				return fmt.Errorf("echo of %d bytes came back with %d", len(r.body), len(b))
+			}
+			return nil
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	r.mu.Lock()
+	delete(r.pending, id)
+	r.mu.Unlock()
+	return err
+}
+
+func (r *rawSTOMP) Describe() string {
+	return "go-stomp SEND with reply-to " + r.replyTo + " and correlation-id; responder subscribes with client-individual acks, acks after replying; two connections"
+}
+
+func (r *rawSTOMP) Broker() string { return r.cli.Server() }
+
+func (r *rawSTOMP) Close() error {
+	if !r.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	var errs []error
+	for _, c := range []*stompgo.Conn{r.cli, r.srv} {
+		if c != nil {
+			if err := c.Disconnect(); err != nil && !errors.Is(err, stompgo.ErrAlreadyClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	r.wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+func init() { registerRaw(openRawTCP, "tcp") }
+
+// rawTCP is net/http's client and server on loopback: the raw twin of the
+// tcp backend, which is HTTP/1.1 over TCP too.
+type rawTCP struct {
+	srv    *http.Server
+	done   chan error
+	tr     *http.Transport
+	client *http.Client
+	url    string
+	body   []byte
+}
+
+func openRawTCP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
+	host := u.Hostname()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return nil, err
+	}
+	r := &rawTCP{
+		srv:  &http.Server{Handler: echoHandler(), ReadHeaderTimeout: 10 * time.Second},
+		done: make(chan error, 1),
+		// As many idle connections as callers, so that no caller dials anew.
+		tr:   &http.Transport{MaxIdleConns: cfg.Callers, MaxIdleConnsPerHost: cfg.Callers, DisableCompression: true, IdleConnTimeout: time.Minute},
+		body: body,
+		url:  "http://" + ln.Addr().String() + "/echo",
+	}
+	r.client = &http.Client{Transport: r.tr}
+	go func() { r.done <- r.srv.Serve(ln) }()
+	return r, nil
+}
+
+func (r *rawTCP) Do(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return unwrapClientError(err)
+	}
+	return checkEcho(resp, len(r.body))
+}
+
+func (r *rawTCP) Describe() string {
+	return fmt.Sprintf("net/http Client (MaxIdleConnsPerHost %d) and Server on loopback", r.tr.MaxIdleConnsPerHost)
+}
+
+func (r *rawTCP) Broker() string { return "" }
+
+func (r *rawTCP) Close() error {
+	r.tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := r.srv.Shutdown(ctx)
+	if serr := <-r.done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	r.tr.CloseIdleConnections()
+	return err
+}
