@@ -101,6 +101,9 @@ func unwrapURLError(err error) error {
 // errors. A string that does not parse is cut at its userinfo.
 func Redact(raw string) string {
 	if u, err := url.Parse(raw); err == nil {
+		if _, has := u.User.Password(); !has {
+			return raw
+		}
 		return u.Redacted()
 	}
 	if i := strings.LastIndex(raw, "@"); i >= 0 {
