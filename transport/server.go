@@ -160,10 +160,12 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 // and returns nil. Listeners that implement Drainer also serve the
 // deliveries they already took from the broker. If ctx ends first, Shutdown
 // returns ctx.Err() and leaves the rest to Close. Serve returns
-// ErrServerClosed at once.
+// ErrServerClosed as soon as intake has stopped (every Drain returned), so
+// that a request sent after Serve returns is not taken by this server, as
+// net/http closes its listeners before Serve returns.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
-	s.markClosed()
+	s.closed.Store(true) // no new Serve; Serve returns after the drains below
 	svs := make([]*serving, 0, len(s.listeners))
 	for sv := range s.listeners {
 		svs = append(svs, sv)
@@ -179,6 +181,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			sv.cancel()
 		}
 	}
+	s.mu.Lock()
+	s.markClosed()
+	s.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		s.loops.Wait()
@@ -225,11 +230,13 @@ func (s *Server) Close() error {
 
 // markClosed records the shutdown; s.mu must be held.
 func (s *Server) markClosed() {
-	if s.closed.Swap(true) {
-		return
-	}
+	s.closed.Store(true)
 	if s.shutdownCh != nil {
-		close(s.shutdownCh)
+		select {
+		case <-s.shutdownCh:
+		default:
+			close(s.shutdownCh)
+		}
 	}
 }
 
