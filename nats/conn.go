@@ -1,0 +1,123 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// Conn is the client side over a NATS connection: Call is NATS
+// request/reply on the connection's shared ("muxed") response inbox. It
+// implements transport.Conn, transport.SizeLimiter and
+// transport.StateReporter.
+type Conn struct {
+	nc     *natsgo.Conn
+	own    bool
+	cfg    Config
+	closed atomic.Bool
+}
+
+// NewConn returns a client side over nc, which the caller owns (Close
+// leaves it open).
+func NewConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
+	if nc == nil {
+		return nil, errors.New("transport/nats: nil connection")
+	}
+	if err := checkSubject("prefix", cfg.prefix()); err != nil {
+		return nil, err
+	}
+	return &Conn{nc: nc, cfg: cfg}, nil
+}
+
+// Call implements transport.Conn. It sends req to the service's subject
+// with headers Content-Type, Httpbus-Version and Httpbus-Deadline (from
+// req.Deadline, else ctx's deadline) and waits for the reply until ctx
+// ends. Errors: transport.ErrNoResponders at once when no server
+// subscribes (NATS no-responders status), transport.ErrTimeout when ctx's
+// deadline passes, ctx's error when it is cancelled, *transport.TooLargeError
+// for a message over max_payload (nothing is sent), transport.ErrClosed
+// after Close, transport.ErrUnavailable for other connection failures.
+func (c *Conn) Call(ctx context.Context, service string, req *transport.Message) (*transport.Message, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("transport/nats: call: %w", transport.ErrClosed)
+	}
+	if err := checkService(service); err != nil {
+		return nil, fmt.Errorf("%w (%w)", err, transport.ErrNoResponders)
+	}
+	m := *req
+	if m.Deadline.IsZero() {
+		if dl, ok := ctx.Deadline(); ok {
+			m.Deadline = dl
+		}
+	}
+	out := &natsgo.Msg{Subject: ServiceSubject(c.cfg.Prefix, service), Data: m.Body, Header: natsHeader(&m)}
+	if err := checkSize(c.nc, out); err != nil {
+		return nil, err
+	}
+	resp, err := c.nc.RequestMsgWithContext(ctx, out)
+	if err != nil {
+		return nil, c.callError(ctx, service, err)
+	}
+	r := &transport.Message{Body: resp.Data, ContentType: firstValue(resp.Header, "Content-Type")}
+	if r.ContentType == "" && len(resp.Header) > 0 {
+		r.ContentType = httpHeader(resp.Header).Get("Content-Type")
+	}
+	return r, nil
+}
+
+func (c *Conn) callError(ctx context.Context, service string, err error) error {
+	switch {
+	case errors.Is(err, natsgo.ErrNoResponders):
+		return fmt.Errorf("transport/nats: service %q: %w: %w", service, transport.ErrNoResponders, err)
+	case ctx.Err() != nil:
+		return transport.ContextError(ctx)
+	case errors.Is(err, natsgo.ErrTimeout):
+		return transport.Timeout(err)
+	case c.closed.Load():
+		return fmt.Errorf("transport/nats: call: %w: %w", transport.ErrClosed, err)
+	default:
+		return sendError(fmt.Sprintf("request to service %q", service), err)
+	}
+}
+
+// Publish implements transport.Conn: it publishes m to topic's subject,
+// <prefix>.notify.<topic>, without waiting for subscribers.
+func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	if c.closed.Load() {
+		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)
+	}
+	return publishNotification(ctx, c.nc, c.cfg, topic, m)
+}
+
+// Close implements transport.Conn. A Conn opened from a URL closes its
+// connection (flushing what was published); one from NewConn leaves it to
+// the caller.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	if c.own {
+		c.nc.Close()
+	}
+	return nil
+}
+
+// MaxMessageBytes implements transport.SizeLimiter: the server's
+// max_payload minus HeaderRoom.
+func (c *Conn) MaxMessageBytes() int64 { return maxMessageBytes(c.nc) }
+
+// State implements transport.StateReporter from the connection's status.
+func (c *Conn) State() transport.State {
+	if c.closed.Load() {
+		return transport.StateClosed
+	}
+	return state(c.nc)
+}
+
+// NATSConn returns the underlying connection.
+func (c *Conn) NATSConn() *natsgo.Conn { return c.nc }

@@ -1,0 +1,90 @@
+// Package nats is the NATS backend of httpbus: an http.Handler served over
+// NATS request/reply, called by a plain *http.Client. Import it as
+// natstransport; the client library is github.com/nats-io/nats.go.
+//
+//	l, _ := transport.Listen(ctx, "nats://127.0.0.1:4222?service=orders")
+//	go (&transport.Server{Handler: mux}).Serve(l)
+//	c, _ := transport.Dial(ctx, "nats://127.0.0.1:4222")
+//	resp, _ := transport.NewClient(c).Get("http://orders/items/42")
+//
+// NewListener and NewConn take a *natsgo.Conn the caller owns instead.
+//
+// # URLs
+//
+//	nats://[user:pass@]host:port[,host:port...]?option=value&...
+//	tls://host:port?...                         the same, TLS required
+//
+// A user with no password is sent as a token. Several hosts form the
+// server pool nats.go reconnects over. transport.Listen also reads
+// service= (required) and topics= (comma-separated). Options (a misspelt
+// one is an error):
+//
+//	prefix=httpbus        first subject token(s) (Config.Prefix)
+//	queue=<service>       queue group of the service (Config.Queue)
+//	name=...              connection name shown by the server (default "httpbus <service>" / "httpbus client")
+//	creds=FILE            user JWT and nkey seed (.creds file)
+//	nkey=FILE             nkey seed file
+//	tls_ca=FILE[,FILE]    root CAs to verify the server (implies TLS)
+//	tls_cert=FILE&tls_key=FILE   client certificate (implies TLS)
+//	tls_server_name=NAME  server name to verify (implies TLS)
+//	reconnect_wait=1s     pause between reconnect attempts (default 1s)
+//	max_reconnects=-1     reconnect attempts; -1 (default) means forever
+//	connect_timeout=5s    first connection's timeout (also bounded by ctx)
+//	pending_msgs=65536    per-subscription pending messages (Config.PendingMsgs)
+//	pending_bytes=67108864   per-subscription pending bytes (Config.PendingBytes)
+//
+// Errors name the URL with its password redacted.
+//
+// # Delivery
+//
+// Requests for service S are published to subject "<prefix>.S" with a
+// reply subject on the caller's shared response inbox (nats.go's
+// RequestMsg). Every Listener of S queue-subscribes to it in queue group S
+// (Config.Queue), so each request reaches one instance. The frame is the
+// message payload; NATS headers carry only routing: Content-Type:
+// message/http, Httpbus-Version: 1 and Httpbus-Deadline (Unix ms). The
+// response frame is published to the reply subject with the same headers
+// (no deadline). Names under the reserved Nats- prefix are never used.
+//
+// Notifications for topic T go to "<prefix>.notify.T"; every service
+// subscribed to T queue-subscribes with its own queue group, so each
+// service receives each notification once, on one of its instances.
+// Service names "notify" and "notify.*" are therefore refused.
+//
+// A message without Content-Type message/http (say, from "nats req
+// httpbus.orders hello") is served as POST / with the payload as body and
+// its NATS headers as request headers, keys canonicalised
+// (http.CanonicalHeaderKey), since nats.go keys are case-sensitive.
+//
+// Delivery is at most once, as NATS core is: a request taken by an
+// instance that dies is lost and its caller gets 504 at its deadline.
+// Messages wait in the client (PendingMsgs, PendingBytes) until the Server
+// takes them, which it does while fewer than MaxInFlight requests run; so
+// the in-flight limit bounds goroutines and the pending limits bound
+// memory. Past them nats.go drops messages as a slow consumer (logged).
+// Drain (Server.Shutdown) unsubscribes at the server, confirms with a
+// flush, and serves the messages already received before Receive returns
+// transport.ErrClosed. A request requeued by the Server is republished to
+// its subject, with Httpbus-Redelivered: true, keeping its reply subject.
+//
+// Reconnection is nats.go's: URL openers reconnect forever (max_reconnects)
+// every reconnect_wait; subscriptions are restored by nats.go. Requests
+// published while disconnected wait in nats.go's reconnect buffer and are
+// answered after the reconnect if their deadline allows. State reports the
+// connection's status.
+//
+// # Errors
+//
+// Call maps nats.ErrNoResponders to transport.ErrNoResponders (503 at
+// once), a passed deadline to transport.ErrTimeout (504), a message over
+// the server's max_payload to *transport.TooLargeError (413, nothing sent),
+// a closed Conn to transport.ErrClosed and other failures to
+// transport.ErrUnavailable (502); the nats.go error is wrapped too.
+// MaxMessageBytes is max_payload (1 MiB by default) minus HeaderRoom, so the
+// core answers 413 before sending on the request path and replaces a
+// response that would not fit with a 413 on the response path.
+//
+// The conformance suite runs in full on NATS; its large-body case uses
+// max_payload minus HeaderRoom minus 4 KiB for the frame's own head, since
+// one NATS message carries the whole frame.
+package nats

@@ -1,0 +1,364 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// Listener is the server side of one service over a NATS connection: a
+// queue subscription on the service subject and one on each topic subject.
+// It implements transport.Listener, transport.Drainer,
+// transport.SizeLimiter and transport.StateReporter.
+type Listener struct {
+	nc      *natsgo.Conn
+	own     bool // close nc on Close (URL opener)
+	cfg     Config
+	log     *slog.Logger
+	service string
+	subs    []*natsgo.Subscription
+
+	ch      chan *transport.Delivery // unbuffered: forwarders hand over one at a time
+	ctx     context.Context          // ends at Close
+	cancel  context.CancelFunc
+	fwd     sync.WaitGroup
+	stopped chan struct{} // closed when every forwarder has returned
+
+	mu       sync.Mutex
+	closed   bool
+	draining bool
+	err      error // why the forwarders stopped, when not Drain or Close
+}
+
+// NewListener subscribes to lc.Service's subject and lc.Topics' subjects on
+// nc, which the caller owns (Close leaves it open). Errors: an empty or
+// invalid service or topic name, a failed subscription.
+func NewListener(nc *natsgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	return newListener(nc, false, lc, cfg)
+}
+
+func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	if nc == nil {
+		return nil, errors.New("transport/nats: nil connection")
+	}
+	if err := checkService(lc.Service); err != nil {
+		return nil, err
+	}
+	if err := checkSubject("prefix", cfg.prefix()); err != nil {
+		return nil, err
+	}
+	queue := cfg.Queue
+	if queue == "" {
+		queue = lc.Service
+	}
+	if err := checkSubject("queue group", queue); err != nil {
+		return nil, err
+	}
+	for _, t := range lc.Topics {
+		if err := checkSubject("topic", t); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &Listener{
+		nc: nc, own: own, cfg: cfg, log: cfg.logger(), service: lc.Service,
+		ch: make(chan *transport.Delivery), ctx: ctx, cancel: cancel,
+		stopped: make(chan struct{}),
+	}
+	msgs, bytes := cfg.pending(nc)
+	subscribe := func(subject, topic string) error {
+		s, err := nc.QueueSubscribeSync(subject, queue)
+		if err != nil {
+			return fmt.Errorf("transport/nats: subscribe to %q (queue group %q): %w", subject, queue, err)
+		}
+		l.subs = append(l.subs, s)
+		if err := s.SetPendingLimits(msgs, bytes); err != nil {
+			return fmt.Errorf("transport/nats: pending limits on %q: %w", subject, err)
+		}
+		l.fwd.Add(1)
+		go l.forward(s, topic)
+		return nil
+	}
+	err := subscribe(ServiceSubject(cfg.Prefix, lc.Service), "")
+	for _, t := range lc.Topics {
+		if err != nil {
+			break
+		}
+		err = subscribe(TopicSubject(cfg.Prefix, t), t)
+	}
+	if err == nil {
+		// The subscriptions are registered at the server when Flush returns:
+		// a request sent after NewListener returns reaches this listener.
+		err = nc.Flush()
+		if err != nil {
+			err = fmt.Errorf("transport/nats: flush subscriptions: %w: %w", transport.ErrUnavailable, err)
+		}
+	}
+	go func() { l.fwd.Wait(); close(l.stopped) }()
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// forward moves messages from one subscription to Receive. It returns when
+// the subscription ends (drained, closed, connection closed) or at Close.
+func (l *Listener) forward(s *natsgo.Subscription, topic string) {
+	defer l.fwd.Done()
+	for {
+		m, err := s.NextMsgWithContext(l.ctx)
+		if err != nil {
+			switch {
+			case l.ctx.Err() != nil:
+				return
+			case errors.Is(err, natsgo.ErrSlowConsumer):
+				dropped, _ := s.Dropped()
+				l.log.Warn("transport/nats: slow consumer: messages dropped", "subject", s.Subject, "dropped_total", dropped)
+				continue
+			case errors.Is(err, natsgo.ErrBadSubscription):
+				return // drained or unsubscribed
+			default:
+				l.mu.Lock()
+				if l.err == nil {
+					l.err = fmt.Errorf("transport/nats: subscription %q ended: %w: %w", s.Subject, transport.ErrClosed, err)
+				}
+				l.mu.Unlock()
+				return
+			}
+		}
+		d, err := l.delivery(m, topic)
+		if err != nil {
+			l.log.Warn("transport/nats: bad message", "subject", m.Subject, "err", err)
+			if m.Reply != "" {
+				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+			}
+			continue
+		}
+		select {
+		case l.ch <- d:
+		case <-l.ctx.Done():
+			// Closed while holding it: hand it back to the subject, where
+			// another instance may take it (or the caller gets no
+			// responders at once).
+			if topic == "" {
+				l.requeue(m)
+			}
+			return
+		}
+	}
+}
+
+func (l *Listener) delivery(m *natsgo.Msg, topic string) (*transport.Delivery, error) {
+	d := &transport.Delivery{Service: l.service, Topic: topic, RemoteAddr: m.Reply, Token: m}
+	d.Body = m.Data
+	if vs := m.Header["Content-Type"]; len(vs) > 0 && transport.IsFrame(vs[0]) {
+		// Our own frame: the routing headers are spelled as we send them.
+		d.ContentType = vs[0]
+		dl, err := transport.ParseDeadline(firstValue(m.Header, transport.HeaderDeadline))
+		if err != nil {
+			return nil, err
+		}
+		d.Deadline = dl
+		d.Redelivered = firstValue(m.Header, transport.HeaderRedelivered) == "true"
+		return d, nil
+	}
+	h := httpHeader(m.Header)
+	d.ContentType = h.Get("Content-Type")
+	dl, err := transport.ParseDeadline(h.Get(transport.HeaderDeadline))
+	if err != nil {
+		return nil, err
+	}
+	d.Deadline = dl
+	d.Redelivered = h.Get(transport.HeaderRedelivered) == "true"
+	if !transport.IsFrame(d.ContentType) {
+		h.Del("Content-Type")
+		d.Header = h
+	}
+	return d, nil
+}
+
+func firstValue(h natsgo.Header, k string) string {
+	if vs := h[k]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
+}
+
+// Receive implements transport.Listener. After Drain it returns the
+// messages the subscriptions already hold, then transport.ErrClosed.
+func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	select {
+	case d := <-l.ch:
+		return d, nil
+	case <-l.stopped:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.err != nil && !l.closed && !l.draining {
+			return nil, l.err
+		}
+		return nil, transport.ErrClosed
+	case <-l.ctx.Done():
+		return nil, transport.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Reply implements transport.Listener: it publishes resp to the request's
+// reply subject (nothing for a notification or a request published without
+// one). NATS core keeps no delivery state, so Ack and Reject only differ
+// from each other in name; Requeue with no response republishes the request
+// to its subject, marked Httpbus-Redelivered, for another instance.
+func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
+	m, _ := d.Token.(*natsgo.Msg)
+	if m == nil {
+		return errors.New("transport/nats: Reply of a delivery not received from this listener")
+	}
+	if err := ctx.Err(); err != nil {
+		return transport.ContextError(ctx)
+	}
+	if disp == transport.Requeue && resp == nil {
+		if d.Topic == "" {
+			return l.requeue(m)
+		}
+		return nil
+	}
+	if resp == nil || m.Reply == "" || d.Topic != "" {
+		return nil
+	}
+	out := &natsgo.Msg{Subject: m.Reply, Data: resp.Body, Header: natsHeader(&transport.Message{ContentType: resp.ContentType})}
+	if err := checkSize(l.nc, out); err != nil {
+		// The Server checks MaxMessageBytes first; this is the last
+		// resort: answer with the error rather than leave the caller to
+		// time out.
+		l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+		return err
+	}
+	return l.publish(out)
+}
+
+func (l *Listener) publish(m *natsgo.Msg) error {
+	if err := l.nc.PublishMsg(m); err != nil {
+		return sendError("publish to "+m.Subject, err)
+	}
+	return nil
+}
+
+func (l *Listener) requeue(m *natsgo.Msg) error {
+	h := natsgo.Header{}
+	for k, vs := range m.Header {
+		h[k] = vs
+	}
+	h[transport.HeaderRedelivered] = []string{"true"}
+	return l.publish(&natsgo.Msg{Subject: m.Subject, Reply: m.Reply, Header: h, Data: m.Data})
+}
+
+// Publish implements transport.Listener: it publishes m to topic's subject.
+func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	if l.isClosed() {
+		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)
+	}
+	return publishNotification(ctx, l.nc, l.cfg, topic, m)
+}
+
+func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic string, m *transport.Message) error {
+	if err := ctx.Err(); err != nil {
+		return transport.ContextError(ctx)
+	}
+	if err := checkSubject("topic", topic); err != nil {
+		return err
+	}
+	out := &natsgo.Msg{Subject: TopicSubject(cfg.Prefix, topic), Data: m.Body, Header: natsHeader(m)}
+	if err := checkSize(nc, out); err != nil {
+		return err
+	}
+	if err := nc.PublishMsg(out); err != nil {
+		return sendError("publish to "+out.Subject, err)
+	}
+	return nil
+}
+
+func (l *Listener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// drainFlushTimeout bounds Drain's wait for the server to confirm the
+// unsubscriptions.
+const drainFlushTimeout = 5 * time.Second
+
+// Drain implements transport.Drainer: it unsubscribes at the server (no
+// new messages arrive) while Receive still returns the messages already
+// received; once they are taken, Receive returns transport.ErrClosed.
+// nats.go checks a draining subscription every 100 ms, so the last
+// ErrClosed comes up to 100 ms after the last message.
+func (l *Listener) Drain() error {
+	l.mu.Lock()
+	if l.closed || l.draining {
+		l.mu.Unlock()
+		return nil
+	}
+	l.draining = true
+	l.mu.Unlock()
+	var errs []error
+	for _, s := range l.subs {
+		if err := s.Drain(); err != nil && !errors.Is(err, natsgo.ErrBadSubscription) {
+			errs = append(errs, fmt.Errorf("transport/nats: drain %q: %w", s.Subject, err))
+		}
+	}
+	// When the PONG arrives the server has processed the UNSUBs: a request
+	// sent after Drain returns goes to another instance (or gets no
+	// responders), never to this one.
+	if err := l.nc.FlushTimeout(drainFlushTimeout); err != nil && len(errs) == 0 {
+		l.log.Warn("transport/nats: drain: flush", "err", err)
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements transport.Listener: it unsubscribes and, for a listener
+// opened from a URL, closes the connection (flushing replies already
+// published). Messages received but not taken by Receive are dropped: NATS
+// core does not redeliver, and their callers get a timeout; use
+// Server.Shutdown (Drain) to serve them first.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	l.cancel()
+	for _, s := range l.subs {
+		s.Unsubscribe() // ErrBadSubscription after Drain: fine
+	}
+	l.fwd.Wait()
+	if l.own {
+		l.nc.Close()
+	}
+	return nil
+}
+
+// MaxMessageBytes implements transport.SizeLimiter: the server's
+// max_payload (as the connection last saw it) minus HeaderRoom.
+func (l *Listener) MaxMessageBytes() int64 { return maxMessageBytes(l.nc) }
+
+// State implements transport.StateReporter from the connection's status.
+func (l *Listener) State() transport.State {
+	if l.isClosed() {
+		return transport.StateClosed
+	}
+	return state(l.nc)
+}
+
+// NATSConn returns the underlying connection.
+func (l *Listener) NATSConn() *natsgo.Conn { return l.nc }

@@ -1,0 +1,220 @@
+package nats
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// DefaultPrefix is the first subject token of every subject httpbus uses
+// when Config.Prefix is empty.
+const DefaultPrefix = "httpbus"
+
+// Defaults for the per-subscription pending limits (Config.PendingMsgs,
+// Config.PendingBytes).
+const (
+	DefaultPendingMsgs  = 64 * 1024 // messages; nats.go's default sync queue length
+	DefaultPendingBytes = 64 << 20  // bytes
+)
+
+// HeaderRoom is the part of the server's max_payload kept for the NATS
+// header block httpbus sends with every message (Content-Type,
+// Httpbus-Version, Httpbus-Deadline: under 100 bytes), in bytes.
+// MaxMessageBytes returns max_payload minus HeaderRoom.
+const HeaderRoom = 256
+
+// notifyToken is the subject token between the prefix and a topic.
+const notifyToken = "notify"
+
+// Config configures a Listener or a Conn. The zero value is usable.
+type Config struct {
+	// Prefix is prepended to every subject: requests for service S go to
+	// "<Prefix>.S", notifications for topic T to "<Prefix>.notify.T". It
+	// may hold several tokens ("acme.httpbus"). Empty means DefaultPrefix.
+	Prefix string
+
+	// Queue is the queue group a Listener joins on its service subject and
+	// on each topic subject, so that the instances of one service share its
+	// requests and each notification reaches the service once. Empty means
+	// the service name. Ignored by Conn.
+	Queue string
+
+	// PendingMsgs and PendingBytes bound the messages a Listener's
+	// subscription holds in the client, received from the server but not yet
+	// taken by Receive (the Server takes one whenever it has fewer than
+	// MaxInFlight requests running). Past either bound nats.go drops
+	// messages as a slow consumer (logged). Zero means DefaultPendingMsgs
+	// messages and DefaultPendingBytes bytes; PendingMsgs is also capped by
+	// the connection's sync queue length (natsgo.SyncQueueLen, 65,536 by
+	// default), which URL openers set to PendingMsgs. Ignored by Conn.
+	PendingMsgs  int
+	PendingBytes int64
+
+	// Logger receives slow-consumer warnings and malformed-message notes;
+	// nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c Config) prefix() string {
+	if c.Prefix == "" {
+		return DefaultPrefix
+	}
+	return c.Prefix
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger != nil {
+		return c.Logger
+	}
+	return slog.Default()
+}
+
+func (c Config) pending(nc *natsgo.Conn) (msgs, bytes int) {
+	msgs, bytes = c.PendingMsgs, int(c.PendingBytes)
+	if msgs <= 0 {
+		msgs = DefaultPendingMsgs
+	}
+	if bytes <= 0 {
+		bytes = DefaultPendingBytes
+	}
+	if q := nc.Opts.SubChanLen; q > 0 && msgs > q {
+		msgs = q
+	}
+	return msgs, bytes
+}
+
+// ServiceSubject returns the subject requests for service go to under
+// prefix ("" means DefaultPrefix).
+func ServiceSubject(prefix, service string) string {
+	return Config{Prefix: prefix}.prefix() + "." + service
+}
+
+// TopicSubject returns the subject notifications for topic go to under
+// prefix ("" means DefaultPrefix).
+func TopicSubject(prefix, topic string) string {
+	return Config{Prefix: prefix}.prefix() + "." + notifyToken + "." + topic
+}
+
+// checkSubject reports whether s is usable as (part of) a literal NATS
+// subject: non-empty tokens, no wildcards, no white space.
+func checkSubject(what, s string) error {
+	if s == "" {
+		return fmt.Errorf("transport/nats: empty %s", what)
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" {
+			return fmt.Errorf("transport/nats: %s %q has an empty subject token (leading, trailing or double dot)", what, s)
+		}
+		if tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n\x00") {
+			return fmt.Errorf("transport/nats: %s %q is not a literal NATS subject (wildcard or white space)", what, s)
+		}
+	}
+	return nil
+}
+
+func checkService(service string) error {
+	if err := checkSubject("service name", service); err != nil {
+		return err
+	}
+	if service == notifyToken || strings.HasPrefix(service, notifyToken+".") {
+		// "notify" alone is fine as a subject, but reserve it to keep the
+		// two namespaces apart.
+		return fmt.Errorf("transport/nats: service name %q is reserved: subjects <prefix>.notify.* carry notifications", service)
+	}
+	return nil
+}
+
+// natsHeader builds the NATS header block of an outgoing message.
+func natsHeader(m *transport.Message) natsgo.Header {
+	ct := m.ContentType
+	if ct == "" {
+		ct = transport.MediaType
+	}
+	h := natsgo.Header{
+		"Content-Type":            {ct},
+		transport.HeaderVersion: {transport.Version},
+	}
+	if !m.Deadline.IsZero() {
+		h[transport.HeaderDeadline] = []string{transport.FormatDeadline(m.Deadline)}
+	}
+	return h
+}
+
+// headerSize is the wire size of h as nats.go encodes it.
+func headerSize(h natsgo.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": ") + len(v) + len("\r\n")
+		}
+	}
+	return n
+}
+
+// checkSize returns a *transport.TooLargeError when m does not fit in the
+// server's max_payload.
+func checkSize(nc *natsgo.Conn, m *natsgo.Msg) error {
+	max := nc.MaxPayload()
+	if max <= 0 {
+		return nil
+	}
+	size := int64(len(m.Data) + headerSize(m.Header))
+	if size > max {
+		return &transport.TooLargeError{What: "message (max_payload)", Limit: max, Size: size}
+	}
+	return nil
+}
+
+// httpHeader canonicalises NATS header keys (case-sensitive in nats.go)
+// into an http.Header, so that Header.Get finds a lowercase "traceparent".
+func httpHeader(h natsgo.Header) http.Header {
+	if len(h) == 0 {
+		return nil
+	}
+	out := make(http.Header, len(h))
+	for k, vs := range h {
+		ck := http.CanonicalHeaderKey(k)
+		out[ck] = append(out[ck], vs...)
+	}
+	return out
+}
+
+// sendError maps an error of nats.go's publish path.
+func sendError(what string, err error) error {
+	switch {
+	case errors.Is(err, natsgo.ErrMaxPayload):
+		return fmt.Errorf("transport/nats: %s: %w: %w", what, transport.ErrTooLarge, err)
+	case errors.Is(err, natsgo.ErrConnectionClosed), errors.Is(err, natsgo.ErrConnectionDraining):
+		return fmt.Errorf("transport/nats: %s: %w: %w", what, transport.ErrClosed, err)
+	default:
+		return fmt.Errorf("transport/nats: %s: %w: %w", what, transport.ErrUnavailable, err)
+	}
+}
+
+func state(nc *natsgo.Conn) transport.State {
+	switch nc.Status() {
+	case natsgo.CONNECTED:
+		return transport.StateConnected
+	case natsgo.CLOSED, natsgo.DRAINING_PUBS, natsgo.DRAINING_SUBS:
+		return transport.StateClosed
+	default:
+		return transport.StateReconnecting
+	}
+}
+
+func maxMessageBytes(nc *natsgo.Conn) int64 {
+	max := nc.MaxPayload()
+	if max <= 0 {
+		return 0
+	}
+	if max <= HeaderRoom {
+		return 1
+	}
+	return max - HeaderRoom
+}
