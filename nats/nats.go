@@ -137,7 +137,7 @@ func natsHeader(m *transport.Message) natsgo.Header {
 		ct = transport.MediaType
 	}
 	h := natsgo.Header{
-		"Content-Type":            {ct},
+		"Content-Type":          {ct},
 		transport.HeaderVersion: {transport.Version},
 	}
 	if !m.Deadline.IsZero() {
