@@ -1,0 +1,104 @@
+package inmem_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/httpbus/httpbus/inmem"
+	"github.com/httpbus/httpbus/transport"
+)
+
+// Round trips through the in-memory backend: http.Client → RoundTripper →
+// frame → Server → handler → frame → caller, with no network. This is the
+// floor under every broker backend's cost. Run with
+//
+//	go test -run '^$' -bench . -benchmem ./inmem/
+
+func echo(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
+	io.Copy(w, r.Body) //nolint:errcheck // the caller checks the length
+}
+
+// startEcho serves echo on a fresh bus and returns a client for it.
+func startEcho(b *testing.B) *http.Client {
+	bus := inmem.NewBus()
+	l, err := bus.Listen(transport.ListenConfig{Service: "echo"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &transport.Server{Handler: http.HandlerFunc(echo), MaxBodyBytes: -1}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(l) }()
+	conn := bus.Dial()
+	b.Cleanup(func() {
+		conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			b.Error(err)
+		}
+		if err := <-done; !errors.Is(err, transport.ErrServerClosed) {
+			b.Error(err)
+		}
+	})
+	return &http.Client{Transport: &transport.RoundTripper{Conn: conn, MaxBodyBytes: -1}}
+}
+
+func call(b *testing.B, c *http.Client, body []byte) {
+	req, err := http.NewRequest(http.MethodPost, "http://echo/echo", bytes.NewReader(body))
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || n != int64(len(body)) {
+		b.Fatalf("status %d, %d of %d bytes: %s", resp.StatusCode, n, len(body), resp.Header.Get(transport.HeaderError))
+	}
+}
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, n := range []int{0, 256, 64 << 10, 1 << 20} {
+		b.Run(sizeName(n), func(b *testing.B) {
+			c, body := startEcho(b), make([]byte, n)
+			b.ReportAllocs()
+			b.SetBytes(int64(n))
+			for b.Loop() {
+				call(b, c, body)
+			}
+		})
+	}
+}
+
+func BenchmarkRoundTripParallel(b *testing.B) {
+	c, body := startEcho(b), make([]byte, 256)
+	b.ReportAllocs()
+	b.SetBytes(256)
+	b.SetParallelism(16) // 16×GOMAXPROCS callers
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			call(b, c, body)
+		}
+	})
+}
