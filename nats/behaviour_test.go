@@ -1,0 +1,292 @@
+package nats_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/httpbus/httpbus/internal/brokertest"
+	"github.com/httpbus/httpbus/internal/natsserver"
+	natstransport "github.com/httpbus/httpbus/nats"
+	"github.com/httpbus/httpbus/transport"
+)
+
+// TestForeignMessage: a plain NATS request (as "nats req" sends it), with
+// lowercase header keys, is served as POST / with canonical header keys.
+func TestForeignMessage(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("foreign")
+	got := make(chan *http.Request, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(strings.NewReader(string(b)))
+		got <- r
+		io.WriteString(w, "got "+string(b))
+	})
+	serve(t, &transport.Server{Handler: h}, listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{}))
+	nc := connect(t, url)
+	m := &natsgo.Msg{
+		Subject: natstransport.ServiceSubject("", svc),
+		Data:    []byte("hello"),
+		Header: natsgo.Header{
+			"traceparent":  {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+			"x-multi":      {"a", "b"},
+			"content-type": {"text/plain"},
+		},
+	}
+	resp, err := nc.RequestMsgWithContext(ctxTimeout(t, 10*time.Second), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != transport.MediaType {
+		t.Errorf("response Content-Type %q, want %s", ct, transport.MediaType)
+	}
+	r, err := transport.DecodeResponse(resp.Data, nil, transport.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	if r.StatusCode != 200 || string(b) != "got hello" {
+		t.Errorf("response %d %q, want 200 \"got hello\"", r.StatusCode, b)
+	}
+	req := <-got
+	if req.Method != "POST" || req.URL.Path != "/" {
+		t.Errorf("served as %s %s, want POST /", req.Method, req.URL.Path)
+	}
+	if v := req.Header.Get("Traceparent"); !strings.HasPrefix(v, "00-0af7") {
+		t.Errorf("Header.Get(Traceparent) = %q: lowercase NATS header key not canonicalised (header %v)", v, req.Header)
+	}
+	if v := req.Header.Values("X-Multi"); len(v) != 2 {
+		t.Errorf("X-Multi = %q, want two values", v)
+	}
+	if v := req.Header.Get("Content-Type"); v != "text/plain" {
+		t.Errorf("Content-Type = %q, want text/plain", v)
+	}
+}
+
+// TestMaxPayload: on a server with a 64 KiB max_payload, a request too
+// large is refused with 413 before anything is sent, and a response too
+// large reaches the caller as 413 at once, never as a timeout.
+func TestMaxPayload(t *testing.T) {
+	const maxPayload = 64 << 10
+	url := embedded(t, natsserver.Config{MaxPayload: maxPayload})
+	svc := uniqueName("maxpayload")
+	var ran sync.Map
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ran.Store(r.URL.Path, true)
+		if r.URL.Path == "/big-response" {
+			w.Write(make([]byte, 2*maxPayload))
+			return
+		}
+		io.Copy(w, r.Body)
+	})
+	l := listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{})
+	if got, want := l.MaxMessageBytes(), int64(maxPayload-natstransport.HeaderRoom); got != want {
+		t.Errorf("listener MaxMessageBytes %d, want %d", got, want)
+	}
+	serve(t, &transport.Server{Handler: h, Logger: discardLogger()}, l)
+	conn := dial(t, connect(t, url))
+	client := transport.NewClient(conn)
+	do := func(path string, body []byte) (*http.Response, time.Duration) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+svc+path, strings.NewReader(string(body)))
+		start := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, time.Since(start)
+	}
+	resp, _ := do("/big-request", make([]byte, maxPayload))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(transport.HeaderError) == "" {
+		t.Errorf("request over max_payload: %d (%q), want 413 made by httpbus", resp.StatusCode, resp.Header.Get(transport.HeaderError))
+	}
+	if _, ok := ran.Load("/big-request"); ok {
+		t.Error("a request over max_payload reached the handler")
+	}
+	resp, el := do("/big-response", nil)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("response over max_payload: %d, want 413", resp.StatusCode)
+	}
+	if el > 5*time.Second {
+		t.Errorf("413 for a response over max_payload took %v", el)
+	}
+	// Conn.Call reports the typed error itself.
+	_, err := conn.Call(ctxTimeout(t, 5*time.Second), svc, &transport.Message{Body: make([]byte, maxPayload), ContentType: transport.MediaType})
+	var tl *transport.TooLargeError
+	if !errors.As(err, &tl) || tl.Limit != maxPayload {
+		t.Errorf("Call over max_payload: %v, want *TooLargeError with Limit %d", err, maxPayload)
+	}
+	if resp, _ := do("/echo", []byte("small")); resp.StatusCode != 200 {
+		t.Errorf("next request: %d", resp.StatusCode)
+	}
+}
+
+// TestDrainServesPending: requests received but not yet taken (the server
+// runs one at a time) are all answered by Shutdown's drain.
+func TestDrainServesPending(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("drain")
+	const n = 20
+	entered := make(chan struct{}, n)
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-release
+		io.WriteString(w, r.URL.Path)
+	})
+	l := listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{})
+	srv := &transport.Server{Handler: h, MaxInFlight: 1, Logger: testLogger(t)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+
+	cnc := connect(t, url)
+	inbox := natsgo.NewInbox()
+	replies := make(chan *natsgo.Msg, n)
+	sub, err := cnc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	for i := range n {
+		frame, _ := transport.EncodeRequest(httpRequest("GET", "/p/"+string(rune('a'+i))), svc, nil)
+		cnc.PublishMsg(&natsgo.Msg{Subject: natstransport.ServiceSubject("", svc), Reply: inbox, Data: frame, Header: natsgo.Header{"Content-Type": {transport.MediaType}}})
+	}
+	cnc.Flush()
+	<-entered // one runs; the other n-1 wait in the listener
+	// A flush on the listener's connection after the client's flush: the
+	// server has delivered all n to the listener's connection.
+	if err := l.NATSConn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	<-served
+	// After Serve returned, a new request finds no responder.
+	if _, err := dial(t, cnc).Call(ctxTimeout(t, 5*time.Second), svc, &transport.Message{Body: []byte("x"), ContentType: "text/plain"}); !errors.Is(err, transport.ErrNoResponders) {
+		t.Errorf("call after Shutdown stopped intake: %v, want ErrNoResponders", err)
+	}
+	close(release)
+	seen := map[string]bool{}
+	timeout := time.After(30 * time.Second)
+	for len(seen) < n {
+		select {
+		case m := <-replies:
+			r, err := transport.DecodeResponse(m.Data, nil, transport.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(r.Body)
+			if r.StatusCode != 200 {
+				t.Errorf("drained request answered %d %q", r.StatusCode, b)
+			}
+			seen[string(b)] = true
+		case <-timeout:
+			t.Fatalf("%d of %d pending requests answered during Shutdown", len(seen), n)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+}
+
+// TestNoResponders: 503 at once, not a timeout.
+func TestNoResponders(t *testing.T) {
+	url := brokertest.NATS(t)
+	conn := dial(t, connect(t, url))
+	start := time.Now()
+	_, err := conn.Call(ctxTimeout(t, 10*time.Second), uniqueName("nobody"), &transport.Message{Body: []byte("x"), ContentType: "text/plain"})
+	if !errors.Is(err, transport.ErrNoResponders) || !errors.Is(err, natsgo.ErrNoResponders) {
+		t.Errorf("Call: %v, want ErrNoResponders (ours and nats.go's)", err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Errorf("no responders took %v", el)
+	}
+}
+
+func TestURLErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ url, want string }{
+		{"nats://u:secret@127.0.0.1:1?bogus=1", `unknown option "bogus"`},
+		{"nats://u:secret@127.0.0.1:1?reconnect_wait=soon", `bad value "soon"`},
+		{"nats://u:secret@127.0.0.1:1/path", "has a path"},
+		{"nats://u:secret@127.0.0.1:1?tls_cert=a.pem", "tls_cert and tls_key go together"},
+		{"nats://u:secret@127.0.0.1:1?prefix=a.*", "not a literal NATS subject"},
+		{"nats://u:secret@127.0.0.1:1?connect_timeout=200ms", "transport: broker unavailable"},
+	} {
+		_, err := transport.Dial(ctx, c.url)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Dial(%q): %v, want an error containing %q", c.url, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("Dial(%q): error shows the password: %v", c.url, err)
+		}
+	}
+	for _, c := range []struct{ url, want string }{
+		{"nats://127.0.0.1:1", "empty service name"},
+		{"nats://127.0.0.1:1?service=notify.x", "reserved"},
+		{"nats://127.0.0.1:1?service=a+b", "not a literal NATS subject"},
+		{"nats://127.0.0.1:1?service=a..b", "empty subject token"},
+	} {
+		_, err := transport.Listen(ctx, c.url)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Listen(%q): %v, want an error containing %q", c.url, err, c.want)
+		}
+	}
+}
+
+// TestURLOptions: prefix and queue from the URL reach the subjects and the
+// queue group, and a caller with the same prefix reaches the service.
+func TestURLOptions(t *testing.T) {
+	raw := brokertest.NATS(t)
+	u, _ := url.Parse(raw)
+	prefix := uniqueName("pfx")
+	svc := uniqueName("svc")
+	l, err := transport.Listen(context.Background(), raw+"?prefix="+prefix+"&queue=workers&name=test-listener&service="+svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, &transport.Server{Handler: echoID}, l)
+	nl := l.(*natstransport.Listener)
+	if name := nl.NATSConn().Opts.Name; name != "test-listener" {
+		t.Errorf("connection name %q", name)
+	}
+	c, err := transport.Dial(context.Background(), "nats://"+u.Host+"?prefix="+prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	resp, err := c.Call(ctxTimeout(t, 10*time.Second), svc, &transport.Message{Body: []byte("x"), ContentType: "text/plain"})
+	if err != nil {
+		t.Fatalf("call with prefix %q: %v", prefix, err)
+	}
+	if r, err := transport.DecodeResponse(resp.Body, nil, transport.Limits{}); err != nil || r.StatusCode != 200 {
+		t.Fatalf("response %v %v", r, err)
+	}
+	// Raw NATS sees the subject <prefix>.<service>.
+	nc := connect(t, raw)
+	m, err := nc.RequestWithContext(ctxTimeout(t, 10*time.Second), prefix+"."+svc, []byte("raw"))
+	if err != nil {
+		t.Fatalf("raw request to %s.%s: %v", prefix, svc, err)
+	}
+	if !strings.Contains(string(m.Data), "raw") {
+		t.Errorf("raw response %q", m.Data)
+	}
+	if s := c.(transport.StateReporter).State(); s != transport.StateConnected {
+		t.Errorf("state %v", s)
+	}
+	c.Close()
+	if _, err := c.Call(context.Background(), svc, &transport.Message{}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Call after Close: %v, want ErrClosed", err)
+	}
+}
