@@ -1,0 +1,398 @@
+package amqp_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/httpbus/httpbus/amqp"
+	"github.com/httpbus/httpbus/internal/brokertest"
+	"github.com/httpbus/httpbus/transport"
+)
+
+// closeConnection closes, on the broker, the one connection whose
+// connection_name client property is name (rabbitmqctl close_connection;
+// never close_all_connections: the broker is shared).
+func closeConnection(t *testing.T, name string) {
+	t.Helper()
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		t.Skip("rabbitmqctl not found: cannot close a connection from the broker side")
+	}
+	var id string
+	deadline := time.Now().Add(20 * time.Second)
+	for id == "" {
+		out, err := exec.Command("rabbitmqctl", "-q", "list_connections", "pid", "client_properties").CombinedOutput()
+		if err != nil {
+			t.Fatalf("rabbitmqctl list_connections: %v: %s", err, out)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.Contains(line, `{"connection_name","`+name+`"}`) {
+				id, _, _ = strings.Cut(line, "\t")
+			}
+		}
+		if id == "" {
+			// The broker lists a connection shortly after it opens.
+			if time.Now().After(deadline) {
+				t.Fatalf("no connection named %q on the broker", name)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	out, err := exec.Command("rabbitmqctl", "-q", "close_connection", id, "httpbus fault test").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl close_connection %q: %v: %s", id, err, out)
+	}
+	t.Logf("closed connection %s (%s)", id, name)
+}
+
+// waitState polls sr until it reports want, or fails after timeout.
+func waitState(t *testing.T, sr transport.StateReporter, want transport.State, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for sr.State() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("state %v after %v, want %v", sr.State(), timeout, want)
+		}
+		<-tick.C
+	}
+}
+
+// TestServerConnectionKilledUnderLoad closes the server's connection on the
+// broker while 16 callers keep requests in flight: the listener reconnects
+// by itself, unacknowledged requests are redelivered, and every request is
+// answered with its own response.
+func TestServerConnectionKilledUnderLoad(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("kill")
+	name := "httpbus-test-" + svc
+	var runs, redelivered atomic.Int64
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		if r.Header.Get(transport.HeaderRedelivered) == "true" {
+			redelivered.Add(1)
+		}
+		time.Sleep(2 * time.Millisecond) // keep requests in flight when the connection dies
+		io.Copy(w, r.Body)
+	})
+	l, _ := serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{ConnectionName: name, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second}, h)
+	client := transport.NewClient(dialConn(t, url, amqp.Config{}))
+
+	var answered, failed atomic.Int64
+	var errMu sync.Mutex
+	var errs []string
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				body := fmt.Sprintf("w%d-r%d", w, i)
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/echo", strings.NewReader(body))
+				resp, err := client.Do(req)
+				var got []byte
+				if err == nil {
+					got, _ = io.ReadAll(resp.Body)
+					resp.Body.Close()
+				}
+				cancel()
+				if err != nil || resp.StatusCode != 200 || string(got) != body {
+					failed.Add(1)
+					errMu.Lock()
+					if len(errs) < 5 {
+						errs = append(errs, fmt.Sprintf("%s: %v %v %q", body, err, resp, got))
+					}
+					errMu.Unlock()
+					continue
+				}
+				answered.Add(1)
+			}
+		}()
+	}
+	waitCount := func(n int64) {
+		deadline := time.Now().Add(30 * time.Second)
+		for answered.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d requests answered, want %d", answered.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitCount(300)
+	before := answered.Load()
+	closeConnection(t, name)
+	waitState(t, l, transport.StateReconnecting, 10*time.Second)
+	waitState(t, l, transport.StateConnected, 15*time.Second)
+	waitCount(before + 300)
+	close(stop)
+	wg.Wait()
+	t.Logf("requests answered %d, failed %d; handler runs %d, of which redelivered %d", answered.Load(), failed.Load(), runs.Load(), redelivered.Load())
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d requests failed or got another response; first: %v", n, errs)
+	}
+	if runs.Load() < answered.Load() {
+		t.Errorf("handler ran %d times for %d answered requests", runs.Load(), answered.Load())
+	}
+}
+
+// TestClientConnectionKilled: a caller with a request in flight when its
+// connection dies gets ErrUnavailable at once; the Conn reconnects and the
+// next call is answered.
+func TestClientConnectionKilled(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("ckill")
+	name := "httpbus-test-" + svc
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			entered <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer close(release)
+	c := dialConn(t, url, amqp.Config{ConnectionName: name, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second})
+	client := &http.Client{Transport: &transport.RoundTripper{Conn: c}}
+	type result struct {
+		status int
+		err    error
+		at     time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		resp, err := get(ctx, client, "http://"+svc+"/block")
+		r := result{err: err, at: time.Now()}
+		if resp != nil {
+			r.status = resp.StatusCode
+		}
+		done <- r
+	}()
+	<-entered
+	closeConnection(t, name)
+	closedAt := time.Now()
+	r := <-done
+	if r.err != nil || r.status != http.StatusBadGateway {
+		t.Errorf("in-flight request: status %d err %v, want 502", r.status, r.err)
+	}
+	if d := r.at.Sub(closedAt); d > 2*time.Second {
+		t.Errorf("in-flight caller waited %v after the connection closed", d)
+	}
+	waitState(t, c, transport.StateConnected, 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if resp, err := get(ctx, client, "http://"+svc+"/next"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("after reconnect: %v %v", resp, err)
+	}
+}
+
+// TestCallWaitsForConnection: while the Conn reconnects, a new call waits
+// for the connection up to its deadline instead of failing at once.
+func TestCallWaitsForConnection(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("wait")
+	name := "httpbus-test-" + svc
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	// A long first backoff keeps the Conn reconnecting for a while.
+	c := dialConn(t, url, amqp.Config{ConnectionName: name, ReconnectMin: 1500 * time.Millisecond, ReconnectMax: 1500 * time.Millisecond})
+	client := transport.NewClient(c)
+	closeConnection(t, name)
+	waitState(t, c, transport.StateReconnecting, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	resp, err := get(ctx, client, "http://"+svc+"/")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("call during reconnection: %v %v, want 200 once reconnected", resp, err)
+	}
+	// A call whose deadline passes while disconnected gets 504.
+	closeConnection(t, name)
+	waitState(t, c, transport.StateReconnecting, 10*time.Second)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel2()
+	resp, err = get(ctx2, client, "http://"+svc+"/")
+	if err != nil || resp.StatusCode != http.StatusGatewayTimeout {
+		t.Fatalf("call with a short deadline during reconnection: %v %v, want 504", resp, err)
+	}
+}
+
+// TestRedeliveryToOtherInstance: server A takes a request and its
+// connection dies before it acks; the broker redelivers the request to
+// server B, whose handler sees Httpbus-Redelivered: true, and the caller
+// gets B's answer.
+func TestRedeliveryToOtherInstance(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("redeliver")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	rawA, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rawA.Close()
+	la, err := amqp.NewListener(ctx, rawA, transport.ListenConfig{Service: svc}, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteQueues(t, url, la.Queue())
+	enteredA := make(chan struct{}, 1)
+	releaseA := make(chan struct{})
+	srvA := &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		enteredA <- struct{}{}
+		<-releaseA
+		io.WriteString(w, "A")
+	})}
+	servedA := make(chan error, 1)
+	go func() { servedA <- srvA.Serve(la) }()
+
+	client := transport.NewClient(dialConn(t, url, amqp.Config{}))
+	type result struct {
+		body string
+		hdr  http.Header
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+svc+"/job", nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		done <- result{body: string(b), hdr: resp.Header}
+	}()
+	<-enteredA // A holds the request, unacknowledged
+
+	redelivered := make(chan string, 1)
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redelivered <- r.Header.Get(transport.HeaderRedelivered)
+		io.WriteString(w, "B")
+	}))
+	rawA.Close() // A stops mid-request without acking
+
+	select {
+	case v := <-redelivered:
+		if v != "true" {
+			t.Errorf("B's handler saw %s %q, want \"true\"", transport.HeaderRedelivered, v)
+		}
+	case <-ctx.Done():
+		t.Fatal("the request was not redelivered to B")
+	}
+	r := <-done
+	if r.err != nil || r.body != "B" {
+		t.Errorf("caller got %q, %v; want B's answer", r.body, r.err)
+	}
+	waitState(t, la, transport.StateClosed, 10*time.Second)
+	close(releaseA)
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := srvA.Shutdown(sctx); err != nil {
+		t.Errorf("A's Shutdown: %v", err)
+	}
+	if err := <-servedA; !errors.Is(err, transport.ErrServerClosed) {
+		t.Errorf("A's Serve: %v", err)
+	}
+}
+
+// TestDeadLetterOnMalformedFrame: with a dead-letter exchange configured, an
+// undecodable frame is answered 400 and rejected to it.
+func TestDeadLetterOnMalformedFrame(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("dlx")
+	dlx := "httpbus.test.dlx." + svc
+	_, ch := rawChannel(t, url)
+	if err := ch.ExchangeDeclare(dlx, "fanout", false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	dq, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(dq.Name, "", dlx, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := ch.Consume(dq.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{DeadLetterExchange: dlx}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	_, ch2 := rawChannel(t, url)
+	d := rawCall(t, ch2, svc, amqp091.Publishing{ContentType: transport.MediaType, Body: []byte("garbage\r\n\r\n")})
+	resp, err := transport.DecodeResponse(d.Body, nil, transport.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("garbage answered %d, want 400", resp.StatusCode)
+	}
+	select {
+	case m := <-dead:
+		if string(m.Body) != "garbage\r\n\r\n" {
+			t.Errorf("dead-lettered %q", m.Body)
+		}
+		if reason := fmt.Sprint(m.Headers["x-death"]); !strings.Contains(reason, "rejected") {
+			t.Errorf("x-death %s, want reason rejected", reason)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing dead-lettered")
+	}
+}
+
+// TestNotificationsFromListenerWithConfirms: a Listener publishes a
+// notification (with publisher confirms) that another service receives.
+func TestNotificationsFromListener(t *testing.T) {
+	url := brokertest.AMQP(t)
+	topic := unique("t")
+	got := make(chan string, 1)
+	serve(t, url, transport.ListenConfig{Service: unique("sub"), Topics: []string{topic}}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- r.Method + " " + r.Host + " " + string(b)
+	}))
+	pub, _ := serve(t, url, transport.ListenConfig{Service: unique("pub")}, amqp.Config{}, http.NotFoundHandler())
+	frame, _ := transport.EncodeRequest(httpRequest("POST", "/"), topic, []byte("hi"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := pub.Publish(ctx, topic, &transport.Message{Body: frame, ContentType: transport.MediaType}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "NOTIFY "+topic+" hi" {
+			t.Errorf("got %q", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("notification not received")
+	}
+}
+
+func httpRequest(method, target string) *http.Request {
+	r, _ := http.NewRequest(method, "http://x"+target, nil)
+	return r
+}
+
+var _ = strconv.Itoa
