@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -130,10 +131,15 @@ func (rt *RoundTripper) readBody(req *http.Request) ([]byte, error) {
 	if max >= 0 && req.ContentLength > max {
 		return nil, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength}
 	}
-	var buf bytes.Buffer
 	if req.ContentLength > 0 {
-		buf.Grow(int(req.ContentLength))
+		// Known length: read exactly that, in one allocation.
+		b := make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, b); err != nil {
+			return nil, fmt.Errorf("transport: request body shorter than its ContentLength %d: %w", req.ContentLength, err)
+		}
+		return b, nil
 	}
+	var buf bytes.Buffer
 	r := io.Reader(req.Body)
 	if max >= 0 {
 		r = io.LimitReader(req.Body, max+1)

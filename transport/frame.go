@@ -44,7 +44,35 @@ func (l Limits) body() int64 {
 	return l.MaxBodyBytes
 }
 
-var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+// headerEstimate is the size of h as written, plus room for the lines
+// net/http adds (Host, User-Agent, Content-Length). Encode buffers also get
+// bytes.MinRead spare: net/http copies a body through an io.LimitReader, and
+// bytes.Buffer.ReadFrom regrows a buffer with less free room than that.
+func headerEstimate(h http.Header) int {
+	n := 96
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// readerPool holds the bufio.Readers that decoding uses only while it
+// parses the header block (bodies are sliced from the frame, or read whole
+// before the reader is returned).
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+func getReader(rd *bytes.Reader) *bufio.Reader {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(rd)
+	return br
+}
+
+func putReader(br *bufio.Reader) {
+	br.Reset(nil)
+	readerPool.Put(br)
+}
 
 // EncodeRequest writes r as a frame with net/http's Request.Write: the
 // request line in origin form (r.URL.RequestURI()), Host set to service,
@@ -72,13 +100,11 @@ func EncodeRequest(r *http.Request, service string, body []byte) ([]byte, error)
 		out.ContentLength = int64(len(body))
 		out.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
-	buf.Reset()
+	buf := bytes.NewBuffer(make([]byte, 0, len(body)+headerEstimate(out.Header)+len(out.URL.Path)+len(out.URL.RawQuery)+len(service)+64+bytes.MinRead))
 	if err := out.Write(buf); err != nil {
 		return nil, fmt.Errorf("transport: encode request: %w", err)
 	}
-	return bytes.Clone(buf.Bytes()), nil
+	return buf.Bytes(), nil
 }
 
 // EncodeResponse writes a response frame with net/http's Response.Write:
@@ -99,13 +125,11 @@ func EncodeResponse(status int, header http.Header, body []byte, method string) 
 	if len(body) > 0 {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 	}
-	buf := bufPool.Get().(*bytes.Buffer)
-	defer bufPool.Put(buf)
-	buf.Reset()
+	buf := bytes.NewBuffer(make([]byte, 0, len(body)+headerEstimate(resp.Header)+64+bytes.MinRead))
 	if err := resp.Write(buf); err != nil {
 		return nil, fmt.Errorf("transport: encode response: %w", err)
 	}
-	return bytes.Clone(buf.Bytes()), nil
+	return buf.Bytes(), nil
 }
 
 // ErrorResponse returns a response frame made by httpbus itself for err:
@@ -210,7 +234,8 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 		return nil, err
 	}
 	rd := bytes.NewReader(frame)
-	br := bufio.NewReaderSize(rd, min(max(len(frame), 16), 4096))
+	br := getReader(rd)
+	defer putReader(br)
 	req, err := http.ReadRequest(br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformedFrame, err)
@@ -237,7 +262,8 @@ func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response
 		return nil, err
 	}
 	rd := bytes.NewReader(frame)
-	br := bufio.NewReaderSize(rd, min(max(len(frame), 16), 4096))
+	br := getReader(rd)
+	defer putReader(br)
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		return nil, fmt.Errorf("%w: response: %v", ErrMalformedFrame, err)

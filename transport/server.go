@@ -437,8 +437,8 @@ func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter 
 // Content-Type is sniffed from the first 512 bytes, 1xx statuses are interim
 // and dropped, Flush is accepted (the frame is sent when the handler returns).
 type responseWriter struct {
-	header      http.Header
-	sent        http.Header
+	header      http.Header // the handler's header until WriteHeader, then the sent one
+	late        http.Header // what Header returns after WriteHeader: changes are ignored
 	status      int
 	body        bytes.Buffer
 	maxBody     int64
@@ -446,7 +446,15 @@ type responseWriter struct {
 	wroteHeader bool
 }
 
-func (w *responseWriter) Header() http.Header { return w.header }
+func (w *responseWriter) Header() http.Header {
+	if !w.wroteHeader {
+		return w.header
+	}
+	if w.late == nil {
+		w.late = w.header.Clone()
+	}
+	return w.late
+}
 
 func (w *responseWriter) WriteHeader(code int) {
 	if w.wroteHeader {
@@ -460,7 +468,6 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	w.sent = w.header.Clone()
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
@@ -499,7 +506,7 @@ func (w *responseWriter) frame(method string) ([]byte, error) {
 	if w.over {
 		return nil, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
 	}
-	h := w.sent
+	h := w.header
 	h.Del("Transfer-Encoding")
 	h.Del("Content-Length")
 	if !bodyAllowed(w.status) {
