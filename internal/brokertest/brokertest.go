@@ -3,8 +3,14 @@
 //  1. an environment variable (HTTPBUS_TEST_NATS_URL, HTTPBUS_TEST_AMQP_URL,
 //     HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR, HTTPBUS_TEST_STOMP_RABBITMQ_ADDR);
 //  2. a container started with testcontainers-go when a Docker engine answers
-//     (see container.go);
-//  3. for NATS only, an embedded nats-server in the test process;
+//     (see container.go): host network, listening on 127.0.0.1 at a free
+//     port, Ryuk disabled, terminated at test cleanup; images overridable
+//     with HTTPBUS_TEST_NATS_IMAGE, HTTPBUS_TEST_RABBITMQ_IMAGE (AMQP and
+//     STOMP) and HTTPBUS_TEST_ACTIVEMQ_IMAGE; HTTPBUS_TEST_NO_CONTAINERS=1
+//     passes this step over. Without Docker the step logs why and the
+//     next one runs (the test is not skipped here);
+//  3. for NATS only, an embedded nats-server in the test process
+//     (internal/natsserver, a free loopback port);
 //  4. else the test is skipped, naming the variable — or, when
 //     HTTPBUS_REQUIRE_BROKERS=1 (CI sets it), it fails.
 //
