@@ -1,0 +1,188 @@
+package amqp_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/httpbus/httpbus/amqp"
+	"github.com/httpbus/httpbus/internal/brokertest"
+	"github.com/httpbus/httpbus/transport"
+)
+
+const benchPayload = 256
+
+// BenchmarkRequestReply256 measures one request/reply of a 256-byte body,
+// echoed, through httpbus (http.Client → RoundTripper → Conn → RabbitMQ →
+// Listener → Server → handler and back) next to bare amqp091 doing the same
+// exchange (direct reply-to, correlation ids, manual acks, a goroutine per
+// request on the server), in one run: serially and with 64 requests in
+// flight.
+func BenchmarkRequestReply256(b *testing.B) {
+	url := brokertest.AMQP(b)
+	payload := bytes.Repeat([]byte("x"), benchPayload)
+	for _, par := range []int{1, 64} {
+		name := "serial"
+		if par > 1 {
+			name = "inflight" + strconv.Itoa(par)
+		}
+		b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, url, payload, par) })
+		b.Run("raw-amqp091/"+name, func(b *testing.B) { benchRaw(b, url, payload, par) })
+	}
+}
+
+func runConcurrent(b *testing.B, par int, op func() error) {
+	b.SetBytes(benchPayload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	if par == 1 {
+		for b.Loop() {
+			if err := op(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	var n atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	total := int64(b.N)
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n.Add(1) <= total {
+				if err := op(); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := failed.Load().(error); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchHTTPBus(b *testing.B, url string, payload []byte, par int) {
+	ctx := context.Background()
+	svc := unique("bench")
+	l, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, amqp.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	deleteQueues(b, url, l.Queue())
+	srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(w, r.Body)
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() { srv.Shutdown(ctx); <-served; l.Close() }()
+	c, err := amqp.Dial(ctx, url, amqp.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	client := transport.NewClient(c)
+	target := "http://" + svc + "/echo"
+	runConcurrent(b, par, func() error {
+		req, _ := http.NewRequest("POST", target, bytes.NewReader(payload))
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(got) != len(payload) {
+			b.Errorf("status %d, %d bytes", resp.StatusCode, len(got))
+		}
+		return nil
+	})
+}
+
+func benchRaw(b *testing.B, url string, payload []byte, par int) {
+	queue := unique("rawbench")
+	// Server: manual acks, reply then ack, a goroutine per delivery.
+	sconn, err := amqp091.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sconn.Close()
+	sch, _ := sconn.Channel()
+	if _, err := sch.QueueDeclare(queue, false, true, false, false, nil); err != nil {
+		b.Fatal(err)
+	}
+	sch.Qos(128, 0, false)
+	deliveries, err := sch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var swg sync.WaitGroup
+	swg.Add(1)
+	go func() {
+		defer swg.Done()
+		for d := range deliveries {
+			swg.Add(1)
+			go func() {
+				defer swg.Done()
+				sch.Publish("", d.ReplyTo, false, false, amqp091.Publishing{CorrelationId: d.CorrelationId, Body: d.Body})
+				d.Ack(false)
+			}()
+		}
+	}()
+	defer swg.Wait()
+	defer sch.Close()
+
+	// Client: one channel, direct reply-to, replies matched by correlation id.
+	cconn, err := amqp091.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cconn.Close()
+	cch, _ := cconn.Channel()
+	replies, err := cch.Consume(amqp.DirectReplyTo, "", true, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	pending := map[string]chan []byte{}
+	var dwg sync.WaitGroup
+	dwg.Add(1)
+	go func() {
+		defer dwg.Done()
+		for d := range replies {
+			mu.Lock()
+			ch := pending[d.CorrelationId]
+			delete(pending, d.CorrelationId)
+			mu.Unlock()
+			if ch != nil {
+				ch <- d.Body
+			}
+		}
+	}()
+	defer dwg.Wait()
+	defer cch.Close()
+	var ids atomic.Uint64
+	runConcurrent(b, par, func() error {
+		id := strconv.FormatUint(ids.Add(1), 10)
+		ch := make(chan []byte, 1)
+		mu.Lock()
+		pending[id] = ch
+		mu.Unlock()
+		if err := cch.Publish("", queue, true, false, amqp091.Publishing{CorrelationId: id, ReplyTo: amqp.DirectReplyTo, Body: payload}); err != nil {
+			return err
+		}
+		if got := <-ch; len(got) != len(payload) {
+			b.Errorf("%d bytes back", len(got))
+		}
+		return nil
+	})
+}
