@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"sort"
 	"strconv"
@@ -39,7 +40,13 @@ type benchConfig struct {
 	MaxBody    int64
 	Timeout    time.Duration
 	JSON       bool
+	Markdown   bool
+	Label      string
 	CPUProfile string
+	MemProfile string
+	// Requests, when positive, ends each measured phase after that many
+	// calls (for memory measurements); zero means run for Duration.
+	Requests int
 }
 
 // runner makes one request/reply round trip; safe for concurrent use.
@@ -90,6 +97,39 @@ type Result struct {
 	cpu  time.Duration
 }
 
+// MarkdownHeader is the head of the table whose rows bench -md prints.
+const MarkdownHeader = `| backend | callers | httpbus req/s | raw req/s | ratio req/s | p50 httpbus / raw µs | ratio p50 | p99 httpbus / raw µs | CPU µs/req httpbus / raw | errors | target (issue 6) |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`
+
+// targets are issue 6's goals for the ratio httpbus/raw: requests/s at 32
+// callers at least rps, p50 latency at 1 caller at most p50.
+var targets = map[string]struct{ rps, p50 float64 }{
+	"nats":  {0.85, 1.15},
+	"amqp":  {0.90, 1.10},
+	"stomp": {0.90, 1.10},
+	"tcp":   {0.90, 1.10},
+}
+
+// targetCheck says whether rep meets its target, for the -md row.
+func targetCheck(rep *Report) string {
+	t, ok := targets[rep.Backend]
+	switch {
+	case !ok || rep.Raw == nil:
+		return "—"
+	case rep.Callers >= 32:
+		if rep.RatioRPS >= t.rps {
+			return fmt.Sprintf("met: req/s ≥ %.2f", t.rps)
+		}
+		return fmt.Sprintf("**missed**: req/s %.2f < %.2f", rep.RatioRPS, t.rps)
+	case rep.Callers == 1:
+		if rep.RatioP50 <= t.p50 {
+			return fmt.Sprintf("met: p50 ≤ %.2f", t.p50)
+		}
+		return fmt.Sprintf("**missed**: p50 %.2f > %.2f", rep.RatioP50, t.p50)
+	}
+	return "—"
+}
+
 // Report is what bench -json prints.
 type Report struct {
 	URL      string  `json:"url"` // password redacted
@@ -126,6 +166,11 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest body the server and client accept, `bytes` (0: the transport default, raised to -size)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object instead of the table")
+	fs.BoolVar(&cfg.Markdown, "md", false, "print one Markdown table row (the columns of BENCHMARKS.md; scripts/bench.sh)")
+	mdHeader := fs.Bool("md-header", false, "print the header of the -md table and exit")
+	fs.StringVar(&cfg.Label, "label", "", "backend `name` for the -md row (default the URL scheme)")
+	fs.IntVar(&cfg.Requests, "n", 0, "stop each measured phase after `N` calls (0: run for -d); with -c 1 -warmup 0 for memory measurements")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile (allocations of the whole run) to `file`")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -133,6 +178,10 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *mdHeader {
+		fmt.Fprintln(stdout, MarkdownHeader)
+		return exitOK
 	}
 	if err := cfg.validate(pos); err != nil {
 		fmt.Fprintf(stderr, "httpbus bench: %v\n", err)
@@ -147,11 +196,14 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return exitFailure
 	}
-	if cfg.JSON {
+	switch {
+	case cfg.JSON:
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(rep) //nolint:errcheck // stdout
-	} else {
+	case cfg.Markdown:
+		printMarkdownRow(stdout, rep, cfg.Label)
+	default:
 		printReport(stdout, rep)
 	}
 	if rep.Httpbus.Requests == 0 || (rep.Raw != nil && rep.Raw.Requests == 0) {
@@ -176,6 +228,8 @@ func (cfg *benchConfig) validate(pos []string) error {
 		return usagef("-rounds must be at least 1")
 	case cfg.Size < 0:
 		return usagef("-size must not be negative")
+	case cfg.Requests < 0:
+		return usagef("-n must not be negative")
 	case cfg.Timeout <= 0:
 		return usagef("-timeout must be positive")
 	case cfg.Raw && cfg.Target != "":
@@ -392,7 +446,7 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	if cfg.Warmup > 0 {
 		for _, p := range phases {
 			var discard Result
-			measure(ctx, p.r, cfg.Callers, cfg.Warmup, cfg.Timeout, &discard)
+			measure(ctx, p.r, cfg.Callers, cfg.Warmup, cfg.Timeout, 0, &discard)
 		}
 	}
 	if ctx.Err() != nil {
@@ -412,11 +466,16 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	roundDur := cfg.Duration / time.Duration(rep.Rounds)
 	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {
 		for _, p := range phases {
-			measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, p.res)
+			measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, cfg.Requests, p.res)
 		}
 	}
 	for _, p := range phases {
 		p.res.finish()
+	}
+	if cfg.MemProfile != "" {
+		if err := writeHeapProfile(cfg.MemProfile); err != nil {
+			return nil, err
+		}
 	}
 	if rep.Raw != nil && rep.Raw.RPS > 0 && rep.Raw.P50us > 0 {
 		rep.RatioRPS = rep.Httpbus.RPS / rep.Raw.RPS
@@ -443,11 +502,12 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// measure runs callers closed-loop callers on r for d and adds what they did
-// to res.
-func measure(ctx context.Context, r runner, callers int, d, timeout time.Duration, res *Result) {
+// measure runs callers closed-loop callers on r for d, or until they made
+// limit calls when limit is positive, and adds what they did to res.
+func measure(ctx context.Context, r runner, callers int, d, timeout time.Duration, limit int, res *Result) {
 	var (
 		stop     atomic.Bool
+		started  atomic.Int64
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		errs     uint64
@@ -464,6 +524,9 @@ func measure(ctx context.Context, r runner, callers int, d, timeout time.Duratio
 			defer wg.Done()
 			var myErrs uint64
 			for !stop.Load() && ctx.Err() == nil {
+				if limit > 0 && started.Add(1) > int64(limit) {
+					break
+				}
 				cctx, cancel := context.WithTimeout(ctx, timeout)
 				t0 := time.Now()
 				err := r.Do(cctx)
@@ -581,4 +644,35 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintf(stderr, "httpbus serve: %v\n", err)
 		return exitFailure
 	}
+}
+
+// printMarkdownRow prints rep as one row under MarkdownHeader.
+func printMarkdownRow(w io.Writer, rep *Report, label string) {
+	if label == "" {
+		label = rep.Backend
+	}
+	if rep.Broker != "" {
+		label += " (" + rep.Broker + ")"
+	}
+	h, r := rep.Httpbus, rep.Raw
+	if r == nil {
+		fmt.Fprintf(w, "| %s | %d | %.0f | — | — | %.0f / — | — | %.0f / — | %.1f / — | %d | — |\n",
+			label, rep.Callers, h.RPS, h.P50us, h.P99us, h.CPUusPerReq, h.Errors)
+		return
+	}
+	fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f | %.0f / %.0f | %.2f | %.0f / %.0f | %.1f / %.1f | %d / %d | %s |\n",
+		label, rep.Callers, h.RPS, r.RPS, rep.RatioRPS, h.P50us, r.P50us, rep.RatioP50, h.P99us, r.P99us, h.CPUusPerReq, r.CPUusPerReq, h.Errors, r.Errors, targetCheck(rep))
+}
+
+func writeHeapProfile(name string) error {
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -257,14 +257,14 @@ func TestBenchMemSmoke(t *testing.T) {
 
 func TestBenchLargeBody(t *testing.T) {
 	// Bigger than the default 10 MiB limit: -max-body follows -size.
-	r := runCmd(t, "", "bench", "-url", "mem://bench", "-service", uniqueService(t), "-c", "1", "-d", "100ms", "-warmup", "0", "-size", fmt.Sprint(11<<20), "-json")
+	r := runCmd(t, "", "bench", "-url", "mem://bench", "-service", uniqueService(t), "-c", "1", "-d", "10s", "-n", "2", "-warmup", "0", "-size", fmt.Sprint(11<<20), "-json")
 	r.want(t, exitOK)
 	var rep Report
 	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
 		t.Fatal(err)
 	}
-	if rep.Httpbus.Requests == 0 || rep.Httpbus.Errors != 0 {
-		t.Errorf("11 MiB echo: %+v", rep.Httpbus)
+	if rep.Httpbus.Requests != 2 || rep.Httpbus.Errors != 0 || rep.Httpbus.Seconds > 5 {
+		t.Errorf("11 MiB echo, -n 2: %+v", rep.Httpbus)
 	}
 }
 
@@ -384,7 +384,7 @@ func TestRawTwins(t *testing.T) {
 				t.Fatal(err)
 			}
 			var res Result
-			measure(t.Context(), r, 4, 300*time.Millisecond, 10*time.Second, &res)
+			measure(t.Context(), r, 4, 300*time.Millisecond, 10*time.Second, 0, &res)
 			res.finish()
 			if res.Requests == 0 || res.Errors != 0 {
 				t.Errorf("%s: %d requests, %d errors (first: %s)", tt.name, res.Requests, res.Errors, res.FirstError)
