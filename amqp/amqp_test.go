@@ -445,3 +445,40 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.w.Write(p)
 }
+
+// TestReplyToOrdinaryQueue: a non-Go client may name any queue as reply_to.
+func TestReplyToOrdinaryQueue(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("replyq")
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "to a queue")
+	}))
+	_, ch := rawChannel(t, url)
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish("", svc, true, false, amqp091.Publishing{
+		ContentType: transport.MediaType, CorrelationId: "q-1", ReplyTo: q.Name,
+		Body: []byte("GET / HTTP/1.1\r\nHost: " + svc + "\r\n\r\n"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	replies, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-replies:
+		resp, err := transport.DecodeResponse(d.Body, nil, transport.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if d.CorrelationId != "q-1" || string(b) != "to a queue" {
+			t.Errorf("reply %q with correlation id %q", b, d.CorrelationId)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reply")
+	}
+}
