@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -39,16 +40,23 @@ type rawSTOMP struct {
 }
 
 func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
-	login, pass := "guest", "guest"
+	// As the stomp backend reads its URL: login only when the URL has one,
+	// the virtual host from option vhost (default "/").
+	vhost := u.Query().Get("vhost")
+	if vhost == "" {
+		vhost = "/"
+	}
+	opts := []func(*stompgo.Conn) error{stompgo.ConnOpt.Host(vhost)}
 	if u.User != nil {
-		login = u.User.Username()
-		pass, _ = u.User.Password()
+		pass, _ := u.User.Password()
+		opts = append(opts, stompgo.ConnOpt.Login(u.User.Username(), pass))
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "61613")
 	}
 	dial := func() (*stompgo.Conn, error) {
-		c, err := stompgo.DialWithContext(ctx, "tcp", u.Host,
-			stompgo.ConnOpt.Login(login, pass),
-			stompgo.ConnOpt.Host("/"),
-		)
+		c, err := stompgo.DialWithContext(ctx, "tcp", addr, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
 		}
