@@ -398,3 +398,36 @@ func TestRawTwins(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchBrokers runs bench -raw for a moment on every broker: the httpbus
+// backend and its raw twin, end to end. Service names are fixed per broker
+// (and used by no other package's tests) so that the durable queues some
+// backends declare are reused, not piled up, from run to run.
+func TestBenchBrokers(t *testing.T) {
+	tests := []struct {
+		name string
+		url  func(t testing.TB) string
+	}{
+		{"nats", brokertest.NATS},
+		{"amqp", brokertest.AMQP},
+		{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
+		{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := runCmd(t, "", "bench", "-url", tt.url(t), "-raw", "-c", "2", "-d", "600ms", "-warmup", "0", "-rounds", "2",
+				"-service", "httpbus-cmdtest-"+tt.name, "-json")
+			r.want(t, exitOK)
+			var rep Report
+			if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+				t.Fatal(err)
+			}
+			if rep.Raw == nil || rep.Raw.Requests == 0 || rep.Httpbus.Requests == 0 || rep.Httpbus.Errors != 0 || rep.Raw.Errors != 0 || rep.Broker == "" {
+				t.Errorf("implausible: %+v httpbus %+v raw %+v", rep, rep.Httpbus, rep.Raw)
+			}
+			if strings.Contains(r.stdout, "guest:guest") {
+				t.Errorf("the report shows a password: %s", r.stdout)
+			}
+		})
+	}
+}
