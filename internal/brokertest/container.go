@@ -15,8 +15,6 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/testcontainers/testcontainers-go"
 	tclog "github.com/testcontainers/testcontainers-go/log"
-	tcnats "github.com/testcontainers/testcontainers-go/modules/nats"
-	tcrabbitmq "github.com/testcontainers/testcontainers-go/modules/rabbitmq"
 	"github.com/testcontainers/testcontainers-go/wait"
 
 	"github.com/httpbus/httpbus/internal/natsserver"
@@ -132,6 +130,44 @@ func hostNetwork() testcontainers.CustomizeRequestOption {
 	}
 }
 
+// runOnHost creates and starts a container as testcontainers.Run does, on
+// the host network, with a provider whose default network is "host".
+//
+// Why not testcontainers.Run (and the nats and rabbitmq modules, which call
+// it): its provider makes "bridge" the default network and, where the
+// daemon has none (dockerd --bridge=none, as scripts/testcontainers.sh runs
+// it), creates a bridge network "reaper_default" and attaches the container
+// to it. Containers here must never use or create a bridge: with "host" as
+// the default network nothing is created or attached. The customizers
+// (command, files, environment, wait strategy, logger) are
+// testcontainers-go's own.
+func runOnHost(ctx context.Context, t testing.TB, img string, opts ...testcontainers.ContainerCustomizer) (testcontainers.Container, error) {
+	req := testcontainers.GenericContainerRequest{
+		ContainerRequest: testcontainers.ContainerRequest{Image: img},
+		Started:          true,
+	}
+	logger := tclog.TestLogger(t)
+	opts = append(opts, testcontainers.WithLogger(logger), hostNetwork())
+	for _, o := range opts {
+		if err := o.Customize(&req); err != nil {
+			return nil, fmt.Errorf("customize: %w", err)
+		}
+	}
+	p, err := testcontainers.NewDockerProvider(testcontainers.WithDefaultBridgeNetwork("host"), testcontainers.WithLogger(logger))
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	ctr, err := p.CreateContainer(ctx, req.ContainerRequest)
+	if err != nil {
+		return ctr, fmt.Errorf("create container: %w", err)
+	}
+	if err := ctr.Start(ctx); err != nil {
+		return ctr, fmt.Errorf("start container: %w", err)
+	}
+	return ctr, nil
+}
+
 // started registers the container's termination and reports a failure to
 // start it (logged, so that resolution falls through).
 func started(t testing.TB, what string, ctr testcontainers.Container, err error) bool {
@@ -162,27 +198,16 @@ func containerNATS(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
 	defer cancel()
 	img := image(EnvNATSImage, DefaultNATSImage)
-	ctr, err := tcnats.Run(ctx, img,
-		hostNetwork(),
+	ctr, err := runOnHost(ctx, t, img,
 		testcontainers.WithCmd("-a", "127.0.0.1", "-p", strconv.Itoa(port)),
 		testcontainers.WithWaitStrategyAndDeadline(time.Minute, wait.ForLog("Server is ready")),
-		testcontainers.WithLogger(tclog.TestLogger(t)),
 	)
-	if ctr == nil {
-		return failedOrEmpty(t, "NATS ("+img+")", err)
-	}
 	if !started(t, "NATS ("+img+")", ctr, err) {
 		return ""
 	}
 	url := "nats://127.0.0.1:" + strconv.Itoa(port)
 	t.Logf("brokertest: NATS from testcontainers-go, image %s, at %s", img, url)
 	return url
-}
-
-func failedOrEmpty(t testing.TB, what string, err error) string {
-	t.Helper()
-	started(t, what, nil, err)
-	return ""
 }
 
 // rabbitMQ starts RabbitMQ with the STOMP plugin on the host network,
@@ -214,8 +239,7 @@ stomp.listeners.tcp.1 = 127.0.0.1:%d
 	ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
 	defer cancel()
 	img := image(EnvRabbitMQImage, DefaultRabbitMQImage)
-	ctr, err := tcrabbitmq.Run(ctx, img,
-		hostNetwork(),
+	ctr, err := runOnHost(ctx, t, img,
 		testcontainers.WithFiles(
 			testcontainers.ContainerFile{Reader: strings.NewReader(conf), ContainerFilePath: "/etc/rabbitmq/httpbus.conf", FileMode: 0o644},
 			testcontainers.ContainerFile{Reader: strings.NewReader("[rabbitmq_stomp].\n"), ContainerFilePath: "/etc/rabbitmq/enabled_plugins", FileMode: 0o644},
@@ -228,14 +252,9 @@ stomp.listeners.tcp.1 = 127.0.0.1:%d
 			"ERL_EPMD_PORT":                       strconv.Itoa(epmdPort),
 			"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
 		}),
-		testcontainers.WithLogger(tclog.TestLogger(t)),
+		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Server startup complete")),
 	)
-	what := "RabbitMQ (" + img + ")"
-	if ctr == nil {
-		failedOrEmpty(t, what, err)
-		return 0, 0, false
-	}
-	if !started(t, what, ctr, err) {
+	if !started(t, "RabbitMQ ("+img+")", ctr, err) {
 		return 0, 0, false
 	}
 	return amqpPort, stompPort, true
@@ -290,8 +309,7 @@ func containerActiveMQ(t testing.TB) string {
 	ctx, cancel := context.WithTimeout(context.Background(), containerStartTimeout)
 	defer cancel()
 	img := image(EnvActiveMQImage, DefaultActiveMQImage)
-	ctr, err := testcontainers.Run(ctx, img,
-		hostNetwork(),
+	ctr, err := runOnHost(ctx, t, img,
 		testcontainers.WithFiles(testcontainers.ContainerFile{
 			Reader:            strings.NewReader(fmt.Sprintf(activeMQXML, port)),
 			ContainerFilePath: "/opt/apache-activemq/conf/activemq.xml",
@@ -299,13 +317,8 @@ func containerActiveMQ(t testing.TB) string {
 		}),
 		testcontainers.WithEnv(map[string]string{"ACTIVEMQ_OPTS_MEMORY": "-Xms64M -Xmx256M"}),
 		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Connector stomp started")),
-		testcontainers.WithLogger(tclog.TestLogger(t)),
 	)
-	what := "ActiveMQ (" + img + ")"
-	if ctr == nil {
-		return failedOrEmpty(t, what, err)
-	}
-	if !started(t, what, ctr, err) {
+	if !started(t, "ActiveMQ ("+img+")", ctr, err) {
 		return ""
 	}
 	return "127.0.0.1:" + strconv.Itoa(port)
