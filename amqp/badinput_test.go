@@ -74,7 +74,7 @@ func TestBadInputCatalogue(t *testing.T) {
 	host := "Host: " + svc + "\r\n"
 	for _, c := range []struct {
 		name, frame string
-		status     int
+		status      int
 	}{
 		{"garbage bytes", "\x00\x01\x02\xff\xfe garbage", 400},
 		{"truncated request line", "GET /x HT", 400},

@@ -119,7 +119,7 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 	if err = declareExchange(g.notes, &c.cfg); err != nil {
 		return nil, err
 	}
-	g.lostc = watch(g.stop, conn, g.calls, g.notes)
+	g.lostc, _ = watch(g.stop, conn, g.calls, g.notes)
 	g.wg.Add(1)
 	go g.dispatch(replies, returns)
 	return g, nil

@@ -396,3 +396,31 @@ func httpRequest(method, target string) *http.Request {
 }
 
 var _ = strconv.Itoa
+
+// TestQueueDeletedWhileServing: the broker cancels the consumer when its
+// queue is deleted; the listener declares the queue again and serves.
+func TestQueueDeletedWhileServing(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("deleted")
+	l, _ := serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{ReconnectMin: 20 * time.Millisecond}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	client := transport.NewClient(dialConn(t, url, amqp.Config{}))
+	_, ch := rawChannel(t, url)
+	if _, err := ch.QueueDelete(l.Queue(), false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		resp, err := get(ctx, client, "http://"+svc+"/")
+		cancel()
+		if err == nil && resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not served again after its queue was deleted: %v %v", resp, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

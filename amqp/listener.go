@@ -205,7 +205,20 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
-	g.lostc = watch(g.stop, conn, g.ch, g.notes)
+	var signal func(error)
+	g.lostc, signal = watch(g.stop, conn, g.ch, g.notes)
+	// A consumer the broker cancels (its queue was deleted) is a loss too:
+	// the next generation declares the queue again.
+	cancels := g.ch.NotifyCancel(make(chan string, 2))
+	go func() {
+		select {
+		case tag, ok := <-cancels:
+			if ok {
+				signal(fmt.Errorf("the broker cancelled consumer %s (queue deleted?)", tag))
+			}
+		case <-g.stop:
+		}
+	}()
 	if err = l.consume(g, l.queue, false); err != nil {
 		return nil, err
 	}

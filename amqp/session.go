@@ -282,11 +282,14 @@ func (s *supervisor[G]) close() {
 }
 
 // watch returns a channel that yields the first close error of conn or any
-// of chans (a clean close yields a description). Its goroutines end when
-// stop is closed or everything watched has closed.
-func watch(stop <-chan struct{}, conn *amqp091.Connection, chans ...*amqp091.Channel) <-chan error {
+// of chans (a clean close yields a description), and a function that makes
+// it yield err (for other losses, such as a consumer cancelled by the
+// broker). Its goroutines end when stop is closed or everything watched has
+// closed.
+func watch(stop <-chan struct{}, conn *amqp091.Connection, chans ...*amqp091.Channel) (<-chan error, func(error)) {
 	out := make(chan error, 1)
 	var once sync.Once
+	signal := func(err error) { once.Do(func() { out <- err }) }
 	wait := func(c chan *amqp091.Error, what string) {
 		var e *amqp091.Error
 		select {
@@ -294,18 +297,16 @@ func watch(stop <-chan struct{}, conn *amqp091.Connection, chans ...*amqp091.Cha
 		case <-stop:
 			return
 		}
-		once.Do(func() {
-			if e == nil {
-				out <- errors.New(what + " closed")
-				return
-			}
-			out <- e
-		})
+		if e == nil {
+			signal(errors.New(what + " closed"))
+			return
+		}
+		signal(e)
 	}
 	cc := conn.NotifyClose(make(chan *amqp091.Error, 1))
 	go wait(cc, "connection")
 	for _, ch := range chans {
 		go wait(ch.NotifyClose(make(chan *amqp091.Error, 1)), "channel")
 	}
-	return out
+	return out, signal
 }
