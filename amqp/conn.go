@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +27,6 @@ type Conn struct {
 	idTag string
 
 	discarded atomic.Uint64
-	returned  atomic.Uint64
 	closeOnce sync.Once
 }
 
@@ -81,7 +81,8 @@ type clientGen struct {
 
 	mu      sync.Mutex
 	pending map[string]chan result
-	err     error // set at teardown
+	err     error         // set at teardown
+	blocked chan struct{} // non-nil while the broker blocks publishers; closed when it unblocks
 
 	lostc <-chan error
 	stop  chan struct{} // closed at teardown: callers stop waiting
@@ -120,8 +121,9 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 		return nil, err
 	}
 	g.lostc, _ = watch(g.stop, conn, g.calls, g.notes)
+	blockings := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	g.wg.Add(1)
-	go g.dispatch(replies, returns)
+	go g.dispatch(replies, returns, blockings)
 	return g, nil
 }
 
@@ -152,8 +154,9 @@ func (g *clientGen) teardown(cause error) {
 
 // dispatch hands each reply to its caller and each returned request's
 // caller ErrNoResponders. Replies nobody waits for are counted and dropped.
-func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amqp091.Return) {
+func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amqp091.Return, blockings <-chan amqp091.Blocking) {
 	defer g.wg.Done()
+	defer g.setBlocked(false, "")
 	for replies != nil || returns != nil {
 		select {
 		case d, ok := <-replies:
@@ -171,12 +174,52 @@ func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amq
 				returns = nil
 				continue
 			}
-			g.c.returned.Add(1)
 			err := fmt.Errorf("transport/amqp: no queue %q bound for the request (returned %d %s): %w", r.RoutingKey, r.ReplyCode, r.ReplyText, transport.ErrNoResponders)
 			g.deliver(r.CorrelationId, result{err: err})
+		case b, ok := <-blockings:
+			if !ok {
+				blockings = nil
+				continue
+			}
+			g.setBlocked(b.Active, b.Reason)
 		case <-g.stop:
 			return
 		}
+	}
+}
+
+// setBlocked records connection.blocked and connection.unblocked: while
+// the broker blocks publishers (a memory or disk alarm), a publish would
+// wait in TCP pushback where no context can interrupt it, so calls wait
+// for the unblock, or their deadline, before publishing.
+func (g *clientGen) setBlocked(active bool, reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case active && g.blocked == nil:
+		g.blocked = make(chan struct{})
+		g.c.cfg.logger().Warn("transport/amqp: the broker blocks publishing", "reason", reason)
+	case !active && g.blocked != nil:
+		close(g.blocked)
+		g.blocked = nil
+	}
+}
+
+// waitUnblocked waits while the broker blocks publishers.
+func (g *clientGen) waitUnblocked(ctx context.Context) error {
+	g.mu.Lock()
+	b := g.blocked
+	g.mu.Unlock()
+	if b == nil {
+		return nil
+	}
+	select {
+	case <-b:
+		return nil
+	case <-g.stop:
+		return fmt.Errorf("transport/amqp: connection lost while the broker blocked publishing: %w", transport.ErrUnavailable)
+	case <-ctx.Done():
+		return fmt.Errorf("transport/amqp: the broker blocks publishing (resource alarm): %w", transport.ContextError(ctx))
 	}
 }
 
@@ -244,7 +287,10 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if err != nil {
 		return nil, err
 	}
-	id := c.idTag + "-" + fmt.Sprint(c.ids.Add(1))
+	if err := g.waitUnblocked(ctx); err != nil {
+		return nil, err
+	}
+	id := c.idTag + "-" + strconv.FormatUint(c.ids.Add(1), 10)
 	rc := make(chan result, 1)
 	if err := g.register(id, rc); err != nil {
 		return nil, err
@@ -299,6 +345,9 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 	}
 	g, err := c.sup.current(ctx)
 	if err != nil {
+		return err
+	}
+	if err := g.waitUnblocked(ctx); err != nil {
 		return err
 	}
 	return publishNotification(ctx, g.notes, &c.cfg, topic, m)

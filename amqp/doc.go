@@ -105,7 +105,10 @@
 // opening channels, which amqp091 can block on without a network) is bound
 // by SetupTimeout and by Close. NewListener and NewConn use a connection the
 // caller owns: they reopen their channels, but when that connection closes
-// they stop (State closed; calls fail with ErrUnavailable).
+// they stop (State closed; calls fail with ErrUnavailable). While RabbitMQ
+// blocks publishers (connection.blocked: a memory or disk alarm), a Conn's
+// calls and publishes wait for the unblock until their context ends, rather
+// than in TCP pushback where no context reaches them.
 //
 // # Errors
 //
