@@ -24,6 +24,9 @@ type Listener struct {
 	log     *slog.Logger
 	service string
 	subs    []*natsgo.Subscription
+	// direct is the only subscription of a listener with no topics:
+	// Receive takes from it itself, with no forwarder in between.
+	direct *natsgo.Subscription
 
 	ch      chan *transport.Delivery // unbuffered: forwarders hand over one at a time
 	ctx     context.Context          // ends at Close
@@ -82,6 +85,10 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		if err := s.SetPendingLimits(msgs, bytes); err != nil {
 			return fmt.Errorf("transport/nats: pending limits on %q: %w", subject, err)
 		}
+		if len(lc.Topics) == 0 {
+			l.direct = s
+			return nil
+		}
 		l.fwd.Add(1)
 		go l.forward(s, topic)
 		return nil
@@ -109,29 +116,30 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 	return l, nil
 }
 
-// forward moves messages from one subscription to Receive. It returns when
-// the subscription ends (drained, closed, connection closed) or at Close.
-func (l *Listener) forward(s *natsgo.Subscription, topic string) {
-	defer l.fwd.Done()
+// next returns the next delivery from s, answering malformed routing
+// headers with 400 itself and logging slow-consumer drops.
+func (l *Listener) next(ctx context.Context, s *natsgo.Subscription, topic string) (*transport.Delivery, *natsgo.Msg, error) {
 	for {
-		m, err := s.NextMsgWithContext(l.ctx)
+		m, err := s.NextMsgWithContext(ctx)
 		if err != nil {
 			switch {
-			case l.ctx.Err() != nil:
-				return
+			case ctx.Err() != nil:
+				return nil, nil, ctx.Err()
 			case errors.Is(err, natsgo.ErrSlowConsumer):
 				dropped, _ := s.Dropped()
 				l.log.Warn("transport/nats: slow consumer: messages dropped", "subject", s.Subject, "dropped_total", dropped)
 				continue
 			case errors.Is(err, natsgo.ErrBadSubscription):
-				return // drained or unsubscribed
+				// Drained or unsubscribed.
+				return nil, nil, transport.ErrClosed
 			default:
 				l.mu.Lock()
 				if l.err == nil {
 					l.err = fmt.Errorf("transport/nats: subscription %q ended: %w: %w", s.Subject, transport.ErrClosed, err)
 				}
+				err = l.err
 				l.mu.Unlock()
-				return
+				return nil, nil, err
 			}
 		}
 		d, err := l.delivery(m, topic)
@@ -141,6 +149,20 @@ func (l *Listener) forward(s *natsgo.Subscription, topic string) {
 				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
 			}
 			continue
+		}
+		return d, m, nil
+	}
+}
+
+// forward moves messages from one subscription to Receive, for listeners
+// with several subscriptions. It returns when the subscription ends
+// (drained, closed, connection closed) or at Close.
+func (l *Listener) forward(s *natsgo.Subscription, topic string) {
+	defer l.fwd.Done()
+	for {
+		d, m, err := l.next(l.ctx, s, topic)
+		if err != nil {
+			return
 		}
 		select {
 		case l.ch <- d:
@@ -195,6 +217,13 @@ func firstValue(h natsgo.Header, k string) string {
 // Receive implements transport.Listener. After Drain it returns the
 // messages the subscriptions already hold, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	if l.direct != nil {
+		d, _, err := l.next(ctx, l.direct, "")
+		if err != nil && ctx.Err() == nil && l.ctx.Err() != nil {
+			return nil, transport.ErrClosed
+		}
+		return d, err
+	}
 	select {
 	case d := <-l.ch:
 		return d, nil
