@@ -424,3 +424,110 @@ func TestQueueDeletedWhileServing(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDrainServesPrefetched: with one request handled at a time and more
+// already pushed by the broker (prefetch), Shutdown cancels the consumer and
+// still serves every delivery already received before it returns.
+func TestDrainServesPrefetched(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("drain")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, amqp.Config{Prefetch: 10, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteQueues(t, url, l.Queue())
+	first := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	var served atomic.Int64
+	srv := &transport.Server{MaxInFlight: 1, Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(first); <-release })
+		served.Add(1)
+		io.WriteString(w, r.URL.Path)
+	})}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	// Publish the requests by hand, with publisher confirms, so that all of
+	// them are known to be in the queue.
+	_, ch := rawChannel(t, url)
+	replies, err := ch.Consume(amqp.DirectReplyTo, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	const n = 5
+	for i := range n {
+		p := "/r" + strconv.Itoa(i)
+		dc, err := ch.PublishWithDeferredConfirm("", l.Queue(), true, false, amqp091.Publishing{
+			ContentType: transport.MediaType, ReplyTo: amqp.DirectReplyTo, CorrelationId: p,
+			Body: []byte("GET " + p + " HTTP/1.1\r\nHost: " + svc + "\r\n\r\n"),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+			t.Fatalf("publish %s not confirmed: %v", p, err)
+		}
+	}
+	<-first
+	// Wait until the broker has pushed the other requests to the listener
+	// (unacked, held in its prefetch): the queue has no ready message.
+	_, ch2 := rawChannel(t, url)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := ch2.QueueDeclarePassive(l.Queue(), true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d requests still ready in the queue", q.Messages)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	results := make(chan string, n)
+	go func() {
+		for range n {
+			select {
+			case d := <-replies:
+				resp, err := transport.DecodeResponse(d.Body, nil, transport.Limits{})
+				if err != nil {
+					results <- err.Error()
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(b) != d.CorrelationId {
+					results <- fmt.Sprintf("%s: %d %q", d.CorrelationId, resp.StatusCode, b)
+					continue
+				}
+				results <- ""
+			case <-ctx.Done():
+				results <- "no reply"
+			}
+		}
+	}()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(ctx) }()
+	if err := <-errc; !errors.Is(err, transport.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
+	}
+	close(release)
+	for range n {
+		if r := <-results; r != "" {
+			t.Error(r)
+		}
+	}
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if s := served.Load(); s != n {
+		t.Errorf("served %d, want %d", s, n)
+	}
+	l.Close()
+}
