@@ -238,9 +238,9 @@ func TestCallWaitsForConnection(t *testing.T) {
 	}
 }
 
-// TestRedeliveryToOtherInstance: server A takes a request and its
-// connection dies before it acks; the broker redelivers the request to
-// server B, whose handler sees Httpbus-Redelivered: true, and the caller
+// TestRedeliveryToOtherInstance: server A takes 8 requests and its
+// connection dies before it acks them; the broker redelivers every one to
+// server B, whose handler sees Httpbus-Redelivered: true, and each caller
 // gets B's answer.
 func TestRedeliveryToOtherInstance(t *testing.T) {
 	url := brokertest.AMQP(t)
@@ -258,7 +258,8 @@ func TestRedeliveryToOtherInstance(t *testing.T) {
 		t.Fatal(err)
 	}
 	deleteQueues(t, url, la.Queue())
-	enteredA := make(chan struct{}, 1)
+	const n = 8 // requests A holds, all unacknowledged, when it dies
+	enteredA := make(chan struct{}, n)
 	releaseA := make(chan struct{})
 	srvA := &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		enteredA <- struct{}{}
@@ -270,42 +271,57 @@ func TestRedeliveryToOtherInstance(t *testing.T) {
 
 	client := transport.NewClient(dialConn(t, url, amqp.Config{}))
 	type result struct {
-		body string
-		hdr  http.Header
-		err  error
+		path, body string
+		err        error
 	}
-	done := make(chan result, 1)
-	go func() {
-		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+svc+"/job", nil)
-		resp, err := client.Do(req)
-		if err != nil {
-			done <- result{err: err}
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		done <- result{body: string(b), hdr: resp.Header}
-	}()
-	<-enteredA // A holds the request, unacknowledged
+	done := make(chan result, n)
+	for i := range n {
+		go func() {
+			p := "/job/" + strconv.Itoa(i)
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+svc+p, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				done <- result{path: p, err: err}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			done <- result{path: p, body: string(b)}
+		}()
+	}
+	for range n {
+		<-enteredA // A holds the requests, unacknowledged
+	}
 
-	redelivered := make(chan string, 1)
+	var mu sync.Mutex
+	atB := map[string]string{} // path → Httpbus-Redelivered seen by B
 	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		redelivered <- r.Header.Get(transport.HeaderRedelivered)
-		io.WriteString(w, "B")
+		mu.Lock()
+		atB[r.URL.Path] = r.Header.Get(transport.HeaderRedelivered)
+		mu.Unlock()
+		io.WriteString(w, "B"+r.URL.Path)
 	}))
 	rawA.Close() // A stops mid-request without acking
 
-	select {
-	case v := <-redelivered:
-		if v != "true" {
-			t.Errorf("B's handler saw %s %q, want \"true\"", transport.HeaderRedelivered, v)
+	for range n {
+		r := <-done
+		if r.err != nil || r.body != "B"+r.path {
+			t.Errorf("caller of %s got %q, %v; want B's answer", r.path, r.body, r.err)
 		}
-	case <-ctx.Done():
-		t.Fatal("the request was not redelivered to B")
 	}
-	r := <-done
-	if r.err != nil || r.body != "B" {
-		t.Errorf("caller got %q, %v; want B's answer", r.body, r.err)
+	mu.Lock()
+	redelivered := 0
+	for p, v := range atB {
+		if v == "true" {
+			redelivered++
+		} else {
+			t.Errorf("B's handler saw %s %q for %s, want \"true\"", transport.HeaderRedelivered, v, p)
+		}
+	}
+	mu.Unlock()
+	t.Logf("A held %d requests when it died; B served %d, %d of them marked redelivered", n, len(atB), redelivered)
+	if len(atB) != n {
+		t.Errorf("B served %d requests, want %d", len(atB), n)
 	}
 	waitState(t, la, transport.StateClosed, 10*time.Second)
 	close(releaseA)
@@ -394,8 +410,6 @@ func httpRequest(method, target string) *http.Request {
 	r, _ := http.NewRequest(method, "http://x"+target, nil)
 	return r
 }
-
-var _ = strconv.Itoa
 
 // TestQueueDeletedWhileServing: the broker cancels the consumer when its
 // queue is deleted; the listener declares the queue again and serves.
