@@ -1,0 +1,146 @@
+package tcp_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// writeCA makes a self-signed CA and a server certificate for 127.0.0.1
+// signed by it, as PEM files in dir.
+func writeCA(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "httpbus test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		KeyUsage: x509.KeyUsageDigitalSignature,
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(srvKey)
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("server.pem", "CERTIFICATE", srvDER), write("server.key", "EC PRIVATE KEY", keyDER)
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestTLS(t *testing.T) {
+	ca, cert, key := writeCA(t, t.TempDir())
+	addr := freeAddr(t)
+	ctx := context.Background()
+	l, err := transport.Listen(ctx, "tcp+tls://"+addr+"?tls_cert="+cert+"&tls_key="+key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "secure "+r.Host)
+	})}
+	go srv.Serve(l)
+	defer srv.Shutdown(ctx)
+
+	conn, err := transport.Dial(ctx, "tcp+tls://"+addr+"?tls_ca="+ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := transport.NewClient(conn).Get("http://orders/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "secure orders" {
+		t.Fatalf("over TLS: %d %q (%s)", resp.StatusCode, b, resp.Header.Get(transport.HeaderError))
+	}
+
+	// A client that does not trust the CA is refused: the handshake fails.
+	untrusting, err := transport.Dial(ctx, "tcp+tls://"+addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer untrusting.Close()
+	rt := &transport.RoundTripper{Conn: untrusting, ReturnErrors: true}
+	req, _ := http.NewRequest("GET", "http://orders/x", nil)
+	if _, err := rt.RoundTrip(req); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("untrusted CA: %v, want a certificate error", err)
+	}
+	// Plain HTTP to the TLS port gets no service.
+	plain, _ := transport.Dial(ctx, "tcp://"+addr)
+	defer plain.Close()
+	resp, err = transport.NewClient(plain).Get("http://orders/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("plain HTTP to a TLS listener answered %d, want net/http's 400", resp.StatusCode)
+	}
+}
+
+func TestURLOptionErrors(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct{ url, want string }{
+		{"tcp://127.0.0.1:0?reuseport=maybe", `bad value "maybe" for option "reuseport"`},
+		{"tcp://127.0.0.1:0?idle=5s", `unknown option "idle"`},
+		{"tcp://127.0.0.1:0?subscriber=nohost", "want topic@host:port"},
+		{"tcp://127.0.0.1:0?tls_ca=x.pem", "need the tcp+tls scheme"},
+		{"tcp+tls://127.0.0.1:0", "needs tls_cert and tls_key"},
+		{"tcp+tls://127.0.0.1:0?tls_cert=a.pem", "go together"},
+	} {
+		l, err := transport.Listen(ctx, c.url)
+		if err == nil {
+			l.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Listen(%q) = %v, want an error containing %q", c.url, err, c.want)
+		}
+	}
+	if _, err := transport.Listen(ctx, "tcp+tls://127.0.0.1:0?tls_cert=/nope.pem&tls_key=/nope.key"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing cert file: %v, want os.ErrNotExist", err)
+	}
+}
