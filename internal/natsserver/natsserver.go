@@ -4,6 +4,7 @@
 package natsserver
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -24,9 +25,16 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the server to accept connections;
 	// zero means 10 s.
 	ReadyTimeout time.Duration
+	// TLS, when set, makes the server require TLS with this configuration
+	// (its certificate; ClientAuth to verify client certificates). The URL
+	// returned is then tls://127.0.0.1:PORT.
+	TLS *tls.Config
+	// User and Password, when set, are required of every client.
+	User, Password string
 }
 
-// Start starts a server and returns its client URL (nats://127.0.0.1:PORT)
+// Start starts a server and returns its client URL (nats://127.0.0.1:PORT,
+// or tls:// with Config.TLS; never with the credentials)
 // and a shutdown func that stops it and waits until it has stopped (safe to
 // call more than once).
 func Start(cfg Config) (url string, shutdown func(), err error) {
@@ -42,6 +50,16 @@ func Start(cfg Config) (url string, shutdown func(), err error) {
 		MaxPayload: cfg.MaxPayload,
 		// No HTTP monitor, no cluster, no leafnodes, no JetStream.
 		HTTPPort: 0,
+		Username: cfg.User,
+		Password: cfg.Password,
+	}
+	scheme := "nats"
+	if cfg.TLS != nil {
+		opts.TLS = true
+		opts.TLSConfig = cfg.TLS
+		opts.TLSVerify = cfg.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		opts.TLSTimeout = 5
+		scheme = "tls"
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -67,5 +85,5 @@ func Start(cfg Config) (url string, shutdown func(), err error) {
 		s.Shutdown()
 		s.WaitForShutdown()
 	}
-	return "nats://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port)), stop, nil
+	return scheme + "://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(addr.Port)), stop, nil
 }
