@@ -442,13 +442,23 @@ func classify(ctx context.Context, service string, err error) error {
 
 // Call implements transport.Conn. A frame is decoded and sent as the
 // request it holds; a message that is not a frame is sent as a POST to "/"
-// with its payload; bytes that do not decode as a request are written to the
-// connection as they are, so the server's own answer (400) comes back.
+// with its payload; bytes that do not even start a request are written to
+// the connection as they are, so the server's own answer (400) comes back.
+// A frame that starts a request but is not exactly one (a body shorter than
+// its Content-Length, bytes after the message) fails with
+// transport.ErrMalformedFrame without being sent: on a stream it would
+// become a different request.
 func (c *Conn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
 	var req *http.Request
 	if transport.IsFrame(m.ContentType) {
 		r, err := transport.DecodeRequest(m.Body, transport.Limits{MaxHeaderBytes: -1, MaxBodyBytes: -1})
 		if err != nil {
+			if _, perr := http.ReadRequest(bufio.NewReader(bytes.NewReader(m.Body))); perr == nil {
+				// It starts with a request but is not exactly one (a short
+				// body, bytes after it): on a stream that would be a different
+				// request, so refuse it here.
+				return nil, fmt.Errorf("transport/tcp: %w", err)
+			}
 			return c.callRaw(ctx, service, m.Body)
 		}
 		req = r
