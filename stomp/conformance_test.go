@@ -1,0 +1,31 @@
+package stomp_test
+
+import (
+	"net/http"
+	"testing"
+
+	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
+)
+
+// TestConformance runs the transport conformance suite on ActiveMQ and on
+// RabbitMQ's STOMP plugin, through URL-opened listeners and clients.
+func TestConformance(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		url := brokerURL(addr)
+		j := newJanitor(t, b)
+		transporttest.Run(t, transporttest.Harness{
+			Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
+				return listen(t, j, url, cfg)
+			},
+			Dial: func(t testing.TB) transport.Conn {
+				return dial(t, j, url)
+			},
+			Features: transporttest.Features{
+				// A STOMP broker keeps a request for a service nobody
+				// listens to in its queue: the caller cannot be told.
+				NoRespondersStatus: http.StatusGatewayTimeout,
+			},
+		})
+	})
+}

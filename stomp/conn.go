@@ -1,0 +1,184 @@
+package stomp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	stompgo "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// Conn is the client side: it sends requests to /queue/<service> and
+// receives their responses on a temporary queue of its connection. It
+// implements transport.Conn, transport.SizeLimiter and
+// transport.StateReporter.
+type Conn struct {
+	s       *session
+	replyTo string // /temp-queue/httpbus-<random>, the same on every connection
+
+	mu      sync.Mutex
+	pending map[string]*call
+}
+
+type call struct {
+	l  *link
+	ch chan callResult // buffered 1
+}
+
+type callResult struct {
+	m   *transport.Message
+	err error
+}
+
+// New returns the client side over conn, which the caller owns: Close
+// leaves it open. With cfg.Redial set, a lost connection is replaced by a
+// dialled one (which Close disconnects).
+func New(ctx context.Context, conn *stompgo.Conn, cfg Config) (*Conn, error) {
+	return newConn(ctx, conn, false, cfg)
+}
+
+func newConn(ctx context.Context, conn *stompgo.Conn, owned bool, cfg Config) (*Conn, error) {
+	cfg = cfg.withDefaults()
+	c := &Conn{replyTo: "/temp-queue/httpbus-" + newID()[:16], pending: map[string]*call{}}
+	c.s = newSession(cfg, "client", c)
+	if err := c.s.start(ctx, conn, owned); err != nil {
+		return nil, fmt.Errorf("transport/stomp: client: %w", err)
+	}
+	return c, nil
+}
+
+// setup subscribes to the reply queue. ActiveMQ needs an explicit
+// SUBSCRIBE to /temp-queue/NAME; RabbitMQ subscribes the session itself on
+// the first SEND naming it in reply-to and rejects an explicit SUBSCRIBE
+// (closing the connection), so go-stomp only registers it locally (the
+// reply-to subscribe option).
+func (c *Conn) setup(ctx context.Context, k *link) error {
+	var opts []func(*frame.Frame) error
+	if k.dialect == DialectRabbitMQ {
+		opts = append(opts, stompgo.SubscribeOpt.Header(stompgo.ReplyToHeader, c.replyTo))
+	}
+	sub, err := k.c.Subscribe(c.replyTo, stompgo.AckAuto, opts...)
+	if err != nil {
+		return fmt.Errorf("transport/stomp: subscribe to %s: %w", c.replyTo, err)
+	}
+	c.s.pump(k, sub, c.dispatch)
+	return nil
+}
+
+// dispatch hands a reply to its waiting call.
+func (c *Conn) dispatch(m *stompgo.Message) {
+	id := m.Header.Get(hdrCorrelationID)
+	c.mu.Lock()
+	cl := c.pending[id]
+	delete(c.pending, id)
+	c.mu.Unlock()
+	if cl == nil {
+		c.s.log.Debug("transport/stomp: dropped a reply with an unknown correlation-id (its caller gave up)", "correlation_id", id)
+		return
+	}
+	cl.ch <- callResult{m: &transport.Message{Body: m.Body, ContentType: m.ContentType}}
+}
+
+// lost fails the calls waiting on a lost connection: their reply queue is
+// gone with it.
+func (c *Conn) lost(k *link, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, cl := range c.pending {
+		if cl.l == k {
+			delete(c.pending, id)
+			cl.ch <- callResult{err: fmt.Errorf("transport/stomp: connection lost while waiting for the response (the request may have been served): %w: %w", transport.ErrUnavailable, err)}
+		}
+	}
+}
+
+func (c *Conn) release(*link) {}
+
+// Call implements transport.Conn. It sends req to QueuePrefix+service with
+// content-type, content-length, correlation-id, reply-to, Httpbus-Version
+// and, when the request has a deadline (req.Deadline, else ctx's),
+// Httpbus-Deadline plus expires (ActiveMQ) or expiration (RabbitMQ), and
+// waits for the response until ctx ends. STOMP cannot tell that no server
+// listens (the request waits in the queue), so that case ends as
+// transport.ErrTimeout at the deadline.
+func (c *Conn) Call(ctx context.Context, service string, req *transport.Message) (*transport.Message, error) {
+	if service == "" {
+		return nil, errors.New("transport/stomp: call with no service name")
+	}
+	if max := c.MaxMessageBytes(); max > 0 && int64(len(req.Body)) > max {
+		return nil, &transport.TooLargeError{What: "message", Limit: max, Size: int64(len(req.Body))}
+	}
+	k, err := c.s.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dl := req.Deadline
+	if cd, ok := ctx.Deadline(); ok && (dl.IsZero() || cd.Before(dl)) {
+		dl = cd
+	}
+	id := newID()
+	cl := &call{l: k, ch: make(chan callResult, 1)}
+	c.mu.Lock()
+	c.pending[id] = cl
+	c.mu.Unlock()
+	ct := req.ContentType
+	if ct == "" {
+		ct = transport.MediaType
+	}
+	opts := append([]func(*frame.Frame) error{
+		stompgo.SendOpt.Header(hdrCorrelationID, id),
+		stompgo.SendOpt.Header(hdrReplyTo, c.replyTo),
+		stompgo.SendOpt.Header(hdrVersion, transport.Version),
+	}, deadlineHeaders(k.dialect, dl)...)
+	dest := c.s.cfg.QueuePrefix + service
+	if err := k.c.Send(dest, ct, req.Body, opts...); err != nil {
+		c.forget(id)
+		if isConnError(err) {
+			c.s.fail(k, err)
+		}
+		return nil, fmt.Errorf("transport/stomp: send to %s: %w: %w", dest, transport.ErrUnavailable, err)
+	}
+	select {
+	case r := <-cl.ch:
+		return r.m, r.err
+	case <-ctx.Done():
+		c.forget(id)
+		return nil, transport.ContextError(ctx)
+	}
+}
+
+func (c *Conn) forget(id string) {
+	c.mu.Lock()
+	delete(c.pending, id)
+	c.mu.Unlock()
+}
+
+// Publish implements transport.Conn: it sends m to the topic's destination
+// (/topic/<topic> on RabbitMQ, /topic/VirtualTopic.<topic> on ActiveMQ)
+// with a receipt, and returns once the broker confirmed it.
+func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	return publish(ctx, c.s, topic, m, c.MaxMessageBytes())
+}
+
+// Close implements transport.Conn. Calls waiting for a response fail with
+// transport.ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	for id, cl := range c.pending {
+		delete(c.pending, id)
+		cl.ch <- callResult{err: fmt.Errorf("transport/stomp: client: %w", transport.ErrClosed)}
+	}
+	c.mu.Unlock()
+	c.s.close()
+	return nil
+}
+
+// MaxMessageBytes implements transport.SizeLimiter.
+func (c *Conn) MaxMessageBytes() int64 { return maxBytes(c.s) }
+
+// State implements transport.StateReporter.
+func (c *Conn) State() transport.State { return c.s.State() }

@@ -1,0 +1,2 @@
+// Package stomp is the STOMP backend of httpbus.
+package stomp

@@ -1,0 +1,178 @@
+package stomp
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+
+	stompgo "github.com/go-stomp/stomp/v3"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+func init() {
+	transport.Register(listenURL, dialURL, "stomp", "stomp+ssl")
+}
+
+// Default ports when a URL names none.
+const (
+	DefaultPort    = "61613"
+	DefaultSSLPort = "61614"
+)
+
+// urlConfig is what a URL says: a Config with Redial set, and how to dial.
+type urlConfig struct {
+	cfg  Config
+	addr string
+	opts []func(*stompgo.Conn) error
+	tls  *tls.Config
+	u    *url.URL
+}
+
+// parseURL reads stomp://[login:passcode@]host[:port][?options] and
+// stomp+ssl://…; options are listed in the package documentation.
+func parseURL(u *url.URL) (*urlConfig, error) {
+	const pkg = "transport/stomp"
+	scheme := strings.ToLower(u.Scheme)
+	if u.Host == "" {
+		return nil, fmt.Errorf("%s: URL %q has no host", pkg, u.Redacted())
+	}
+	if u.Path != "" && u.Path != "/" {
+		return nil, fmt.Errorf("%s: URL %q has a path; the virtual host is the vhost option", pkg, u.Redacted())
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = DefaultPort
+		if scheme == "stomp+ssl" {
+			port = DefaultSSLPort
+		}
+	}
+	o := transport.NewOptions(pkg, u)
+	var cfg Config
+	switch d := Dialect(strings.ToLower(o.String("dialect", ""))); d {
+	case DialectAuto, DialectActiveMQ, DialectRabbitMQ:
+		cfg.Dialect = d
+	default:
+		return nil, fmt.Errorf("%s: bad value %q for option \"dialect\" in URL %q: want activemq or rabbitmq", pkg, d, u.Redacted())
+	}
+	cfg.Prefetch = o.Int("prefetch", 0)
+	cfg.HeartBeat = o.Duration("heartbeat", DefaultHeartBeat)
+	if cfg.HeartBeat == 0 {
+		cfg.HeartBeat = -1 // heartbeat=0 disables
+	}
+	cfg.QueuePrefix = o.String("queue_prefix", "")
+	cfg.TopicPrefix = o.String("topic_prefix", "")
+	cfg.MaxFrameBytes = int64(o.Int("max_frame", 0))
+	cfg.MaxReconnectWait = o.Duration("reconnect_max", 0)
+	vhost := o.String("vhost", "/")
+	caFile := o.String("ca_file", "")
+	if err := o.Err(); err != nil {
+		return nil, err
+	}
+	if cfg.Prefetch < 0 {
+		return nil, fmt.Errorf("%s: bad value for option \"prefetch\" in URL %q: want a positive number", pkg, u.Redacted())
+	}
+	uc := &urlConfig{cfg: cfg, addr: net.JoinHostPort(host, port), u: u}
+	uc.opts = append(ConnOptions(cfg), stompgo.ConnOpt.Host(vhost))
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		uc.opts = append(uc.opts, stompgo.ConnOpt.Login(u.User.Username(), pass))
+	}
+	if scheme == "stomp+ssl" {
+		uc.tls = &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}
+		if caFile != "" {
+			pem, err := os.ReadFile(caFile)
+			if err != nil {
+				return nil, fmt.Errorf("%s: option ca_file in URL %q: %w", pkg, u.Redacted(), err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("%s: option ca_file in URL %q: no PEM certificate in %s", pkg, u.Redacted(), caFile)
+			}
+			uc.tls.RootCAs = pool
+		}
+	} else if caFile != "" {
+		return nil, fmt.Errorf("%s: option ca_file needs scheme stomp+ssl in URL %q", pkg, u.Redacted())
+	}
+	return uc, nil
+}
+
+// dial opens a TCP (or TLS) connection and performs the STOMP CONNECT.
+func (uc *urlConfig) dial(ctx context.Context) (*stompgo.Conn, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+	}
+	var nc net.Conn
+	var err error
+	if uc.tls != nil {
+		d := &tls.Dialer{Config: uc.tls}
+		nc, err = d.DialContext(ctx, "tcp", uc.addr)
+	} else {
+		var d net.Dialer
+		nc, err = d.DialContext(ctx, "tcp", uc.addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("transport/stomp: dial %s: %w: %w", uc.u.Redacted(), transport.ErrUnavailable, err)
+	}
+	// go-stomp reads the CONNECTED frame without a deadline unless ctx has
+	// one; close the socket if ctx ends first.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	c, err := stompgo.ConnectWithContext(ctx, nc, uc.opts...)
+	if !stop() {
+		if err == nil {
+			c.MustDisconnect()
+		}
+		return nil, fmt.Errorf("transport/stomp: connect to %s: %w: %w", uc.u.Redacted(), transport.ErrUnavailable, transport.ContextError(ctx))
+	}
+	if err != nil {
+		nc.Close()
+		var se stompgo.Error
+		if errors.As(err, &se) && se.Frame != nil {
+			// An ERROR frame: bad credentials, unknown vhost.
+			return nil, fmt.Errorf("transport/stomp: connect to %s: broker refused: %s", uc.u.Redacted(), se.Message)
+		}
+		return nil, fmt.Errorf("transport/stomp: connect to %s: %w: %w", uc.u.Redacted(), transport.ErrUnavailable, err)
+	}
+	return c, nil
+}
+
+func (uc *urlConfig) config() Config {
+	cfg := uc.cfg
+	cfg.Redial = uc.dial
+	return cfg
+}
+
+func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
+	uc, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	if lc.Service == "" {
+		return nil, fmt.Errorf("transport/stomp: URL %q has no service parameter (?service=name)", u.Redacted())
+	}
+	c, err := uc.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newListener(ctx, c, true, uc.config(), lc)
+}
+
+func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
+	uc, err := parseURL(u)
+	if err != nil {
+		return nil, err
+	}
+	c, err := uc.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(ctx, c, true, uc.config())
+}
