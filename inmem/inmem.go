@@ -17,9 +17,9 @@
 // at once with transport.ErrNoResponders (503). Each notification is
 // delivered to each subscribing service once, to one of its instances;
 // notifications wait in a per-service queue of NotificationQueue entries
-// while every instance is busy. Nothing survives the process: a request
-// taken by a server that closes without replying fails with
-// transport.ErrUnavailable.
+// while every instance is busy. Nothing survives the process; a request a
+// server has taken is always answered, even if its listener closes while the
+// handler runs.
 package inmem
 
 import (
