@@ -281,7 +281,7 @@ func dial(ctx context.Context, rawURL string, cfg *Config, name string) (*amqp09
 		return nil, fmt.Errorf("transport/amqp: connect to %q: %w: %w", transport.Redact(rawURL), transport.ErrUnavailable, err)
 	}
 	if ctx.Err() != nil {
-		c.Close()
+		closeConn(c)
 		return nil, fmt.Errorf("transport/amqp: connect to %q: %w: %w", transport.Redact(rawURL), transport.ErrUnavailable, context.Cause(ctx))
 	}
 	return c, nil

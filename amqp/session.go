@@ -83,7 +83,7 @@ func (s *supervisor[G]) start(ctx context.Context, conn *amqp091.Connection) err
 	g, err := s.runSetup(ctx, conn)
 	if err != nil {
 		if s.dial != nil {
-			conn.Close()
+			closeConn(conn)
 		}
 		s.cancel()
 		close(s.done)
@@ -123,7 +123,7 @@ func (s *supervisor[G]) runSetup(ctx context.Context, conn *amqp091.Connection) 
 	}
 	err := fmt.Errorf("transport/amqp: %s: setting up channels: %w: %w", s.what, transport.ErrUnavailable, context.Cause(ctx))
 	if s.dial != nil {
-		conn.Close()
+		closeConn(conn)
 		if x := <-r; x.err == nil {
 			x.g.teardown(err)
 		}
@@ -216,13 +216,17 @@ func (s *supervisor[G]) run(conn *amqp091.Connection, g G) {
 		if !closing {
 			s.log.Warn("transport/amqp: connection lost; reconnecting", "what", s.what, "err", cause)
 			cause = fmt.Errorf("transport/amqp: %s: connection lost: %w: %w", s.what, transport.ErrUnavailable, cause)
+		} else if s.dial != nil && conn != nil {
+			// Closing the connection first closes every channel with it,
+			// within closeTimeout even when the network is gone.
+			closeConn(conn)
 		}
 		g.teardown(cause)
 		b.Reset()
 		for {
 			if closing || !s.sleep(b.NextBackOff()) {
 				if s.dial != nil && conn != nil {
-					conn.Close()
+					closeConn(conn)
 				}
 				s.setClosed(nil)
 				return
@@ -254,7 +258,7 @@ func (s *supervisor[G]) run(conn *amqp091.Connection, g G) {
 					s.log.Warn("transport/amqp: setup after reconnect failed", "what", s.what, "err", err)
 				}
 				if s.dial != nil {
-					conn.Close()
+					closeConn(conn)
 					conn = nil
 				}
 				continue
@@ -309,4 +313,12 @@ func watch(stop <-chan struct{}, conn *amqp091.Connection, chans ...*amqp091.Cha
 		go wait(ch.NotifyClose(make(chan *amqp091.Error, 1)), "channel")
 	}
 	return out, signal
+}
+
+// closeTimeout bounds closing a connection: amqp091's Close waits for the
+// broker's close-ok, which never comes on a dead network.
+const closeTimeout = 2 * time.Second
+
+func closeConn(c *amqp091.Connection) {
+	c.CloseDeadline(time.Now().Add(closeTimeout))
 }

@@ -226,3 +226,32 @@ func TestConnectionReset(t *testing.T) {
 	}
 	_ = errors.Is
 }
+
+// TestCloseDuringCut: Close returns promptly while the network is silent,
+// before heartbeats have noticed.
+func TestCloseDuringCut(t *testing.T) {
+	raw := brokertest.AMQP(t)
+	p, via := proxied(t, raw)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := amqp.Dial(ctx, via, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := amqp.Listen(ctx, via, transport.ListenConfig{Service: unique("closecut"), Topics: []string{unique("t")}}, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteQueues(t, raw, l.Queue(), l.NotifyQueue())
+	addToxic(t, p, `{"name":"cut-up","type":"timeout","stream":"upstream","attributes":{"timeout":0}}`)
+	addToxic(t, p, `{"name":"cut-down","type":"timeout","stream":"downstream","attributes":{"timeout":0}}`)
+	start := time.Now()
+	c.Close()
+	l.Close()
+	if el := time.Since(start); el > 6*time.Second {
+		t.Errorf("Close took %v on a silent network", el)
+	}
+	if c.State() != transport.StateClosed || l.State() != transport.StateClosed {
+		t.Errorf("states %v, %v after Close", c.State(), l.State())
+	}
+}
