@@ -482,3 +482,39 @@ func TestReplyToOrdinaryQueue(t *testing.T) {
 		t.Fatal("no reply")
 	}
 }
+
+// TestNewConnCallerOwned: a Conn over the caller's connection works, and
+// once the caller closes that connection it reports closed and calls fail
+// with ErrUnavailable rather than waiting.
+func TestNewConnCallerOwned(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("owned")
+	serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	raw, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := amqp.NewConn(ctx, raw, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	client := transport.NewClient(c)
+	if resp, err := get(ctx, client, "http://"+svc+"/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("call: %v %v", resp, err)
+	}
+	raw.Close()
+	waitState(t, c, transport.StateClosed, 10*time.Second)
+	_, err = c.Call(ctx, svc, &transport.Message{Body: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ContentType: transport.MediaType})
+	if !errors.Is(err, transport.ErrUnavailable) {
+		t.Errorf("call after the caller closed the connection: %v, want ErrUnavailable", err)
+	}
+	c.Close()
+	if _, err := c.Call(ctx, svc, &transport.Message{}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("call after Close: %v, want ErrClosed", err)
+	}
+}

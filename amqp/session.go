@@ -302,6 +302,9 @@ func watch(stop <-chan struct{}, conn *amqp091.Connection, chans ...*amqp091.Cha
 			return
 		}
 		if e == nil {
+			if conn.IsClosed() {
+				what = "connection"
+			}
 			signal(errors.New(what + " closed"))
 			return
 		}
