@@ -136,6 +136,10 @@ func (c recordingConn) Call(ctx context.Context, service string, m *transport.Me
 	return c.Conn.Call(ctx, service, m)
 }
 
+func (c recordingConn) State() transport.State {
+	return c.Conn.(transport.StateReporter).State()
+}
+
 func (c recordingConn) MaxMessageBytes() int64 {
 	return c.Conn.(transport.SizeLimiter).MaxMessageBytes()
 }
