@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -80,8 +81,14 @@ var echoID = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 	w.Write(b)
 })
 
+// EnvLoadPerCaller overrides the requests each of TestManyCallers' 64
+// callers sends: 15625 makes the reliability run's 1,000,000.
+const EnvLoadPerCaller = "HTTPBUS_NATS_LOAD_PER_CALLER"
+
 // TestManyCallers: 64 concurrent callers × 5,000 requests each (500 with
-// -short), every response matched to its request by path and body.
+// -short, or HTTPBUS_NATS_LOAD_PER_CALLER), every response matched to its
+// request by path and body; afterwards goroutines and heap are back to
+// their baseline.
 func TestManyCallers(t *testing.T) {
 	url := brokertest.NATS(t)
 	const callers = 64
@@ -89,10 +96,24 @@ func TestManyCallers(t *testing.T) {
 	if testing.Short() {
 		perCaller = 500
 	}
+	if v := os.Getenv(EnvLoadPerCaller); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive integer", EnvLoadPerCaller, v)
+		}
+		perCaller = n
+	}
 	svc := uniqueName("many")
 	serve(t, &transport.Server{Handler: echoID, MaxInFlight: 64}, listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{}))
 	client := transport.NewClient(dial(t, connect(t, url)))
-	ctx := ctxTimeout(t, 10*time.Minute)
+	ctx := ctxTimeout(t, 30*time.Minute)
+	// Warm up (one request), then take the baseline.
+	if resp, err := client.Post("http://"+svc+"/warm", "text/plain", strings.NewReader("warm")); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	baseG, baseHeap := settled()
 	var ok, bad atomic.Int64
 	var firstErr sync.Once
 	var wg sync.WaitGroup
@@ -130,6 +151,35 @@ func TestManyCallers(t *testing.T) {
 	if ok.Load() != total {
 		t.Fatalf("%d of %d requests answered and matched", ok.Load(), total)
 	}
+	// The callers' idle keep-nothing state: goroutines and heap back to the
+	// baseline (nats.go and the Server keep no per-request state).
+	g, heap := settled()
+	t.Logf("after the load: %d goroutines (baseline %d), heap %.1f MiB (baseline %.1f MiB)", g, baseG, float64(heap)/(1<<20), float64(baseHeap)/(1<<20))
+	if g > baseG+2 {
+		t.Errorf("%d goroutines after the load, baseline %d", g, baseG)
+	}
+	if heap > baseHeap+16<<20 {
+		t.Errorf("heap %d bytes after the load, baseline %d: more than 16 MiB retained", heap, baseHeap)
+	}
+}
+
+// settled returns the goroutine count and live heap once in-flight work
+// has wound down: goroutines are counted until two readings agree after a
+// GC (each reading follows a full collection, not a sleep).
+func settled() (goroutines int, heap uint64) {
+	var ms runtime.MemStats
+	prev := -1
+	for range 50 {
+		runtime.GC()
+		g := runtime.NumGoroutine()
+		if g == prev {
+			break
+		}
+		prev = g
+		runtime.Gosched()
+	}
+	runtime.ReadMemStats(&ms)
+	return prev, ms.HeapAlloc
 }
 
 // TestBurst publishes 10,000 requests at once, raw, to a server that runs
