@@ -352,8 +352,18 @@ func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 			writeError(w, StatusOf(ErrTimeout), Timeout(errors.New("request expired before it was served")))
 			return
 		}
-		ctx, cancel := context.WithDeadline(req.Context(), d.Deadline)
+		// The caller hangs up at its deadline, and net/http cancels the
+		// connection's context when it does: that must read as the deadline
+		// (DeadlineExceeded), not a cancellation. A hang-up well before the
+		// deadline still cancels the handler.
+		ctx, cancel := context.WithDeadline(context.WithoutCancel(req.Context()), d.Deadline)
 		defer cancel()
+		stop := context.AfterFunc(req.Context(), func() {
+			if time.Until(d.Deadline) > 10*time.Millisecond {
+				cancel()
+			}
+		})
+		defer stop()
 		req = req.WithContext(ctx)
 	}
 	lim := s.limits()
