@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -516,5 +517,62 @@ func TestNewConnCallerOwned(t *testing.T) {
 	c.Close()
 	if _, err := c.Call(ctx, svc, &transport.Message{}); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("call after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestRequestWireProperties checks the AMQP properties of a request as the
+// wire section documents them, by consuming it raw and answering it raw.
+func TestRequestWireProperties(t *testing.T) {
+	url := brokertest.AMQP(t)
+	queue := unique("wire")
+	_, ch := rawChannel(t, url)
+	if _, err := ch.QueueDeclare(queue, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialConn(t, url, amqp.Config{})
+	deadline := time.Now().Add(5 * time.Second)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	type result struct {
+		m   *transport.Message
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		m, err := c.Call(ctx, queue, &transport.Message{Body: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), ContentType: transport.MediaType, Deadline: deadline})
+		done <- result{m, err}
+	}()
+	var d amqp091.Delivery
+	select {
+	case d = <-msgs:
+	case <-ctx.Done():
+		t.Fatal("no request")
+	}
+	if d.ContentType != "message/http" || !strings.HasPrefix(d.ReplyTo, "amq.rabbitmq.reply-to.") || d.CorrelationId == "" || d.DeliveryMode != amqp091.Transient || d.Exchange != "" || d.RoutingKey != queue {
+		t.Errorf("properties: content_type %q reply_to %q correlation_id %q delivery_mode %d exchange %q routing key %q",
+			d.ContentType, d.ReplyTo, d.CorrelationId, d.DeliveryMode, d.Exchange, d.RoutingKey)
+	}
+	if ms, err := strconv.Atoi(d.Expiration); err != nil || ms < 4000 || ms > 5000 {
+		t.Errorf("expiration %q, want the milliseconds left (about 5000)", d.Expiration)
+	}
+	if v := d.Headers["Httpbus-Version"]; v != "1" {
+		t.Errorf("Httpbus-Version %v", v)
+	}
+	if v, _ := d.Headers["Httpbus-Deadline"].(string); v != strconv.FormatInt(deadline.UnixMilli(), 10) {
+		t.Errorf("Httpbus-Deadline %q, want %d", v, deadline.UnixMilli())
+	}
+	// d.ReplyTo is the generic name; RabbitMQ rewrites it on delivery to the
+	// caller's own pseudo-queue, which is what a server replies to.
+	if err := ch.Publish("", d.ReplyTo, false, false, amqp091.Publishing{ContentType: transport.MediaType, CorrelationId: d.CorrelationId, Body: []byte("HTTP/1.1 204 No Content\r\n\r\n")}); err != nil {
+		t.Fatal(err)
+	}
+	d.Ack(false)
+	r := <-done
+	if r.err != nil || !strings.HasPrefix(string(r.m.Body), "HTTP/1.1 204") {
+		t.Errorf("Call: %v %v", r.m, r.err)
 	}
 }
