@@ -42,7 +42,9 @@ type Config struct {
 	// Queue is the queue group a Listener joins on its service subject and
 	// on each topic subject, so that the instances of one service share its
 	// requests and each notification reaches the service once. Empty means
-	// the service name. Ignored by Conn.
+	// the service name. All instances of a service must use the same queue
+	// group, and two services subscribed to one topic different ones (those
+	// sharing a group share its notifications). Ignored by Conn.
 	Queue string
 
 	// PendingMsgs and PendingBytes bound the messages a Listener's
