@@ -49,11 +49,12 @@ type Config struct {
 	// name. Zero ("") means the queue is named after the service.
 	QueuePrefix string
 
-	// Transient declares queues and the notification exchange non-durable
-	// and publishes notifications non-persistent. Zero (false) means
-	// durable queues and exchange and persistent notifications, so that
-	// notifications survive a broker restart. Requests are always
-	// non-persistent: their reply path does not survive a restart.
+	// Transient declares the queues non-durable and publishes notifications
+	// non-persistent. Zero (false) means durable queues and persistent
+	// notifications, so that notifications survive a broker restart. The
+	// notification exchange is always durable (so that both kinds of
+	// service share it); requests are always non-persistent, as their reply
+	// path does not survive a restart.
 	Transient bool
 
 	// Prefetch is the Listener's basic.qos prefetch count, applied per

@@ -128,7 +128,8 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 }
 
 func declareExchange(ch *amqp091.Channel, cfg *Config) error {
-	if err := ch.ExchangeDeclare(cfg.exchange(), "topic", !cfg.Transient, false, false, false, nil); err != nil {
+	// Always durable, so that services with and without Transient share it.
+	if err := ch.ExchangeDeclare(cfg.exchange(), "topic", true, false, false, false, nil); err != nil {
 		return fmt.Errorf("transport/amqp: declare topic exchange %q: %w", cfg.exchange(), err)
 	}
 	return nil

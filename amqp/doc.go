@@ -18,7 +18,7 @@
 // overriding the Config field named:
 //
 //	queue_prefix=         QueuePrefix: prefix of request queue names (default "": the queue is the service name)
-//	durable=true          !Transient: durable queues and exchange, persistent notifications (default true)
+//	durable=true          !Transient: durable queues, persistent notifications (default true)
 //	prefetch=128          Prefetch: basic.qos per consumer, the in-flight limit (default 128; 0 means no limit)
 //	exchange=httpbus.notify   Exchange: topic exchange for notifications (default "httpbus.notify")
 //	dead_letter_exchange= DeadLetterExchange: x-dead-letter-exchange of the declared queues (default none)
@@ -120,9 +120,10 @@
 // connection is lost with the request in flight or a publish fails,
 // ErrTooLarge (413) for a message over MaxMessageBytes (checked before
 // sending, on both the request and the response path), ErrClosed after
-// Close. Declaring a queue or exchange that exists with other properties
-// (durability, dead-letter exchange) fails with the broker's
-// PRECONDITION_FAILED, named in the error.
+// Close. Declaring a queue that exists with other properties (durability,
+// dead-letter exchange: every instance of a service must agree) fails with
+// the broker's PRECONDITION_FAILED, named in the error; so does an exchange
+// of the configured name that is not a durable topic exchange.
 //
 // # Conformance
 //

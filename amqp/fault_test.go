@@ -379,13 +379,14 @@ func TestDeadLetterOnMalformedFrame(t *testing.T) {
 	}
 }
 
-// TestNotificationsFromListenerWithConfirms: a Listener publishes a
-// notification (with publisher confirms) that another service receives.
+// TestNotificationsFromListener: a Listener publishes a notification (with
+// publisher confirms) that another service, declared transient, receives.
 func TestNotificationsFromListener(t *testing.T) {
 	url := brokertest.AMQP(t)
 	topic := unique("t")
 	got := make(chan string, 1)
-	serve(t, url, transport.ListenConfig{Service: unique("sub"), Topics: []string{topic}}, amqp.Config{}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// A transient subscriber and a durable publisher share the exchange.
+	serve(t, url, transport.ListenConfig{Service: unique("sub"), Topics: []string{topic}}, amqp.Config{Transient: true}, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		got <- r.Method + " " + r.Host + " " + string(b)
 	}))
