@@ -362,3 +362,130 @@ func TestReconnect(t *testing.T) {
 		t.Fatalf("after restart: %d %q", code, body)
 	}
 }
+
+// TestRestartUnderLoad: 16 callers keep calling while the (embedded)
+// server stops and starts again on the same port. During the outage every
+// call ends by its deadline with 502/503/504; after the restart the service
+// answers every caller again within 10 s, with no process restarted.
+func TestRestartUnderLoad(t *testing.T) {
+	url, stop, err := natsserver.Start(natsserver.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop() })
+	port, _ := strconv.Atoi(url[strings.LastIndex(url, ":")+1:])
+	via := url + "?reconnect_wait=50ms"
+	svc := uniqueName("restart")
+	l, err := transport.Listen(context.Background(), via+"&service="+svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, &transport.Server{Handler: echoID, Logger: discardLogger()}, l)
+	c, err := transport.Dial(context.Background(), via)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	client := transport.NewClient(c)
+
+	const callers = 16
+	const deadline = 500 * time.Millisecond
+	var (
+		phase     atomic.Int32 // 0 before, 1 down, 2 restarted
+		restarted atomic.Int64 // unix nanos of the restart
+		answered  [3]atomic.Int64
+		failed    [3]atomic.Int64
+		late      atomic.Int64
+		bad       atomic.Int64
+		recovered = make(chan time.Duration, callers)
+		progress  = make(chan struct{}, 1) // poked after every call
+		stopAll   = make(chan struct{})
+		wg        sync.WaitGroup
+	)
+	for i := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			gotBack := false
+			for n := 0; ; n++ {
+				select {
+				case <-stopAll:
+					return
+				default:
+				}
+				p := phase.Load()
+				body := fmt.Sprintf("%d-%d", i, n)
+				ctx, cancel := context.WithTimeout(context.Background(), deadline)
+				req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/", strings.NewReader(body))
+				start := time.Now()
+				resp, err := client.Do(req)
+				el := time.Since(start)
+				cancel()
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if el > deadline+time.Second {
+					late.Add(1)
+				}
+				switch {
+				case resp.StatusCode == 200 && string(b) == body:
+					answered[p].Add(1)
+					if p == 2 && !gotBack {
+						gotBack = true
+						recovered <- time.Since(time.Unix(0, restarted.Load()))
+					}
+				case resp.StatusCode == 200:
+					bad.Add(1) // a mismatched response
+				case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
+					failed[p].Add(1)
+				default:
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	defer func() { close(stopAll); wg.Wait() }()
+
+	// Let every caller get answers, then stop the server.
+	for answered[0].Load() < 10*callers {
+		<-progress
+	}
+	phase.Store(1)
+	stop()
+	// Keep it down until callers have seen the outage.
+	for failed[1].Load() < callers {
+		<-progress
+	}
+	_, stop2, err := natsserver.Start(natsserver.Config{Port: port})
+	if err != nil {
+		t.Fatalf("restart on port %d: %v", port, err)
+	}
+	stop = stop2
+	restarted.Store(time.Now().UnixNano())
+	phase.Store(2)
+	var worst time.Duration
+	timeout := time.After(10 * time.Second)
+	for range callers {
+		select {
+		case d := <-recovered:
+			worst = max(worst, d)
+		case <-timeout:
+			t.Fatalf("not every caller was answered within 10s of the restart (answered since: %d)", answered[2].Load())
+		}
+	}
+	t.Logf("before: %d answered; outage: %d got 502/503/504, %d answered; after restart: every caller answered within %v",
+		answered[0].Load(), failed[1].Load(), answered[1].Load(), worst.Round(time.Millisecond))
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d calls got an error, an unexpected status or a mismatched body", n)
+	}
+	if n := late.Load(); n != 0 {
+		t.Errorf("%d calls returned more than 1s past their deadline", n)
+	}
+}
