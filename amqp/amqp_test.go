@@ -576,3 +576,54 @@ func TestRequestWireProperties(t *testing.T) {
 		t.Errorf("Call: %v %v", r.m, r.err)
 	}
 }
+
+// TestListenerDispositions drives a Listener without a Server: Requeue
+// brings the request back marked redelivered, Ack settles it, and after
+// Close Receive returns ErrClosed.
+func TestListenerDispositions(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("disp")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteQueues(t, url, l.Queue())
+	defer l.Close()
+	_, ch := rawChannel(t, url)
+	if err := ch.Publish("", l.Queue(), false, false, amqp091.Publishing{ContentType: "text/plain", Body: []byte("job")}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := l.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Redelivered || string(d.Body) != "job" || d.Service != svc || d.Header.Get(amqp.HeaderRoutingKey) != l.Queue() {
+		t.Errorf("first delivery: redelivered %v body %q service %q headers %v", d.Redelivered, d.Body, d.Service, d.Header)
+	}
+	if err := l.Reply(ctx, d, nil, transport.Requeue); err != nil {
+		t.Fatal(err)
+	}
+	d, err = l.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Redelivered || string(d.Body) != "job" {
+		t.Errorf("after Requeue: redelivered %v body %q, want the same message redelivered", d.Redelivered, d.Body)
+	}
+	if err := l.Reply(ctx, d, nil, transport.Ack); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if _, err := l.Receive(ctx); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Receive after Close: %v, want ErrClosed", err)
+	}
+	q, err := ch.QueueDeclarePassive(l.Queue(), true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.Messages != 0 {
+		t.Errorf("%d messages left in the queue after Ack", q.Messages)
+	}
+}
