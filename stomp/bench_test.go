@@ -1,0 +1,228 @@
+package stomp_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	stompgo "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/httpbus/httpbus/stomp"
+	"github.com/httpbus/httpbus/transport"
+)
+
+const benchPayload = 256
+
+// BenchmarkRequestReply measures request/reply with a 256-byte body and a
+// 256-byte answer, on each broker, through httpbus (http.Client →
+// RoundTripper → stomp.Conn → broker → stomp.Listener → transport.Server →
+// handler) and through raw go-stomp (SEND with reply-to a temp queue and a
+// correlation-id; the responder acks client-individual after replying, as
+// httpbus does), sequentially and with 16 callers in flight.
+//
+//	go test -run '^$' -bench RequestReply -benchtime 3s ./stomp/
+func BenchmarkRequestReply(b *testing.B) {
+	for _, br := range brokers {
+		b.Run(br.name, func(b *testing.B) {
+			addr := br.addr(b)
+			for _, par := range []int{1, 16} {
+				name := "serial"
+				if par > 1 {
+					name = "parallel" + strconv.Itoa(par)
+				}
+				b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, br, addr, par) })
+				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par) })
+			}
+		})
+	}
+}
+
+// runParallel runs op b.N times with par goroutines.
+func runParallel(b *testing.B, par int, op func() error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	b.ResetTimer()
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(b.N) {
+				if err := op(); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d requests failed; first: %v", n, b.N, firstErr.Load())
+	}
+}
+
+func benchHTTPBus(b *testing.B, br broker, addr string, par int) {
+	j := newJanitor(b, br)
+	url := "stomp://guest:guest@" + addr + "?prefetch=64"
+	svc := unique("bench")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	j.service(svc)
+	l, err := transport.Listen(ctx, url+"&service="+svc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	answer := bytes.Repeat([]byte("r"), benchPayload)
+	srv := &transport.Server{MaxInFlight: 64, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(answer)
+	})}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	defer func() {
+		srv.Shutdown(context.Background())
+		<-served
+	}()
+	c, err := transport.Dial(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	client := transport.NewClient(c)
+	payload := bytes.Repeat([]byte("q"), benchPayload)
+	b.SetBytes(2 * benchPayload)
+	b.ReportAllocs()
+	runParallel(b, par, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/bench", bytes.NewReader(payload))
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || n != benchPayload {
+			return &benchError{resp.StatusCode, n}
+		}
+		return nil
+	})
+}
+
+type benchError struct {
+	status int
+	n      int64
+}
+
+func (e *benchError) Error() string { return "status " + strconv.Itoa(e.status) + ", " + strconv.FormatInt(e.n, 10) + " bytes" }
+
+// rawDial dials go-stomp with the same options httpbus uses.
+func rawDial(b testing.TB, addr string) *stompgo.Conn {
+	c, err := stompgo.Dial("tcp", addr, append(stomp.ConnOptions(stomp.Config{}), stompgo.ConnOpt.Login("guest", "guest"))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+func benchRaw(b *testing.B, br broker, addr string, par int) {
+	j := newJanitor(b, br)
+	svc := unique("rawbench")
+	j.service(svc)
+	dest := "/queue/" + svc
+	answer := bytes.Repeat([]byte("r"), benchPayload)
+
+	// Responder: client-individual ack after the reply, prefetch 64.
+	sc := rawDial(b, addr)
+	sub, err := sc.Subscribe(dest, stompgo.AckClientIndividual,
+		stompgo.SubscribeOpt.Header("activemq.prefetchSize", "64"), stompgo.SubscribeOpt.Header("prefetch-count", "64"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rwg sync.WaitGroup
+	rwg.Add(1)
+	go func() {
+		defer rwg.Done()
+		for m := range sub.C {
+			if m.Err != nil {
+				continue
+			}
+			sc.Send(m.Header.Get("reply-to"), "application/octet-stream", answer,
+				stompgo.SendOpt.Header("correlation-id", m.Header.Get("correlation-id")))
+			sc.Ack(m)
+		}
+	}()
+	defer func() {
+		sc.Disconnect()
+		rwg.Wait()
+	}()
+
+	// Requester: one connection, one temp reply queue, replies matched by
+	// correlation-id.
+	cc := rawDial(b, addr)
+	replyTo := "/temp-queue/" + unique("rawreply")
+	var opts []func(*frame.Frame) error
+	if br.dialect == stomp.DialectRabbitMQ {
+		opts = append(opts, stompgo.SubscribeOpt.Header(stompgo.ReplyToHeader, replyTo))
+	}
+	rsub, err := cc.Subscribe(replyTo, stompgo.AckAuto, opts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	pending := map[string]chan []byte{}
+	var cwg sync.WaitGroup
+	cwg.Add(1)
+	go func() {
+		defer cwg.Done()
+		for m := range rsub.C {
+			if m.Err != nil {
+				continue
+			}
+			mu.Lock()
+			ch := pending[m.Header.Get("correlation-id")]
+			delete(pending, m.Header.Get("correlation-id"))
+			mu.Unlock()
+			if ch != nil {
+				ch <- m.Body
+			}
+		}
+	}()
+	defer func() {
+		cc.Disconnect()
+		cwg.Wait()
+	}()
+	payload := bytes.Repeat([]byte("q"), benchPayload)
+	var seq atomic.Int64
+	b.SetBytes(2 * benchPayload)
+	b.ReportAllocs()
+	runParallel(b, par, func() error {
+		id := strconv.FormatInt(seq.Add(1), 10)
+		ch := make(chan []byte, 1)
+		mu.Lock()
+		pending[id] = ch
+		mu.Unlock()
+		if err := cc.Send(dest, "application/octet-stream", payload,
+			stompgo.SendOpt.Header("reply-to", replyTo), stompgo.SendOpt.Header("correlation-id", id)); err != nil {
+			return err
+		}
+		select {
+		case body := <-ch:
+			if len(body) != benchPayload {
+				return &benchError{200, int64(len(body))}
+			}
+			return nil
+		case <-time.After(10 * time.Second):
+			return context.DeadlineExceeded
+		}
+	})
+}
