@@ -123,7 +123,9 @@ type benchError struct {
 	n      int64
 }
 
-func (e *benchError) Error() string { return "status " + strconv.Itoa(e.status) + ", " + strconv.FormatInt(e.n, 10) + " bytes" }
+func (e *benchError) Error() string {
+	return "status " + strconv.Itoa(e.status) + ", " + strconv.FormatInt(e.n, 10) + " bytes"
+}
 
 // rawDial dials go-stomp with the same options httpbus uses.
 func rawDial(b testing.TB, addr string) *stompgo.Conn {
