@@ -290,3 +290,36 @@ func TestURLOptions(t *testing.T) {
 		t.Errorf("Call after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestLowercaseRoutingHeaders: a client in another language may spell the
+// routing headers in lower case; they are matched case-insensitively.
+func TestLowercaseRoutingHeaders(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("lower")
+	serve(t, &transport.Server{Handler: echoID}, listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{}))
+	nc := connect(t, url)
+	frame, _ := transport.EncodeRequest(httpRequest("POST", "/lower"), svc, []byte("frame body"))
+	send := func(deadline time.Time) *http.Response {
+		t.Helper()
+		m := &natsgo.Msg{Subject: natstransport.ServiceSubject("", svc), Data: frame, Header: natsgo.Header{
+			"content-type":     {"Message/HTTP; charset=binary"},
+			"httpbus-version":  {"1"},
+			"httpbus-deadline": {transport.FormatDeadline(deadline)},
+		}}
+		resp, err := nc.RequestMsgWithContext(ctxTimeout(t, 10*time.Second), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := transport.DecodeResponse(resp.Data, nil, transport.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := send(time.Now().Add(10 * time.Second)); r.StatusCode != 200 || r.Header.Get("X-Path") != "/lower" {
+		t.Errorf("frame with lowercase routing headers: %d, path %q; want 200 /lower (served as a frame)", r.StatusCode, r.Header.Get("X-Path"))
+	}
+	if r := send(time.Now().Add(-time.Second)); r.StatusCode != http.StatusGatewayTimeout {
+		t.Errorf("expired lowercase httpbus-deadline: %d, want 504", r.StatusCode)
+	}
+}
