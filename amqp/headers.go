@@ -69,7 +69,7 @@ func foreignHeader(d *amqp091.Delivery) http.Header {
 	h := http.Header{}
 	for k, v := range d.Headers {
 		if s, ok := tableValue(v); ok && k != "" {
-			h.Add(http.CanonicalHeaderKey(k), s)
+			h.Add(k, s) // Add canonicalises the key
 		}
 	}
 	set := func(k, v string) {
