@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,4 +323,86 @@ func TestLowercaseRoutingHeaders(t *testing.T) {
 	if r := send(time.Now().Add(-time.Second)); r.StatusCode != http.StatusGatewayTimeout {
 		t.Errorf("expired lowercase httpbus-deadline: %d, want 504", r.StatusCode)
 	}
+}
+
+// TestBadInputNATS: the NATS-specific entries of the bad-input catalogue
+// (the codec's own are in the conformance suite): a bad Httpbus-Deadline,
+// an empty frame, a frame with no reply subject (served, its response
+// dropped), a stray message on the caller's reply inbox (dropped by
+// nats.go). After each the server answers the next good request.
+func TestBadInputNATS(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("badinput")
+	var noReply atomic.Int64
+	noReplyRan := make(chan struct{}, 1)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/no-reply" {
+			noReply.Add(1)
+			noReplyRan <- struct{}{}
+		}
+		echoID.ServeHTTP(w, r)
+	})
+	serve(t, &transport.Server{Handler: h, Logger: discardLogger()}, listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{Logger: discardLogger()}))
+	nc := connect(t, url)
+	conn := dial(t, nc)
+	subject := natstransport.ServiceSubject("", svc)
+	good := func(what string) {
+		t.Helper()
+		resp, err := conn.Call(ctxTimeout(t, 10*time.Second), svc, &transport.Message{Body: []byte("good"), ContentType: "text/plain"})
+		if err != nil {
+			t.Fatalf("good request after %s: %v", what, err)
+		}
+		if r, err := transport.DecodeResponse(resp.Body, nil, transport.Limits{}); err != nil || r.StatusCode != 200 {
+			t.Fatalf("good request after %s: %v %v", what, r, err)
+		}
+	}
+	status := func(m *natsgo.Msg) int {
+		t.Helper()
+		resp, err := nc.RequestMsgWithContext(ctxTimeout(t, 10*time.Second), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := transport.DecodeResponse(resp.Data, nil, transport.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.StatusCode
+	}
+	frame, _ := transport.EncodeRequest(httpRequest("GET", "/x"), svc, nil)
+	for _, c := range []struct {
+		name string
+		m    *natsgo.Msg
+		want int
+	}{
+		{"bad Httpbus-Deadline", &natsgo.Msg{Subject: subject, Data: frame, Header: natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderDeadline: {"soon"}}}, 400},
+		{"negative Httpbus-Deadline", &natsgo.Msg{Subject: subject, Data: frame, Header: natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderDeadline: {"-5"}}}, 400},
+		{"empty frame", &natsgo.Msg{Subject: subject, Header: natsgo.Header{"Content-Type": {transport.MediaType}}}, 400},
+		{"garbage frame", &natsgo.Msg{Subject: subject, Data: []byte("\x00\xff garbage\r\n\r\n"), Header: natsgo.Header{"Content-Type": {transport.MediaType}}}, 400},
+	} {
+		if got := status(c.m); got != c.want {
+			t.Errorf("%s: %d, want %d", c.name, got, c.want)
+		}
+		good(c.name)
+	}
+
+	// No reply subject: served (the handler runs), the response dropped.
+	f, _ := transport.EncodeRequest(httpRequest("POST", "/no-reply"), svc, []byte("x"))
+	if err := nc.PublishMsg(&natsgo.Msg{Subject: subject, Data: f, Header: natsgo.Header{"Content-Type": {transport.MediaType}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-noReplyRan:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a frame with no reply subject was not served")
+	}
+	good("a frame with no reply subject")
+	if n := noReply.Load(); n != 1 {
+		t.Errorf("frame with no reply subject served %d times, want 1", n)
+	}
+
+	// A stray reply on the caller's response inbox is dropped.
+	if err := nc.Publish(nc.NewRespInbox(), []byte("HTTP/1.1 200 OK\r\n\r\nstray")); err != nil {
+		t.Fatal(err)
+	}
+	good("a stray reply on the caller's inbox")
 }
