@@ -139,6 +139,7 @@ type Listener struct {
 
 	mu       sync.Mutex
 	draining bool
+	serve    func(*transport.Delivery) // set by Push
 }
 
 // Listen listens on addr ("host:port"; port 0 picks one) and returns the
@@ -243,6 +244,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.ResponseWriter = w
 	tok := &token{done: make(chan struct{})}
 	d.Token = tok
+	if serve := l.pushed(); serve != nil {
+		serve(d) // on this connection's goroutine: no handoff
+		return
+	}
 	select {
 	case l.ch <- d:
 	case <-l.stopped:
@@ -261,10 +266,15 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 	if max >= 0 && r.ContentLength > max {
 		return nil, &transport.TooLargeError{What: "body", Limit: max, Size: r.ContentLength}
 	}
-	var buf bytes.Buffer
 	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength))
+		// Known length (net/http's body reader enforces it): one allocation.
+		b := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, fmt.Errorf("%w: body: %v", transport.ErrMalformedFrame, err)
+		}
+		return b, nil
 	}
+	var buf bytes.Buffer
 	rd := io.Reader(r.Body)
 	if max >= 0 {
 		rd = http.MaxBytesReader(w, r.Body, max)
@@ -288,6 +298,20 @@ func writeErr(w http.ResponseWriter, err error) {
 	fmt.Fprintln(w, err.Error())
 }
 
+// Push implements transport.Pusher: requests are served on the goroutine
+// net/http runs for their connection.
+func (l *Listener) Push(serve func(*transport.Delivery)) {
+	l.mu.Lock()
+	l.serve = serve
+	l.mu.Unlock()
+}
+
+func (l *Listener) pushed() func(*transport.Delivery) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.serve
+}
+
 // Receive implements transport.Listener.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 	select {
@@ -308,7 +332,7 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	if !ok {
 		return fmt.Errorf("transport/tcp: delivery not from this listener")
 	}
-	if resp == nil && disp == transport.Requeue {
+	if disp == transport.Requeue {
 		writeErr(d.ResponseWriter, fmt.Errorf("transport/tcp: server shutting down: %w", transport.ErrNoResponders))
 	}
 	close(tok.done)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
@@ -133,6 +134,19 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		n = DefaultMaxInFlight
 	}
 	sem := make(chan struct{}, n)
+	if p, ok := l.(Pusher); ok {
+		p.Push(func(d *Delivery) {
+			select {
+			case sem <- struct{}{}:
+			case <-recvCtx.Done():
+				s.reply(base, l, d, ErrorResponse(fmt.Errorf("transport: server closed: %w", ErrNoResponders)), Requeue)
+				return
+			}
+			s.inFlight.Add(1)
+			defer func() { <-sem; s.inFlight.Done() }()
+			s.serveDelivery(base, l, d)
+		})
+	}
 	for {
 		select {
 		case sem <- struct{}{}:
@@ -378,7 +392,11 @@ func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 			writeError(w, http.StatusRequestEntityTooLarge, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})
 			return
 		}
-		req.Body = http.MaxBytesReader(w, req.Body, max)
+		if req.ContentLength < 0 {
+			// A known length was checked above and the backend's body
+			// reader enforces it; only an unknown one needs the guard.
+			req.Body = http.MaxBytesReader(w, req.Body, max)
+		}
 	}
 	if d.Redelivered {
 		req.Header.Set(HeaderRedelivered, "true")
@@ -441,6 +459,16 @@ func (w *trackingWriter) Flush() {
 }
 
 func (w *trackingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ReadFrom lets io.Copy use the underlying writer's ReadFrom (net/http's
+// pooled copy) instead of allocating a 32 KiB buffer per response.
+func (w *trackingWriter) ReadFrom(r io.Reader) (int64, error) {
+	w.wrote = true
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+}
 
 // responseWriter buffers a handler's response for one frame, with net/http's
 // rules: the header is fixed at the first WriteHeader or Write, a missing

@@ -146,6 +146,18 @@ type Drainer interface {
 	Drain() error
 }
 
+// Pusher is implemented by a Listener that already runs a goroutine per
+// request (tcp: net/http's connection goroutine). The Server calls Push once,
+// before its first Receive, with the function that serves one delivery; the
+// listener then calls it on its own goroutine instead of handing the
+// delivery to Receive, which saves a handoff and a goroutine per request.
+// serve blocks while the Server's in-flight bound is reached, and returns
+// once the delivery is answered and settled. Receive still reports the end
+// of the listener (ErrClosed).
+type Pusher interface {
+	Push(serve func(*Delivery))
+}
+
 // SizeLimiter is implemented by a Listener or Conn whose broker caps the
 // size of one message. The core checks frames against it before sending
 // and answers 413 instead.
