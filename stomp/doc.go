@@ -1,2 +1,111 @@
-// Package stomp is the STOMP backend of httpbus.
+// Package stomp is the STOMP backend of httpbus: an http.Handler served
+// from a STOMP queue and an *http.Client calling it, on Apache ActiveMQ 5.x
+// and on RabbitMQ's STOMP plugin, over github.com/go-stomp/stomp/v3
+// (imported as stompgo; pinned at v3.1.5). Import it as stomptransport.
+//
+// Each message body is one whole HTTP/1.1 message (content-type
+// message/http); STOMP headers carry routing only. docs/wire/stomp.md is
+// the language-neutral description of the wire.
+//
+// # URLs
+//
+//	stomp://[login:passcode@]host[:port][?option=value&...]       port 61613
+//	stomp+ssl://[login:passcode@]host[:port][?option=value&...]   TLS, port 61614
+//
+// transport.Listen reads service= and topics= (comma-separated). Options:
+//
+//	dialect=activemq|rabbitmq   broker rules; default: the CONNECTED frame's server header
+//	prefetch=N                  unacked messages per subscription (default 128)
+//	heartbeat=10s               STOMP heart-beats both ways; 0 disables
+//	queue_prefix=/queue/        request destinations are queue_prefix+service
+//	topic_prefix=/topic/        notification destinations start with it
+//	max_frame=BYTES             the broker's frame limit (default 10 MiB ActiveMQ, 64 MiB RabbitMQ)
+//	reconnect_max=5s            longest wait between reconnection attempts
+//	vhost=/                     the CONNECT host header (RabbitMQ: the virtual host)
+//	ca_file=PATH                stomp+ssl: PEM CA bundle to verify the broker with
+//
+// A connection from a URL is redialled after it is lost. New and
+// NewListener take a *stompgo.Conn the caller dialled (see ConnOptions) and
+// owns; set Config.Redial to reconnect.
+//
+// # Delivery
+//
+// A request is a SEND to QueuePrefix+service (default /queue/<service>)
+// with content-type message/http, content-length, correlation-id, reply-to
+// a temporary queue of the caller's connection, httpbus-version, and, with
+// a deadline, httpbus-deadline (Unix ms) plus expires (ActiveMQ: absolute
+// Unix ms, the broker drops it when expired) or expiration (RabbitMQ:
+// milliseconds to live). The temporary queue differs per broker: on
+// ActiveMQ the caller SUBSCRIBEs to /temp-queue/NAME and servers see
+// reply-to /remote-temp-queue/ID:…; on RabbitMQ the caller must not
+// SUBSCRIBE (an ERROR closes the connection): the broker subscribes the
+// session itself on the first SEND naming it, and servers see
+// /reply-queue/amq.gen-…. Servers reply to the reply-to they received.
+//
+// Instances of a service compete on its queue with ack: client-individual
+// and prefetch (activemq.prefetchSize and prefetch-count both sent): the
+// broker never has more than Prefetch unacknowledged requests out per
+// instance. A request is acknowledged only after its response was sent. A
+// request left unacknowledged by an instance that stops or loses its
+// connection is redelivered by the broker to another instance, with the
+// redelivered header that the handler sees as Httpbus-Redelivered: true
+// (both brokers set it). Dispositions: Reject (an undecodable frame) is a
+// NACK — RabbitMQ requeue:false dead-letters it (or drops it when the queue
+// has no dead-letter exchange); ActiveMQ moves it to its dead-letter queue
+// (ActiveMQ.DLQ) if it is persistent and drops it otherwise (requests are
+// sent non-persistent). Requeue is a NACK requeue:true on RabbitMQ; on
+// ActiveMQ, whose NACK dead-letters, the message stays unacknowledged and
+// returns to the queue when the listener closes. Drain stops serving: the
+// deliveries already received are served; later ones are returned at Close.
+// While draining, responses are sent with a receipt.
+//
+// Notifications go to one queue per subscribing service, shared by its
+// instances: on ActiveMQ a virtual topic (publish to
+// TopicPrefix+"VirtualTopic."+topic; each service consumes
+// QueuePrefix+"Consumer."+service+".VirtualTopic."+topic, dots in the
+// service name replaced by "_"); on RabbitMQ a durable queue named
+// httpbus.<service>.<topic> bound to the amq.topic exchange with routing
+// key <topic> (publish to TopicPrefix+topic; subscribe to it with
+// durable:true, auto-delete:false and x-queue-name). Notifications are
+// published with a receipt: Publish returns when the broker has them. A
+// notification published while no instance of a service ever subscribed is
+// not kept for it.
+//
+// Requests for a service that no instance ever listened to wait in its
+// queue until they expire: STOMP cannot tell the caller that nobody
+// listens, so the caller sees 504 at its deadline, not 503 (the
+// conformance suite's NoRespondersStatus). On RabbitMQ the queue
+// /queue/<service> is durable, created by the first SEND or SUBSCRIBE.
+//
+// The connection is watched by heart-beats (every HeartBeat/2; silence for
+// 2.25×HeartBeat means dead) and by every subscription: on a socket drop,
+// an ERROR frame or missed heart-beats, the Listener or Conn redials with
+// exponential backoff (github.com/cenkalti/backoff/v5) and subscribes
+// again (go-stomp does not). Meanwhile State reports StateReconnecting,
+// calls wait for the new connection until their deadline, calls waiting
+// for a response fail with transport.ErrUnavailable (their reply queue is
+// gone with the connection), and deliveries of the lost connection are
+// neither served nor acknowledged (the broker redelivers them).
+//
+// # Errors
+//
+// A body larger than the broker's frame limit minus HeaderReserve fails
+// with a *transport.TooLargeError before anything is sent (413 through a
+// RoundTripper): ActiveMQ drops the TCP connection, without an ERROR
+// frame, on a frame over its transport.maxFrameSize. A lost or unusable
+// connection gives transport.ErrUnavailable (502) wrapping go-stomp's
+// error; a caller's deadline passing gives transport.ErrTimeout (504);
+// using a closed Listener or Conn gives transport.ErrClosed. A broker that
+// refuses CONNECT (credentials, virtual host) gives an error saying so.
+// Errors never contain the URL's password.
+//
+// # Limits of STOMP
+//
+// The conformance suite runs on both brokers with one declared difference:
+// no responders is 504 (see Delivery). Header names of the HTTP message
+// never collide with STOMP headers, since the HTTP message travels inside
+// the body; STOMP header values are escaped as STOMP 1.2 says (by go-stomp).
+// A message that is not message/http (from a STOMP console or another
+// producer) is served as a POST to "/" whose headers are its STOMP headers
+// (content-length and content-type aside), canonicalised.
 package stomp

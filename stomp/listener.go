@@ -40,7 +40,7 @@ type token struct {
 	corrID  string
 }
 
-// NewListener returns the server side of cfg.Service... on conn, which the
+// NewListener returns the server side of service lc.Service on conn, which the
 // caller owns: Close unsubscribes but leaves conn open. It subscribes
 // before returning (the broker has confirmed the subscriptions). With
 // cfg.Redial set, a lost connection is replaced by a dialled one (which
