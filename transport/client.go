@@ -75,6 +75,9 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, errors.New("transport: request URL has no host naming the service")
 	}
 	if native, ok := rt.Conn.(http.RoundTripper); ok && req.Method != MethodNotify {
+		if max := rt.limits().body(); max >= 0 && req.ContentLength > max {
+			return rt.failure(req, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})
+		}
 		resp, err := native.RoundTrip(req)
 		if err != nil {
 			return rt.failure(req, err)
