@@ -125,6 +125,11 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	c.mu.Lock()
 	c.pending[id] = cl
 	c.mu.Unlock()
+	if k.isDead() {
+		// Lost between get and registering: lost() may have run already.
+		c.forget(id)
+		return nil, fmt.Errorf("transport/stomp: send to %s%s: connection lost: %w: %w", c.s.cfg.QueuePrefix, service, transport.ErrUnavailable, k.err)
+	}
 	ct := req.ContentType
 	if ct == "" {
 		ct = transport.MediaType
