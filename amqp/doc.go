@@ -47,8 +47,9 @@
 // one consumer on one channel per Conn, shared by all its callers), header
 // Httpbus-Version: 1 and, when the caller has a deadline, header
 // Httpbus-Deadline (Unix ms) and expiration (the milliseconds left, rounded
-// up), so the broker drops it once it expires. A request whose deadline has
-// passed on arrival is answered 504 without running the handler.
+// up), so the broker drops it once it expires. A call whose deadline has
+// already passed is not sent (504 at once); a request whose deadline has
+// passed when a server takes it is answered 504 without running the handler.
 //
 // A Listener consumes with manual acknowledgements and the prefetch as its
 // in-flight limit. It publishes the response (a message/http frame with the
