@@ -98,7 +98,9 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	m := &Message{Body: frame, ContentType: MediaType}
-	if dl, ok := ctx.Deadline(); ok {
+	if dl, ok := ctx.Deadline(); ok && req.Method != MethodNotify {
+		// Notifications carry no deadline (WIRE.md §2): a publisher's
+		// timeout must not expire a notification waiting for a subscriber.
 		m.Deadline = dl
 	}
 	if req.Method == MethodNotify {

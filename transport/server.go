@@ -271,7 +271,13 @@ func (s *Server) reply(base context.Context, l Listener, d *Delivery, resp []byt
 		m = &Message{Body: resp, ContentType: MediaType}
 	}
 	if err := l.Reply(ctx, d, m, disp); err != nil {
-		s.logger().Error("transport: reply failed", "service", d.Service, "topic", d.Topic, "err", err)
+		level := slog.LevelError
+		if errors.Is(err, ErrUnavailable) {
+			// The connection died with the delivery unacked: where the
+			// broker redelivers, another instance answers it.
+			level = slog.LevelWarn
+		}
+		s.logger().Log(ctx, level, "transport: reply failed", "service", d.Service, "topic", d.Topic, "err", err)
 	}
 }
 
