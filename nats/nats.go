@@ -132,11 +132,22 @@ func checkService(service string) error {
 	return nil
 }
 
+// frameHeader is the header block of a message with no deadline carrying a
+// frame (every reply). Shared and never modified: nats.go only reads a
+// message's Header when it encodes it.
+var frameHeader = natsgo.Header{
+	"Content-Type":          {transport.MediaType},
+	transport.HeaderVersion: {transport.Version},
+}
+
 // natsHeader builds the NATS header block of an outgoing message.
 func natsHeader(m *transport.Message) natsgo.Header {
 	ct := m.ContentType
 	if ct == "" {
 		ct = transport.MediaType
+	}
+	if ct == transport.MediaType && m.Deadline.IsZero() {
+		return frameHeader
 	}
 	h := natsgo.Header{
 		"Content-Type":          {ct},
