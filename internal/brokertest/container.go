@@ -241,11 +241,14 @@ stomp.listeners.tcp.1 = 127.0.0.1:%d
 	img := image(EnvRabbitMQImage, DefaultRabbitMQImage)
 	ctr, err := runOnHost(ctx, t, img,
 		testcontainers.WithFiles(
-			testcontainers.ContainerFile{Reader: strings.NewReader(conf), ContainerFilePath: "/etc/rabbitmq/httpbus.conf", FileMode: 0o644},
+			testcontainers.ContainerFile{Reader: strings.NewReader(conf), ContainerFilePath: "/etc/rabbitmq/httpbus.d/httpbus.conf", FileMode: 0o644},
 			testcontainers.ContainerFile{Reader: strings.NewReader("[rabbitmq_stomp].\n"), ContainerFilePath: "/etc/rabbitmq/enabled_plugins", FileMode: 0o644},
 		),
 		testcontainers.WithEnv(map[string]string{
-			"RABBITMQ_CONFIG_FILE":                "/etc/rabbitmq/httpbus.conf",
+			// Only our configuration: the image's conf.d adds a listener on
+			// 0.0.0.0:5672, which the host's RabbitMQ holds.
+			"RABBITMQ_CONFIG_FILE":                "/etc/rabbitmq/httpbus.d/httpbus.conf",
+			"RABBITMQ_CONFIG_FILES":               "/etc/rabbitmq/httpbus.d",
 			"RABBITMQ_NODENAME":                   "httpbus" + strconv.Itoa(amqpPort) + "@localhost",
 			"RABBITMQ_DIST_PORT":                  strconv.Itoa(distPort),
 			"ERL_EPMD_ADDRESS":                    "127.0.0.1",
