@@ -45,6 +45,10 @@
 // message/http, Httpbus-Version: 1 and Httpbus-Deadline (Unix ms). The
 // response frame is published to the reply subject with the same headers
 // (no deadline). Names under the reserved Nats- prefix are never used.
+// Receivers match the routing header names case-insensitively (a client in
+// another language may send "content-type"); a malformed Httpbus-Deadline
+// is answered 400 by the listener. A request published without a reply
+// subject is served and its response dropped.
 //
 // Notifications for topic T go to "<prefix>.notify.T"; every service
 // subscribed to T queue-subscribes with its own queue group, so each
@@ -64,8 +68,10 @@
 // memory. Past them nats.go drops messages as a slow consumer (logged).
 // Drain (Server.Shutdown) unsubscribes at the server, confirms with a
 // flush, and serves the messages already received before Receive returns
-// transport.ErrClosed. A request requeued by the Server is republished to
-// its subject, with Httpbus-Redelivered: true, keeping its reply subject.
+// transport.ErrClosed. Close instead drops what the subscriptions hold
+// (those callers get 504). A request requeued by the Server is republished
+// to its subject, with Httpbus-Redelivered: true, keeping its reply
+// subject, so another instance answers it (or its caller gets 503 at once).
 //
 // Reconnection is nats.go's: URL openers reconnect forever (max_reconnects)
 // every reconnect_wait; subscriptions are restored by nats.go. Requests
