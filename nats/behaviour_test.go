@@ -406,3 +406,66 @@ func TestBadInputNATS(t *testing.T) {
 	}
 	good("a stray reply on the caller's inbox")
 }
+
+// TestRequeue: a request handed back with transport.Requeue is republished
+// with its reply subject: another instance answers it and sees
+// Httpbus-Redelivered.
+func TestRequeue(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("requeue")
+	a := listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{})
+	t.Cleanup(func() { a.Close() })
+	conn := dial(t, connect(t, url))
+	client := transport.NewClient(conn)
+	type result struct {
+		code int
+		body string
+		err  error
+	}
+	call := func() <-chan result {
+		out := make(chan result, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+svc+"/r", strings.NewReader("again"))
+			resp, err := client.Do(req)
+			if err != nil {
+				out <- result{err: err}
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			out <- result{code: resp.StatusCode, body: string(b)}
+		}()
+		return out
+	}
+	take := func() *transport.Delivery {
+		t.Helper()
+		d, err := a.Receive(ctxTimeout(t, 10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	// Another instance takes the requeued request.
+	res := call()
+	d := take()
+	redelivered := make(chan string, 1)
+	b := listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{})
+	serve(t, &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		redelivered <- r.Header.Get(transport.HeaderRedelivered)
+		io.Copy(w, r.Body)
+	})}, b)
+	// A leaves the queue group first, so the republished request goes to B.
+	if err := a.Drain(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Reply(ctxTimeout(t, 5*time.Second), d, nil, transport.Requeue); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-res; r.err != nil || r.code != 200 || r.body != "again" {
+		t.Fatalf("requeued request: %+v, want 200 \"again\"", r)
+	}
+	if v := <-redelivered; v != "true" {
+		t.Errorf("the other instance saw %s %q, want \"true\"", transport.HeaderRedelivered, v)
+	}
+}

@@ -71,7 +71,8 @@
 // transport.ErrClosed. Close instead drops what the subscriptions hold
 // (those callers get 504). A request requeued by the Server is republished
 // to its subject, with Httpbus-Redelivered: true, keeping its reply
-// subject, so another instance answers it (or its caller gets 503 at once).
+// subject, so another instance answers it (with none left, its caller gets
+// 504 at its deadline).
 //
 // Reconnection is nats.go's: URL openers reconnect forever (max_reconnects)
 // every reconnect_wait; subscriptions are restored by nats.go. Requests

@@ -168,8 +168,7 @@ func (l *Listener) forward(s *natsgo.Subscription, topic string) {
 		case l.ch <- d:
 		case <-l.ctx.Done():
 			// Closed while holding it: hand it back to the subject, where
-			// another instance may take it (or the caller gets no
-			// responders at once).
+			// another instance may take it.
 			if topic == "" {
 				l.requeue(m)
 			}
