@@ -301,12 +301,6 @@ func (s *session) current() *link {
 	return s.cur
 }
 
-func (s *session) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
 // State implements transport.StateReporter.
 func (s *session) State() transport.State {
 	s.mu.Lock()

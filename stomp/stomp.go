@@ -285,7 +285,7 @@ func headerOf(h *frame.Header) http.Header {
 		if k == frame.ContentLength || k == frame.ContentType {
 			continue
 		}
-		out.Add(http.CanonicalHeaderKey(k), v)
+		out.Add(k, v) // Add canonicalises the key
 	}
 	return out
 }

@@ -122,18 +122,23 @@ func (uc *urlConfig) dial(ctx context.Context) (*stompgo.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport/stomp: dial %s: %w: %w", uc.u.Redacted(), transport.ErrUnavailable, err)
 	}
+	var rw net.Conn = nc
+	if uc.cfg.Dialect != DialectRabbitMQ {
+		rw = newFilterConn(nc, uc.cfg.withDefaults().Logger)
+	}
 	// go-stomp reads the CONNECTED frame without a deadline unless ctx has
 	// one; close the socket if ctx ends first.
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	c, err := stompgo.ConnectWithContext(ctx, nc, uc.opts...)
+	stop := context.AfterFunc(ctx, func() { rw.Close() })
+	c, err := stompgo.ConnectWithContext(ctx, rw, uc.opts...)
 	if !stop() {
 		if err == nil {
 			c.MustDisconnect()
 		}
+		rw.Close()
 		return nil, fmt.Errorf("transport/stomp: connect to %s: %w: %w", uc.u.Redacted(), transport.ErrUnavailable, transport.ContextError(ctx))
 	}
 	if err != nil {
-		nc.Close()
+		rw.Close()
 		var se stompgo.Error
 		if errors.As(err, &se) && se.Frame != nil {
 			// An ERROR frame: bad credentials, unknown vhost.
