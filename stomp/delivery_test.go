@@ -387,3 +387,37 @@ func TestCallerOwnedConnection(t *testing.T) {
 		}
 	})
 }
+
+// TestNoReplyAddress: a request frame without reply-to (sent by hand) is
+// served and acknowledged, never answered, and the server goes on.
+func TestNoReplyAddress(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		j := newJanitor(t, b)
+		svc := unique("noreply")
+		ran := make(chan string, 1)
+		l := listen(t, j, brokerURL(addr), transport.ListenConfig{Service: svc})
+		serve(t, l, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/fire" {
+				ran <- r.Method + " " + r.URL.Path
+			}
+			io.WriteString(w, "ok")
+		}))
+		c, _, _ := rawClient(t, b, addr)
+		frame := "POST /fire HTTP/1.1\r\nHost: " + svc + "\r\nContent-Length: 2\r\n\r\nhi"
+		if err := c.Send("/queue/"+svc, transport.MediaType, []byte(frame), stompgo.SendOpt.Receipt); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-ran:
+			if got != "POST /fire" {
+				t.Errorf("handler saw %s", got)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a request without reply-to was not served")
+		}
+		client := transport.NewClient(dial(t, j, brokerURL(addr)))
+		if status, body := get(t, client, "http://"+svc+"/next", 10*time.Second); status != 200 || body != "ok" {
+			t.Fatalf("next request: %d %q", status, body)
+		}
+	})
+}

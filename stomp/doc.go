@@ -59,6 +59,14 @@
 // deliveries already received are served; later ones are returned at Close.
 // While draining, responses are sent with a receipt.
 //
+// A response to a caller that has gone (its connection, and with it its
+// temporary queue, closed) is lost: RabbitMQ drops it; ActiveMQ answers the
+// SEND with an ERROR frame (message temp-queue://…) but keeps the
+// connection. go-stomp closes its connection on any ERROR frame, which
+// would make the server reconnect and the broker redeliver everything it
+// holds, so connections this package dials filter that one ERROR out (and
+// log it). A connection given to New or NewListener is not filtered.
+//
 // Notifications go to one queue per subscribing service, shared by its
 // instances: on ActiveMQ a virtual topic (publish to
 // TopicPrefix+"VirtualTopic."+topic; each service consumes
@@ -69,7 +77,9 @@
 // durable:true, auto-delete:false and x-queue-name). Notifications are
 // published with a receipt: Publish returns when the broker has them. A
 // notification published while no instance of a service ever subscribed is
-// not kept for it.
+// not kept for it; once the service's queue exists it keeps notifications
+// while no instance runs (on RabbitMQ the queue is durable: delete it when
+// the service no longer subscribes).
 //
 // Requests for a service that no instance ever listened to wait in its
 // queue until they expire: STOMP cannot tell the caller that nobody
