@@ -10,8 +10,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	stompgo "github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
 )
 
 func init() { registerRaw(openRawSTOMP, "stomp") }
@@ -46,7 +48,7 @@ func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg
 	if vhost == "" {
 		vhost = "/"
 	}
-	opts := []func(*stompgo.Conn) error{stompgo.ConnOpt.Host(vhost)}
+	opts := []func(*stompgo.Conn) error{stompgo.ConnOpt.Host(vhost), stompgo.ConnOpt.AcceptVersion(stompgo.V12, stompgo.V11)}
 	if u.User != nil {
 		pass, _ := u.User.Password()
 		opts = append(opts, stompgo.ConnOpt.Login(u.User.Username(), pass))
@@ -86,17 +88,32 @@ func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg
 func (r *rawSTOMP) isRabbitMQ() bool { return strings.HasPrefix(r.cli.Server(), "RabbitMQ") }
 
 func (r *rawSTOMP) start() error {
-	sub, err := r.srv.Subscribe(r.dest, stompgo.AckClientIndividual)
+	prefetch := strconv.Itoa(rawPrefetch)
+	sub, err := r.srv.Subscribe(r.dest, stompgo.AckClientIndividual,
+		stompgo.SubscribeOpt.Header("activemq.prefetchSize", prefetch),
+		stompgo.SubscribeOpt.Header("prefetch-count", prefetch))
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", r.dest, err)
 	}
-	r.wg.Add(1)
+	// go-stomp reads and writes a connection in one goroutine: while it
+	// hands a MESSAGE to a subscription it writes nothing, so a responder
+	// that SENDs from the goroutine reading sub.C deadlocks once more
+	// messages are in flight (prefetch) than the channels hold. The reader
+	// below therefore never blocks: it queues, and a second goroutine sends.
+	queue := make(chan *stompgo.Message, rawPrefetch+64)
+	r.wg.Add(2)
 	go func() {
 		defer r.wg.Done()
+		defer close(queue)
 		for m := range sub.C {
-			if m.Err != nil {
-				continue
+			if m.Err == nil {
+				queue <- m
 			}
+		}
+	}()
+	go func() {
+		defer r.wg.Done()
+		for m := range queue {
 			err := r.srv.Send(m.Header.Get("reply-to"), m.ContentType, m.Body,
 				stompgo.SendOpt.Header("correlation-id", m.Header.Get("correlation-id")))
 			if err != nil {
@@ -141,9 +158,20 @@ func (r *rawSTOMP) Do(ctx context.Context) error {
 	r.mu.Lock()
 	r.pending[id] = ch
 	r.mu.Unlock()
-	err := r.cli.Send(r.dest, "application/octet-stream", r.body,
+	opts := []func(*frame.Frame) error{
 		stompgo.SendOpt.Header("reply-to", r.replyTo),
-		stompgo.SendOpt.Header("correlation-id", id))
+		stompgo.SendOpt.Header("correlation-id", id),
+	}
+	// A request left in the queue by an earlier run must expire: answering
+	// it to a temp queue that is gone makes ActiveMQ close the responder's
+	// connection with an ERROR frame. ActiveMQ reads "expires" (absolute
+	// Unix ms), RabbitMQ "expiration" (a TTL in ms).
+	if dl, ok := ctx.Deadline(); ok {
+		opts = append(opts,
+			stompgo.SendOpt.Header("expires", strconv.FormatInt(dl.UnixMilli(), 10)),
+			stompgo.SendOpt.Header("expiration", strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)))
+	}
+	err := r.cli.Send(r.dest, "application/octet-stream", r.body, opts...)
 	if err == nil {
 		select {
 		case b := <-ch:
