@@ -3,9 +3,11 @@ package nats_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -467,5 +469,64 @@ func TestRequeue(t *testing.T) {
 	}
 	if v := <-redelivered; v != "true" {
 		t.Errorf("the other instance saw %s %q, want \"true\"", transport.HeaderRedelivered, v)
+	}
+}
+
+// TestCloseHandsBack: requests a listener received but nobody took are
+// handed back to the broker by Close, and another instance answers them.
+func TestCloseHandsBack(t *testing.T) {
+	url := brokertest.NATS(t)
+	svc := uniqueName("handback")
+	anc := connect(t, url)
+	a := listen(t, anc, transport.ListenConfig{Service: svc}, natstransport.Config{})
+	client := transport.NewClient(dial(t, connect(t, url)))
+	const n = 5
+	results := make(chan string, n)
+	for i := range n {
+		go func() {
+			body := strconv.Itoa(i)
+			req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+svc+"/", strings.NewReader(body))
+			resp, err := client.Do(req)
+			if err != nil {
+				results <- err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results <- fmt.Sprintf("%d %s %s", resp.StatusCode, b, resp.Header.Get("X-Redelivered"))
+		}()
+	}
+	// Wait until A holds all n (nobody takes them: no Server runs on A);
+	// each check follows a round trip to the server.
+	deadline := time.Now().Add(10 * time.Second)
+	for natstransport.PendingOf(a) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("listener holds %d of %d requests", natstransport.PendingOf(a), n)
+		}
+		if err := anc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := listen(t, connect(t, url), transport.ListenConfig{Service: svc}, natstransport.Config{})
+	serve(t, &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Redelivered", r.Header.Get(transport.HeaderRedelivered))
+		io.Copy(w, r.Body)
+	})}, b)
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for range n {
+		r := <-results
+		var code int
+		var body, redelivered string
+		fmt.Sscanf(r, "%d %s %s", &code, &body, &redelivered)
+		if code != 200 || redelivered != "true" {
+			t.Errorf("handed-back request answered %q, want 200 <body> true", r)
+		}
+		seen[body] = true
+	}
+	if len(seen) != n {
+		t.Errorf("answers %v, want %d distinct", seen, n)
 	}
 }

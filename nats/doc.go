@@ -68,11 +68,12 @@
 // memory. Past them nats.go drops messages as a slow consumer (logged).
 // Drain (Server.Shutdown) unsubscribes at the server, confirms with a
 // flush, and serves the messages already received before Receive returns
-// transport.ErrClosed. Close instead drops what the subscriptions hold
-// (those callers get 504). A request requeued by the Server is republished
-// to its subject, with Httpbus-Redelivered: true, keeping its reply
-// subject, so another instance answers it (with none left, its caller gets
-// 504 at its deadline).
+// transport.ErrClosed. Close instead hands the requests it holds back to
+// the broker: it unsubscribes and republishes each to its subject, with
+// Httpbus-Redelivered: true, keeping its reply subject, so another instance
+// answers it (with none left, its caller gets 504 at its deadline); the same
+// happens to a request the Server requeues. Notifications held at Close are
+// dropped (republished, they would reach the other services twice).
 //
 // Reconnection is nats.go's: URL openers reconnect forever (max_reconnects)
 // every reconnect_wait; subscriptions are restored by nats.go. Requests

@@ -352,11 +352,18 @@ func (l *Listener) Drain() error {
 	return errors.Join(errs...)
 }
 
-// Close implements transport.Listener: it unsubscribes and, for a listener
-// opened from a URL, closes the connection (flushing replies already
-// published). Messages received but not taken by Receive are dropped: NATS
-// core does not redeliver, and their callers get a timeout; use
-// Server.Shutdown (Drain) to serve them first.
+// closeHandBackTimeout bounds Close's wait for the server to confirm the
+// unsubscription while it hands requests back.
+const closeHandBackTimeout = 5 * time.Second
+
+// Close implements transport.Listener. Requests received but not taken by
+// Receive go back to the broker as the Listener contract asks: Close
+// unsubscribes the service subject at the server and republishes each of
+// them to it (marked Httpbus-Redelivered, reply subject kept), so that
+// another instance answers it (with none left, its caller gets 504 at its
+// deadline). Notifications not yet taken are dropped (republishing would
+// repeat them to every other subscribing service). A listener opened from
+// a URL then closes its connection, flushing what was published.
 func (l *Listener) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -366,14 +373,52 @@ func (l *Listener) Close() error {
 	l.closed = true
 	l.mu.Unlock()
 	l.cancel()
-	for _, s := range l.subs {
+	l.fwd.Wait()
+	for i, s := range l.subs {
+		if i == 0 {
+			l.handBack(s)
+			continue
+		}
+		if n, _, _ := s.Pending(); n > 0 {
+			l.log.Warn("transport/nats: close: notifications not taken are dropped", "subject", s.Subject, "count", n)
+		}
 		s.Unsubscribe() // ErrBadSubscription after Drain: fine
 	}
-	l.fwd.Wait()
 	if l.own {
 		l.nc.Close()
 	}
 	return nil
+}
+
+// handBack drains the service subscription and republishes what it still
+// holds.
+func (l *Listener) handBack(s *natsgo.Subscription) {
+	if !l.nc.IsConnected() {
+		s.Unsubscribe() // nowhere to hand them back to
+		return
+	}
+	if err := s.Drain(); err != nil {
+		s.Unsubscribe()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeHandBackTimeout)
+	defer cancel()
+	n := 0
+	for {
+		m, err := s.NextMsgWithContext(ctx)
+		if err != nil {
+			break // drained (ErrBadSubscription), connection closed, or timeout
+		}
+		if l.requeue(m) == nil {
+			n++
+		}
+	}
+	if ctx.Err() != nil {
+		s.Unsubscribe()
+	}
+	if n > 0 {
+		l.log.Info("transport/nats: close: requests handed back to the broker", "subject", s.Subject, "count", n)
+	}
 }
 
 // MaxMessageBytes implements transport.SizeLimiter: the server's
