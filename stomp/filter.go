@@ -19,7 +19,8 @@ import (
 // caller that went away). ActiveMQ keeps the connection open after it, but
 // go-stomp closes its connection on any ERROR frame, which would make a
 // server reconnect and have the broker redeliver every request it holds
-// because one caller left. With any broker but ActiveMQ (told by the
+// because one caller left (if that SEND asked for a receipt, the ERROR is
+// replaced by the RECEIPT its sender waits for). With any broker but ActiveMQ (told by the
 // CONNECTED frame's server header) it copies bytes without looking at them.
 // Writes go straight to the socket.
 type filterConn struct {
@@ -106,6 +107,13 @@ func (f *streamFilter) run() error {
 			fr, _ := frame.NewReader(bytes.NewReader(f.err.Bytes())).Read()
 			if fr != nil && isVanishedReplyError(fr) {
 				f.log.Info("transport/stomp: response dropped: the caller's temporary queue no longer exists", "destination", fr.Header.Get(frame.Message))
+				if id, ok := fr.Header.Contains(frame.ReceiptId); ok {
+					// The sender waits for a receipt: the broker is done
+					// with the frame, so give it one.
+					if err := frame.NewWriter(f.bw).Write(frame.New(frame.RECEIPT, frame.ReceiptId, id)); err != nil {
+						return err
+					}
+				}
 				continue
 			}
 			if _, err := f.bw.Write(f.err.Bytes()); err != nil {
@@ -170,12 +178,10 @@ func (f *streamFilter) body(out io.Writer, length int64) error {
 // isVanishedReplyError recognises ActiveMQ's ERROR frame for a send to a
 // deleted temporary destination (DestinationDoesNotExistException; the
 // message header is the destination, e.g. temp-queue://ID:host-1-2:3:1).
-// An ERROR answering a receipt is never dropped: its sender waits for it.
+// One answering a SEND with a receipt (a reply sent while draining) is
+// replaced by a RECEIPT.
 func isVanishedReplyError(f *frame.Frame) bool {
 	if f.Command != frame.ERROR {
-		return false
-	}
-	if _, ok := f.Header.Contains(frame.ReceiptId); ok {
 		return false
 	}
 	m := f.Header.Get(frame.Message)

@@ -34,7 +34,8 @@ func TestFilter(t *testing.T) {
 		{"heart-beats", amqConnected + "\n\r\n\nMESSAGE\n\n\x00\n\n", ""},
 		{"vanished temp queue ERROR dropped", amqConnected + "MESSAGE\n\nbefore\x00" + vanished + "MESSAGE\n\nafter\x00",
 			amqConnected + "MESSAGE\n\nbefore\x00" + "\n" + "MESSAGE\n\nafter\x00"}, // the EOL after the dropped frame stays (a heart-beat)
-		{"ERROR answering a receipt kept", amqConnected + "ERROR\nreceipt-id:7\nmessage:temp-queue://ID:x\n\n\x00", ""},
+		{"vanished ERROR answering a receipt becomes a RECEIPT", amqConnected + "ERROR\nreceipt-id:7\nmessage:temp-queue://ID:x\n\n\x00",
+			amqConnected + "RECEIPT\nreceipt-id:7\n\n\x00"},
 		{"other ERROR kept", amqConnected + "ERROR\nmessage:User name [x] or password is invalid.\ncontent-length:3\n\nbad\x00", ""},
 		{"long header line", amqConnected + "MESSAGE\nx:" + strings.Repeat("v", 200<<10) + "\n\n\x00", ""},
 		{"large body", amqConnected + "MESSAGE\ncontent-length:300000\n\n" + strings.Repeat("b", 300000) + "\x00", ""},
