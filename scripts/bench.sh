@@ -91,7 +91,8 @@ for b in $backends; do
 			cat "$work/row" >>"$rows"
 		else
 			failed=1
-			msg=$(grep -v '^$' "$work/err" | grep -v 'INFO: Subscription' | head -n 1 | redact | tr '|' '/' | cut -c1-200)
+			msg=$(grep '^httpbus' "$work/err" | head -n 1 | redact | tr '|' '/' | cut -c1-200)
+			[ -n "$msg" ] || msg=$(grep -v '^$' "$work/err" | tail -n 1 | redact | tr '|' '/' | cut -c1-200)
 			log "$b -c $c failed (exit $rc): $msg"
 			echo "| $(backend_label "$b") ($b) | $c | failed: $msg | | | | | | | | |" >>"$rows"
 		fi

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,6 +89,14 @@ func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg
 func (r *rawSTOMP) isRabbitMQ() bool { return strings.HasPrefix(r.cli.Server(), "RabbitMQ") }
 
 func (r *rawSTOMP) start() error {
+	if !r.isRabbitMQ() {
+		// ActiveMQ answers a SEND to a temp queue that is gone with an
+		// ERROR frame that closes the connection, so a request left in the
+		// queue by an earlier, interrupted run would kill this responder:
+		// use a queue of this process's own. (RabbitMQ drops such replies,
+		// and would keep a durable queue per name: the name stays fixed.)
+		r.dest += fmt.Sprintf(".%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	}
 	prefetch := strconv.Itoa(rawPrefetch)
 	sub, err := r.srv.Subscribe(r.dest, stompgo.AckClientIndividual,
 		stompgo.SubscribeOpt.Header("activemq.prefetchSize", prefetch),
