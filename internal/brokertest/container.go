@@ -233,6 +233,8 @@ func rabbitMQ(t testing.TB) (amqpPort, stompPort int, ok bool) {
 	conf := fmt.Sprintf(`loopback_users = none
 default_user = guest
 default_pass = guest
+log.console = true
+log.console.level = info
 listeners.tcp.1 = 127.0.0.1:%d
 stomp.listeners.tcp.1 = 127.0.0.1:%d
 `, amqpPort, stompPort)
@@ -255,11 +257,12 @@ stomp.listeners.tcp.1 = 127.0.0.1:%d
 			"ERL_EPMD_PORT":                       strconv.Itoa(epmdPort),
 			"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
 		}),
-		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Server startup complete")),
+		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Server startup complete").WithStartupTimeout(2*time.Minute)),
 	)
 	if !started(t, "RabbitMQ ("+img+")", ctr, err) {
 		return 0, 0, false
 	}
+	t.Logf("brokertest: RabbitMQ from testcontainers-go, image %s, AMQP at 127.0.0.1:%d, STOMP at 127.0.0.1:%d", img, amqpPort, stompPort)
 	return amqpPort, stompPort, true
 }
 
@@ -319,11 +322,12 @@ func containerActiveMQ(t testing.TB) string {
 			FileMode:          0o644,
 		}),
 		testcontainers.WithEnv(map[string]string{"ACTIVEMQ_OPTS_MEMORY": "-Xms64M -Xmx256M"}),
-		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Connector stomp started")),
+		testcontainers.WithWaitStrategyAndDeadline(2*time.Minute, wait.ForLog("Connector stomp started").WithStartupTimeout(2*time.Minute)),
 	)
 	if !started(t, "ActiveMQ ("+img+")", ctr, err) {
 		return ""
 	}
+	t.Logf("brokertest: ActiveMQ from testcontainers-go, image %s, STOMP at 127.0.0.1:%d", img, port)
 	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
