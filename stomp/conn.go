@@ -65,7 +65,7 @@ func (c *Conn) setup(ctx context.Context, k *link) error {
 	if err != nil {
 		return fmt.Errorf("transport/stomp: subscribe to %s: %w", c.replyTo, err)
 	}
-	c.s.pump(k, sub, c.dispatch)
+	c.s.pump(k, sub, k.dialect == DialectRabbitMQ, c.dispatch)
 	return nil
 }
 

@@ -127,14 +127,14 @@ func (l *Listener) setup(ctx context.Context, k *link) error {
 	if err != nil {
 		return fmt.Errorf("transport/stomp: subscribe to %s: %w", l.requestDest(), err)
 	}
-	l.s.pump(k, sub, func(m *stompgo.Message) { l.enqueue(k, m, "") })
+	l.s.pump(k, sub, false, func(m *stompgo.Message) { l.enqueue(k, m, "") })
 	for _, topic := range l.topics {
 		dest, extra := topicSub(cfg, k.dialect, l.service, topic)
 		sub, err := k.c.Subscribe(dest, stompgo.AckClientIndividual, append(append([]func(*frame.Frame) error(nil), common...), extra...)...)
 		if err != nil {
 			return fmt.Errorf("transport/stomp: subscribe to %s: %w", dest, err)
 		}
-		l.s.pump(k, sub, func(m *stompgo.Message) { l.enqueue(k, m, topic) })
+		l.s.pump(k, sub, false, func(m *stompgo.Message) { l.enqueue(k, m, topic) })
 	}
 	if err := l.s.sync(ctx, k); err != nil {
 		return fmt.Errorf("transport/stomp: subscriptions of service %q not confirmed: %w", l.service, err)

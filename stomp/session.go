@@ -40,7 +40,12 @@ type link struct {
 	err  error
 
 	mu   sync.Mutex
-	subs []*stompgo.Subscription
+	subs []linkSub
+}
+
+type linkSub struct {
+	sub   *stompgo.Subscription
+	local bool // registered only in go-stomp (RabbitMQ's implicit temp-queue subscription)
 }
 
 func newLink(c *stompgo.Conn, d Dialect, owned bool) *link {
@@ -67,9 +72,9 @@ func (l *link) isDead() bool {
 	}
 }
 
-func (l *link) addSub(s *stompgo.Subscription) {
+func (l *link) addSub(s *stompgo.Subscription, local bool) {
 	l.mu.Lock()
-	l.subs = append(l.subs, s)
+	l.subs = append(l.subs, linkSub{s, local})
 	l.mu.Unlock()
 }
 
@@ -168,19 +173,33 @@ func (s *session) drop(l *link) {
 	l.mu.Lock()
 	subs := l.subs
 	l.mu.Unlock()
-	for _, sub := range subs {
-		if sub.Active() {
-			sub.Unsubscribe()
+	for _, ls := range subs {
+		if err := unsubscribe(l.c, ls); err != nil {
+			s.log.Debug("transport/stomp: unsubscribe failed", "what", s.what, "destination", ls.sub.Destination(), "err", err)
 		}
 	}
+}
+
+// unsubscribe sends UNSUBSCRIBE for a subscription. go-stomp adds a
+// receipt (the subscription id) to every UNSUBSCRIBE it writes and closes
+// the subscription's channel when the RECEIPT arrives (or at once for a
+// local one), which ends its pump. Subscription.Unsubscribe is not used:
+// in v3.1.5 it can leak a goroutine waiting on a sync.Cond that was
+// signalled before it started waiting.
+func unsubscribe(c *stompgo.Conn, ls linkSub) error {
+	hdr := []string{"id", ls.sub.Id()}
+	if ls.local {
+		hdr = append(hdr, stompgo.ReplyToHeader, ls.sub.Id())
+	}
+	return c.Send("", "", nil, rawFrame("UNSUBSCRIBE", hdr...))
 }
 
 // pump reads a subscription until its channel closes, handing messages to
 // fn. go-stomp stops reading the socket while a subscription's channel is
 // full, so fn must not block. An error message or an unexpected end means
 // the connection is lost.
-func (s *session) pump(l *link, sub *stompgo.Subscription, fn func(*stompgo.Message)) {
-	l.addSub(sub)
+func (s *session) pump(l *link, sub *stompgo.Subscription, local bool, fn func(*stompgo.Message)) {
+	l.addSub(sub, local)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
