@@ -116,7 +116,16 @@ start_rabbitmq() {
     log "already running (AMQP $HOST:$RABBITMQ_AMQP_PORT, STOMP $HOST:$RABBITMQ_STOMP_PORT)"
   else
     [ -x /usr/sbin/rabbitmq-server ] || apt_install rabbitmq-server
-    if ! port_open "$HOST" "$RABBITMQ_AMQP_PORT" && ! timeout 20 rabbitmqctl -q -t 10 status >/dev/null 2>&1; then
+    if ! port_open "$HOST" "$RABBITMQ_AMQP_PORT" && timeout 20 rabbitmqctl -q -t 10 ping >/dev/null 2>&1; then
+      # The Erlang node answers: it is booting, or its rabbit application
+      # was stopped (rabbitmqctl stop_app). Give a boot 20 s, then start it.
+      if ! wait_port "$RABBITMQ_AMQP_PORT" 20; then
+        need_root "start the rabbit application"
+        log "node running but AMQP closed: rabbitmqctl start_app"
+        timeout 120 rabbitmqctl -q start_app || log "rabbitmqctl start_app returned $?"
+      fi
+    fi
+    if ! port_open "$HOST" "$RABBITMQ_AMQP_PORT" && ! timeout 20 rabbitmqctl -q -t 10 ping >/dev/null 2>&1; then
       need_root "start rabbitmq-server"
       if [ ! -e /etc/rabbitmq/rabbitmq.conf ]; then
         cat >/etc/rabbitmq/rabbitmq.conf <<CONF

@@ -158,9 +158,12 @@ func TestBrokerRestart(t *testing.T) {
 	}
 	stops := map[string]string{
 		"ActiveMQ": `kill "$(cat /run/activemq/main.pid)"; while (exec 3<>/dev/tcp/127.0.0.1/61614) 2>/dev/null; do sleep 0.2; done`,
-		"RabbitMQ": `rabbitmqctl -q stop_app && rabbitmqctl -q start_app`,
+		"RabbitMQ": `rabbitmqctl -q stop_app`,
 	}
-	starts := map[string]string{"ActiveMQ": "activemq", "RabbitMQ": "rabbitmq"}
+	starts := map[string]string{
+		"ActiveMQ": `../scripts/start-brokers.sh activemq`,
+		"RabbitMQ": `rabbitmqctl -q start_app && ../scripts/start-brokers.sh rabbitmq`,
+	}
 	forEachBroker(t, func(t *testing.T, b broker, addr string) {
 		j := newJanitor(t, b)
 		url := brokerURL(addr, "reconnect_max=500ms")
@@ -173,7 +176,7 @@ func TestBrokerRestart(t *testing.T) {
 			t.Fatalf("stopping %s: %v\n%s", b.name, err, out)
 		}
 		waitState(t, "listener", l.(transport.StateReporter), transport.StateReconnecting, 30*time.Second)
-		if out, err := exec.Command("../scripts/start-brokers.sh", starts[b.name]).CombinedOutput(); err != nil {
+		if out, err := exec.Command("bash", "-c", starts[b.name]).CombinedOutput(); err != nil {
 			t.Fatalf("starting %s: %v\n%s", b.name, err, out)
 		}
 		back := time.Now()
