@@ -28,7 +28,7 @@ func TestRedeliveryToOtherInstance(t *testing.T) {
 		j := newJanitor(t, b)
 		url := brokerURL(addr)
 		svc := unique("redeliver")
-		const n = 5
+		const n = 20
 		entered := make(chan struct{}, n)
 		release := make(chan struct{})
 		defer close(release)
