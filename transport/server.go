@@ -134,7 +134,8 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		n = DefaultMaxInFlight
 	}
 	sem := make(chan struct{}, n)
-	if p, ok := l.(Pusher); ok {
+	p, pusher := l.(Pusher)
+	if pusher {
 		p.Push(func(d *Delivery) {
 			select {
 			case sem <- struct{}{}:
@@ -148,18 +149,33 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		})
 	}
 	for {
-		select {
-		case sem <- struct{}{}:
-		case <-recvCtx.Done():
-			return ErrServerClosed
+		// A Pusher's Receive mostly waits for the end of the listener: it
+		// takes its slot after receiving, else it would hold one while the
+		// pushed requests wait for it (a deadlock at MaxInFlight 1).
+		if !pusher {
+			select {
+			case sem <- struct{}{}:
+			case <-recvCtx.Done():
+				return ErrServerClosed
+			}
 		}
 		d, err := l.Receive(recvCtx)
 		if err != nil {
-			<-sem
+			if !pusher {
+				<-sem
+			}
 			if s.closed.Load() {
 				return ErrServerClosed
 			}
 			return err
+		}
+		if pusher {
+			select {
+			case sem <- struct{}{}:
+			case <-recvCtx.Done():
+				s.reply(base, l, d, ErrorResponse(fmt.Errorf("transport: server closed: %w", ErrNoResponders)), Requeue)
+				continue
+			}
 		}
 		s.inFlight.Add(1)
 		go func() {
