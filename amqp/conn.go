@@ -84,6 +84,8 @@ type clientGen struct {
 	err     error         // set at teardown
 	blocked chan struct{} // non-nil while the broker blocks publishers; closed when it unblocks
 
+	isBlocked atomic.Bool // blocked != nil, read without mu on every call
+
 	lostc <-chan error
 	stop  chan struct{} // closed at teardown: callers stop waiting
 	wg    sync.WaitGroup
@@ -199,15 +201,20 @@ func (g *clientGen) setBlocked(active bool, reason string) {
 	switch {
 	case active && g.blocked == nil:
 		g.blocked = make(chan struct{})
+		g.isBlocked.Store(true)
 		g.c.cfg.logger().Warn("transport/amqp: the broker blocks publishing", "reason", reason)
 	case !active && g.blocked != nil:
 		close(g.blocked)
 		g.blocked = nil
+		g.isBlocked.Store(false)
 	}
 }
 
 // waitUnblocked waits while the broker blocks publishers.
 func (g *clientGen) waitUnblocked(ctx context.Context) error {
+	if !g.isBlocked.Load() {
+		return nil
+	}
 	g.mu.Lock()
 	b := g.blocked
 	g.mu.Unlock()
@@ -228,10 +235,12 @@ func (g *clientGen) deliver(id string, r result) bool {
 	g.mu.Lock()
 	ch, ok := g.pending[id]
 	delete(g.pending, id)
-	g.mu.Unlock()
 	if ok {
-		ch <- r // buffered 1, sent once: removed from pending above
+		// Buffered 1, sent once (removed from pending above), and under
+		// mu so that none is sent after unregister: the channel is reused.
+		ch <- r
 	}
+	g.mu.Unlock()
 	return ok
 }
 
@@ -245,11 +254,21 @@ func (g *clientGen) register(id string, ch chan result) error {
 	return nil
 }
 
-func (g *clientGen) unregister(id string) {
+// unregister removes id and recycles its result channel: after it, no
+// reply is sent to ch.
+func (g *clientGen) unregister(id string, ch chan result) {
 	g.mu.Lock()
 	delete(g.pending, id)
 	g.mu.Unlock()
+	select {
+	case <-ch:
+	default:
+	}
+	resultChans.Put(ch)
 }
+
+// resultChans recycles the result channels of calls.
+var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
 
 func (c *Conn) checkSize(m *transport.Message) error {
 	if max := c.cfg.maxMessageBytes(); max > 0 && int64(len(m.Body)) > max {
@@ -291,12 +310,14 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if err := g.waitUnblocked(ctx); err != nil {
 		return nil, err
 	}
-	id := c.idTag + "-" + strconv.FormatUint(c.ids.Add(1), 10)
-	rc := make(chan result, 1)
+	var idb [40]byte
+	id := string(strconv.AppendUint(append(append(idb[:0], c.idTag...), '-'), c.ids.Add(1), 10))
+	rc := resultChans.Get().(chan result)
 	if err := g.register(id, rc); err != nil {
+		resultChans.Put(rc)
 		return nil, err
 	}
-	defer g.unregister(id)
+	defer g.unregister(id, rc)
 	pub := amqp091.Publishing{
 		ContentType:   req.ContentType,
 		CorrelationId: id,

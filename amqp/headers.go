@@ -115,11 +115,18 @@ func headerString(t amqp091.Table, k string) string {
 	return ""
 }
 
+// versionOnly is the headers table of a reply, of a notification and of a
+// request without a deadline. It is shared: amqp091 only reads it, and
+// nothing may write it.
+var versionOnly = amqp091.Table{transport.HeaderVersion: transport.Version}
+
 // requestHeaders are the routing headers of a request or notification.
 func requestHeaders(deadline time.Time) amqp091.Table {
-	t := amqp091.Table{transport.HeaderVersion: transport.Version}
-	if !deadline.IsZero() {
-		t[transport.HeaderDeadline] = transport.FormatDeadline(deadline)
+	if deadline.IsZero() {
+		return versionOnly
 	}
-	return t
+	return amqp091.Table{
+		transport.HeaderVersion:  transport.Version,
+		transport.HeaderDeadline: transport.FormatDeadline(deadline),
+	}
 }

@@ -43,7 +43,11 @@ type Listener struct {
 	in        chan *transport.Delivery
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
-	pumps     sync.WaitGroup
+	pumps     sync.WaitGroup // pumps handing deliveries to Receive (not workers serving pushed ones)
+
+	// push is the Server's serve function (transport.Pusher): once set,
+	// the pumps serve deliveries themselves on a pool of workers.
+	push atomic.Pointer[func(*transport.Delivery)]
 
 	mu            sync.Mutex
 	draining      bool
@@ -258,17 +262,40 @@ func (l *Listener) consume(g *listenerGen, queue string, notify bool) error {
 }
 
 func (l *Listener) pump(g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool) {
-	defer l.pumps.Done()
+	tracked := true
 	defer func() {
-		l.mu.Lock()
-		l.live--
-		if l.draining && l.live == 0 {
-			l.closeDrained()
+		if tracked {
+			l.pumps.Done()
 		}
-		l.mu.Unlock()
 	}()
-	for d := range deliveries {
+	defer l.exited()
+	for {
+		var d amqp091.Delivery
+		var ok bool
+		select {
+		case d, ok = <-deliveries:
+			if !ok {
+				return
+			}
+		case <-g.stop:
+			return // the channel is gone; the broker requeues the delivery
+		case <-l.done:
+			return
+		}
 		td := l.delivery(g, &d, notify)
+		if serve := l.push.Load(); serve != nil && l.cfg.prefetch() > 0 {
+			// A Server serves this listener: from now on this goroutine
+			// is the first worker of a pool that serves deliveries where
+			// they arrive, with no handoff to Receive and no goroutine per
+			// request. It no longer counts as a pump: Close does not wait
+			// for handlers, as transport.Server.Close promises.
+			tracked = false
+			l.pumps.Done()
+			w := &workers{max: int32(l.cfg.prefetch())}
+			w.total.Store(1)
+			l.work(w, g, deliveries, notify, *serve, td)
+			return
+		}
 		select {
 		case l.in <- td:
 		case <-g.stop:
@@ -276,6 +303,89 @@ func (l *Listener) pump(g *listenerGen, deliveries <-chan amqp091.Delivery, noti
 		case <-l.done:
 			return
 		}
+	}
+}
+
+// workers is the pool serving one consumer's deliveries in push mode. It
+// grows by one worker whenever every worker is busy, up to max, the
+// prefetch: a busy worker holds an unacknowledged delivery, so the broker
+// never hands the consumer more deliveries than there are workers.
+type workers struct {
+	max   int32
+	total atomic.Int32 // workers started
+	idle  atomic.Int32 // workers waiting for a delivery
+}
+
+// work serves deliveries with serve until the consumer ends: td first,
+// when not nil.
+func (l *Listener) work(w *workers, g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool, serve func(*transport.Delivery), td *transport.Delivery) {
+	for {
+		if td == nil {
+			select {
+			case d, ok := <-deliveries:
+				if !ok {
+					return
+				}
+				w.idle.Add(-1)
+				td = l.delivery(g, &d, notify)
+			case <-g.stop:
+				return
+			case <-l.done:
+				return
+			}
+		}
+		if w.idle.Load() <= 0 {
+			l.grow(w, g, deliveries, notify, serve)
+		}
+		serve(td)
+		td = nil
+		w.idle.Add(1)
+	}
+}
+
+// grow starts one more worker unless the pool is full.
+func (l *Listener) grow(w *workers, g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool, serve func(*transport.Delivery)) {
+	for {
+		n := w.total.Load()
+		if n >= w.max {
+			return
+		}
+		if w.total.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	w.idle.Add(1)
+	l.mu.Lock()
+	l.live++
+	l.mu.Unlock()
+	go func() {
+		defer l.exited()
+		l.work(w, g, deliveries, notify, serve, nil)
+	}()
+}
+
+// exited records the end of a pump or worker.
+func (l *Listener) exited() {
+	l.mu.Lock()
+	l.live--
+	if l.draining && l.live == 0 {
+		l.closeDrained()
+	}
+	l.mu.Unlock()
+}
+
+// Push implements transport.Pusher. transport.Server calls it before its
+// first Receive; from then on the Listener serves each delivery with serve
+// on a pool of worker goroutines that read the consumer's deliveries
+// directly (at most the prefetch of them per consumer, started as needed),
+// instead of handing them to Receive, which saves two goroutine handoffs
+// and a goroutine per request. Receive still reports the end of the
+// Listener (transport.ErrClosed after Drain, once every worker is done).
+// With no prefetch limit (Config.Prefetch negative) deliveries keep going
+// through Receive.
+func (l *Listener) Push(serve func(*transport.Delivery)) {
+	if serve != nil {
+		l.push.Store(&serve)
 	}
 }
 
@@ -388,7 +498,7 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 	pub := amqp091.Publishing{
 		ContentType:   ct,
 		CorrelationId: tok.corrID,
-		Headers:       amqp091.Table{transport.HeaderVersion: transport.Version},
+		Headers:       versionOnly,
 		DeliveryMode:  amqp091.Transient,
 		Body:          body,
 	}
