@@ -34,10 +34,10 @@ type callResult struct {
 	err error
 }
 
-// New returns the client side over conn, which the caller owns: Close
+// NewConn returns the client side over conn, which the caller owns: Close
 // leaves it open. With cfg.Redial set, a lost connection is replaced by a
-// dialled one (which Close disconnects).
-func New(ctx context.Context, conn *stompgo.Conn, cfg Config) (*Conn, error) {
+// dialled one (which Close disconnects). Dial opens one from a URL.
+func NewConn(ctx context.Context, conn *stompgo.Conn, cfg Config) (*Conn, error) {
 	return newConn(ctx, conn, false, cfg)
 }
 

@@ -339,7 +339,7 @@ func TestSizeLimit(t *testing.T) {
 	})
 }
 
-// TestCallerOwnedConnection: New and NewListener over connections the
+// TestCallerOwnedConnection: NewConn and NewListener over connections the
 // caller dialled; Close leaves them open.
 func TestCallerOwnedConnection(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker, addr string) {
@@ -358,11 +358,11 @@ func TestCallerOwnedConnection(t *testing.T) {
 		defer cancel()
 		svc := unique("owned")
 		j.service(svc)
-		l, err := stomp.NewListener(ctx, sc, cfg, transport.ListenConfig{Service: svc})
+		l, err := stomp.NewListener(ctx, sc, transport.ListenConfig{Service: svc}, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := stomp.New(ctx, cc, cfg)
+		c, err := stomp.NewConn(ctx, cc, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

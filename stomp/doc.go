@@ -24,7 +24,10 @@
 //	vhost=/                     the CONNECT host header (RabbitMQ: the virtual host)
 //	ca_file=PATH                stomp+ssl: PEM CA bundle to verify the broker with
 //
-// A connection from a URL is redialled after it is lost. New and
+// transport.Listen and transport.Dial open these URLs once the package is
+// imported; Listen and Dial of this package do the same and take a Config
+// for what a URL cannot say (Logger). A connection from a URL is redialled
+// after it is lost. NewConn and
 // NewListener take a *stompgo.Conn the caller dialled (see ConnOptions) and
 // owns; set Config.Redial to reconnect.
 //
@@ -65,7 +68,7 @@
 // connection. go-stomp closes its connection on any ERROR frame, which
 // would make the server reconnect and the broker redeliver everything it
 // holds, so connections this package dials filter that one ERROR out (and
-// log it). A connection given to New or NewListener is not filtered.
+// log it). A connection given to NewConn or NewListener is not filtered.
 //
 // Notifications go to one queue per subscribing service, shared by its
 // instances: on ActiveMQ a virtual topic (publish to

@@ -50,7 +50,7 @@ func Example_client() {
 
 // Use a go-stomp connection you dialled yourself; the package reconnects
 // only with Config.Redial.
-func ExampleNew() {
+func ExampleNewConn() {
 	ctx := context.Background()
 	cfg := stomptransport.Config{Dialect: stomptransport.DialectActiveMQ}
 	raw, err := stompgo.Dial("tcp", "127.0.0.1:61614", append(stomptransport.ConnOptions(cfg), stompgo.ConnOpt.Login("admin", "admin"))...)
@@ -58,7 +58,7 @@ func ExampleNew() {
 		log.Fatal(err)
 	}
 	defer raw.Disconnect()
-	conn, err := stomptransport.New(ctx, raw, cfg)
+	conn, err := stomptransport.NewConn(ctx, raw, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}

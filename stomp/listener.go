@@ -46,11 +46,11 @@ type token struct {
 // cfg.Redial set, a lost connection is replaced by a dialled one (which
 // Close disconnects). Errors: no service name, or the broker refused a
 // subscription.
-func NewListener(ctx context.Context, conn *stompgo.Conn, cfg Config, lc transport.ListenConfig) (*Listener, error) {
-	return newListener(ctx, conn, false, cfg, lc)
+func NewListener(ctx context.Context, conn *stompgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	return newListener(ctx, conn, false, lc, cfg)
 }
 
-func newListener(ctx context.Context, conn *stompgo.Conn, owned bool, cfg Config, lc transport.ListenConfig) (*Listener, error) {
+func newListener(ctx context.Context, conn *stompgo.Conn, owned bool, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	if lc.Service == "" {
 		if owned {
 			conn.MustDisconnect()

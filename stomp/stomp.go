@@ -176,8 +176,8 @@ func (c Config) maxMessageBytes(d Dialect) int64 {
 // host "/" (RabbitMQ rejects a CONNECT whose host is not a vhost), STOMP
 // 1.2 and 1.1, heart-beats of cfg.HeartBeat, receipt timeouts of 30 s (5 s
 // for DISCONNECT) and cfg.Logger. Pass
-// them, plus stompgo.ConnOpt.Login, when dialling a connection for New or
-// NewListener yourself.
+// them, plus stompgo.ConnOpt.Login, when dialling a connection for NewConn
+// or NewListener yourself.
 func ConnOptions(cfg Config) []func(*stompgo.Conn) error {
 	cfg = cfg.withDefaults()
 	opts := []func(*stompgo.Conn) error{

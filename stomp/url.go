@@ -6,10 +6,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	stompgo "github.com/go-stomp/stomp/v3"
 
@@ -36,10 +38,14 @@ type urlConfig struct {
 }
 
 // parseURL reads stomp://[login:passcode@]host[:port][?options] and
-// stomp+ssl://…; options are listed in the package documentation.
-func parseURL(u *url.URL) (*urlConfig, error) {
+// stomp+ssl://…; options are listed in the package documentation. Options
+// present in the URL override the fields of base.
+func parseURL(u *url.URL, base Config) (*urlConfig, error) {
 	const pkg = "transport/stomp"
 	scheme := strings.ToLower(u.Scheme)
+	if scheme != "stomp" && scheme != "stomp+ssl" {
+		return nil, fmt.Errorf("%s: URL %q: scheme must be stomp or stomp+ssl", pkg, u.Redacted())
+	}
 	if u.Host == "" {
 		return nil, fmt.Errorf("%s: URL %q has no host", pkg, u.Redacted())
 	}
@@ -54,22 +60,26 @@ func parseURL(u *url.URL) (*urlConfig, error) {
 		}
 	}
 	o := transport.NewOptions(pkg, u)
-	var cfg Config
-	switch d := Dialect(strings.ToLower(o.String("dialect", ""))); d {
+	cfg := base
+	switch d := Dialect(strings.ToLower(o.String("dialect", string(base.Dialect)))); d {
 	case DialectAuto, DialectActiveMQ, DialectRabbitMQ:
 		cfg.Dialect = d
 	default:
 		return nil, fmt.Errorf("%s: bad value %q for option \"dialect\" in URL %q: want activemq or rabbitmq", pkg, d, u.Redacted())
 	}
-	cfg.Prefetch = o.Int("prefetch", 0)
-	cfg.HeartBeat = o.Duration("heartbeat", DefaultHeartBeat)
-	if cfg.HeartBeat == 0 {
+	cfg.Prefetch = o.Int("prefetch", base.Prefetch)
+	const unset = time.Duration(math.MinInt64)
+	switch hb := o.Duration("heartbeat", unset); hb {
+	case unset:
+	case 0:
 		cfg.HeartBeat = -1 // heartbeat=0 disables
+	default:
+		cfg.HeartBeat = hb
 	}
-	cfg.QueuePrefix = o.String("queue_prefix", "")
-	cfg.TopicPrefix = o.String("topic_prefix", "")
-	cfg.MaxFrameBytes = int64(o.Int("max_frame", 0))
-	cfg.MaxReconnectWait = o.Duration("reconnect_max", 0)
+	cfg.QueuePrefix = o.String("queue_prefix", base.QueuePrefix)
+	cfg.TopicPrefix = o.String("topic_prefix", base.TopicPrefix)
+	cfg.MaxFrameBytes = int64(o.Int("max_frame", int(base.MaxFrameBytes)))
+	cfg.MaxReconnectWait = o.Duration("reconnect_max", base.MaxReconnectWait)
 	vhost := o.String("vhost", "/")
 	caFile := o.String("ca_file", "")
 	if err := o.Err(); err != nil {
@@ -155,8 +165,59 @@ func (uc *urlConfig) config() Config {
 	return cfg
 }
 
+// Dial opens the client side from a URL (see the package documentation);
+// cfg supplies what a URL cannot say (Logger) and defaults that the URL's
+// options override. The connection is redialled after it is lost.
+func Dial(ctx context.Context, rawURL string, cfg Config) (*Conn, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return dialURLConfig(ctx, u, cfg)
+}
+
+// Listen opens the server side of lc.Service from a URL, like Dial; the
+// query parameters service and topics fill lc where it leaves them empty.
+func Listen(ctx context.Context, rawURL string, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	if lc.Service == "" {
+		lc.Service = q.Get("service")
+	}
+	if len(lc.Topics) == 0 {
+		for _, t := range strings.Split(q.Get("topics"), ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				lc.Topics = append(lc.Topics, t)
+			}
+		}
+	}
+	q.Del("service")
+	q.Del("topics")
+	u.RawQuery = q.Encode()
+	return listenURLConfig(ctx, u, lc, cfg)
+}
+
+func parse(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("transport/stomp: malformed URL %q", transport.Redact(rawURL))
+	}
+	return u, nil
+}
+
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
-	uc, err := parseURL(u)
+	l, err := listenURLConfig(ctx, u, lc, Config{})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return l, nil
+}
+
+func listenURLConfig(ctx context.Context, u *url.URL, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	uc, err := parseURL(u, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -167,11 +228,19 @@ func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (tran
 	if err != nil {
 		return nil, err
 	}
-	return newListener(ctx, c, true, uc.config(), lc)
+	return newListener(ctx, c, true, lc, uc.config())
 }
 
 func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
-	uc, err := parseURL(u)
+	c, err := dialURLConfig(ctx, u, Config{})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return c, nil
+}
+
+func dialURLConfig(ctx context.Context, u *url.URL, cfg Config) (*Conn, error) {
+	uc, err := parseURL(u, cfg)
 	if err != nil {
 		return nil, err
 	}

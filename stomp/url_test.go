@@ -3,10 +3,12 @@ package stomp_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/httpbus/httpbus/stomp"
 	"github.com/httpbus/httpbus/transport"
 )
 
@@ -53,6 +55,37 @@ func TestURLBadCredentials(t *testing.T) {
 		_, err := transport.Dial(ctx, "stomp://guest:wrong-s3cret@"+addr)
 		if err == nil || !strings.Contains(err.Error(), "refused") || strings.Contains(err.Error(), "wrong-s3cret") {
 			t.Errorf("bad credentials: %v", err)
+		}
+	})
+}
+
+// TestDialAndListenWithConfig: the package's own URL functions take a
+// Config for what a URL cannot say (a Logger), and read service= and
+// topics= from the URL.
+func TestDialAndListenWithConfig(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		j := newJanitor(t, b)
+		svc := unique("cfg")
+		j.service(svc)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cfg := stomp.Config{Logger: testLogger(t), Prefetch: 8}
+		l, err := stomp.Listen(ctx, brokerURL(addr, "service="+svc), transport.ListenConfig{}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		serve(t, l, http.HandlerFunc(hello))
+		c, err := stomp.Dial(ctx, brokerURL(addr), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if status, body := get(t, transport.NewClient(c), "http://"+svc+"/cfg", 10*time.Second); status != 200 || body != "hello /cfg" {
+			t.Errorf("%d %q", status, body)
+		}
+		if _, err := stomp.Dial(ctx, "amqp://"+addr, cfg); err == nil {
+			t.Error("stomp.Dial accepted an amqp:// URL")
 		}
 	})
 }
