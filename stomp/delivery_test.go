@@ -421,3 +421,40 @@ func TestNoReplyAddress(t *testing.T) {
 		}
 	})
 }
+
+// TestUnknownCorrelationID: replies the caller is not waiting for (a
+// duplicate, an unknown correlation-id, none at all) are dropped, and the
+// caller goes on.
+func TestUnknownCorrelationID(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		j := newJanitor(t, b)
+		svc := unique("dup")
+		j.service(svc)
+		srv, _, _ := rawClient(t, b, addr)
+		sub, err := srv.Subscribe("/queue/"+svc, stompgo.AckClientIndividual)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := []byte("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		odd := []byte("HTTP/1.1 500 Internal Server Error\r\nContent-Length: 3\r\n\r\nodd")
+		go func() {
+			for m := range sub.C {
+				if m.Err != nil {
+					return
+				}
+				rt, id := m.Header.Get("reply-to"), m.Header.Get("correlation-id")
+				srv.Send(rt, transport.MediaType, odd, stompgo.SendOpt.Header("correlation-id", "no-such-call"))
+				srv.Send(rt, transport.MediaType, odd)
+				srv.Send(rt, transport.MediaType, ok, stompgo.SendOpt.Header("correlation-id", id))
+				srv.Send(rt, transport.MediaType, odd, stompgo.SendOpt.Header("correlation-id", id)) // a duplicate
+				srv.Ack(m)
+			}
+		}()
+		client := transport.NewClient(dial(t, j, brokerURL(addr)))
+		for i := range 3 {
+			if status, body := get(t, client, fmt.Sprintf("http://%s/%d", svc, i), 10*time.Second); status != 200 || body != "ok" {
+				t.Errorf("call %d: %d %q, want the reply with its own correlation-id", i, status, body)
+			}
+		}
+	})
+}
