@@ -25,7 +25,8 @@ const benchPayload = 256
 // RoundTripper → stomp.Conn → broker → stomp.Listener → transport.Server →
 // handler) and through raw go-stomp (SEND with reply-to a temp queue and a
 // correlation-id; the responder acks client-individual after replying, as
-// httpbus does), sequentially and with 16 callers in flight.
+// httpbus does; raw-deadline adds httpbus's deadline headers), sequentially
+// and with 16 callers in flight.
 //
 //	go test -run '^$' -bench RequestReply -benchtime 3s ./stomp/
 func BenchmarkRequestReply(b *testing.B) {
@@ -38,7 +39,8 @@ func BenchmarkRequestReply(b *testing.B) {
 					name = "parallel" + strconv.Itoa(par)
 				}
 				b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, br, addr, par) })
-				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par) })
+				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, false) })
+				b.Run("raw-deadline/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, true) })
 			}
 		})
 	}
@@ -136,7 +138,11 @@ func rawDial(b testing.TB, addr string) *stompgo.Conn {
 	return c
 }
 
-func benchRaw(b *testing.B, br broker, addr string, par int) {
+// benchRaw is bare go-stomp request/reply; with deadline, each request also
+// carries the deadline headers httpbus sends (httpbus-deadline plus expires
+// on ActiveMQ or expiration on RabbitMQ), to tell their cost at the broker
+// from httpbus's own.
+func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
 	j := newJanitor(b, br)
 	svc := unique("rawbench")
 	j.service(svc)
@@ -213,8 +219,17 @@ func benchRaw(b *testing.B, br broker, addr string, par int) {
 		mu.Lock()
 		pending[id] = ch
 		mu.Unlock()
-		if err := cc.Send(dest, "application/octet-stream", payload,
-			stompgo.SendOpt.Header("reply-to", replyTo), stompgo.SendOpt.Header("correlation-id", id)); err != nil {
+		opts := []func(*frame.Frame) error{stompgo.SendOpt.Header("reply-to", replyTo), stompgo.SendOpt.Header("correlation-id", id)}
+		if deadline {
+			dl := time.Now().Add(10 * time.Second)
+			opts = append(opts, stompgo.SendOpt.Header("httpbus-deadline", strconv.FormatInt(dl.UnixMilli(), 10)))
+			if br.dialect == stomp.DialectRabbitMQ {
+				opts = append(opts, stompgo.SendOpt.Header("expiration", "10000"))
+			} else {
+				opts = append(opts, stompgo.SendOpt.Header("expires", strconv.FormatInt(dl.UnixMilli(), 10)))
+			}
+		}
+		if err := cc.Send(dest, "application/octet-stream", payload, opts...); err != nil {
 			return err
 		}
 		select {
