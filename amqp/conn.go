@@ -329,7 +329,9 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if !deadline.IsZero() {
 		pub.Expiration = expiration(deadline)
 	}
-	if err := g.calls.PublishWithContext(ctx, "", queue, true, false, pub); err != nil {
+	err = g.calls.PublishWithContext(ctx, "", queue, true, false, pub)
+	releaseHeaders(pub.Headers)
+	if err != nil {
 		if ctx.Err() != nil {
 			return nil, transport.ContextError(ctx)
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -120,13 +121,24 @@ func headerString(t amqp091.Table, k string) string {
 // nothing may write it.
 var versionOnly = amqp091.Table{transport.HeaderVersion: transport.Version}
 
-// requestHeaders are the routing headers of a request or notification.
+// deadlineTables recycles the headers tables of requests with a deadline:
+// amqp091 encodes a table before Publish returns and keeps no reference.
+var deadlineTables = sync.Pool{New: func() any { return amqp091.Table{transport.HeaderVersion: transport.Version} }}
+
+// requestHeaders are the routing headers of a request or notification. The
+// caller hands the table back with releaseHeaders once it is published.
 func requestHeaders(deadline time.Time) amqp091.Table {
 	if deadline.IsZero() {
 		return versionOnly
 	}
-	return amqp091.Table{
-		transport.HeaderVersion:  transport.Version,
-		transport.HeaderDeadline: transport.FormatDeadline(deadline),
+	t := deadlineTables.Get().(amqp091.Table)
+	t[transport.HeaderDeadline] = transport.FormatDeadline(deadline)
+	return t
+}
+
+// releaseHeaders recycles a table from requestHeaders.
+func releaseHeaders(t amqp091.Table) {
+	if len(t) == 2 {
+		deadlineTables.Put(t)
 	}
 }
