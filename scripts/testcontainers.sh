@@ -6,6 +6,13 @@
 # through testcontainers-go (host network, 127.0.0.1 only, no Ryuk).
 #
 #   scripts/testcontainers.sh          # needs root; CI runs it under `timeout 240`
+#   scripts/testcontainers.sh --all    # also RabbitMQ (AMQP, STOMP) and ActiveMQ
+#
+# --all (not in CI: about 4 minutes the first time, 1 minute once the images
+# exist in the data root) builds RabbitMQ and ActiveMQ images from Debian 12
+# packages with debootstrap (no image registry needed), then runs
+# internal/brokertest's TestContainerBrokers, which starts every broker
+# through the testcontainers-go step and speaks its protocol to it.
 #
 # What it does, in order:
 #   1. installs docker.io with apt-get if dockerd is missing;
@@ -29,6 +36,10 @@
 # HTTPBUS_TC_RUN [/run/httpbus-docker].
 set -euo pipefail
 cd "$(dirname "$0")/.."
+all=0
+if [ "${1:-}" = "--all" ]; then
+	all=1
+fi
 export GOFLAGS=${GOFLAGS:--buildvcs=false}
 
 root=${HTTPBUS_TC_ROOT:-/var/lib/httpbus-docker}
@@ -176,3 +187,68 @@ passed=$(grep -c -- '--- PASS' "$work/test.log" || true)
 skipped=$(grep -c -- '--- SKIP' "$work/test.log" || true)
 leftover=$("$docker" ps -aq | wc -l)
 echo "testcontainers proof: nats conformance passed via testcontainers-go, image $image ($passed PASS lines, $skipped SKIP lines); containers left: $leftover"
+
+[ "$all" = 1 ] || exit 0
+
+# 5. (--all) RabbitMQ and ActiveMQ images from Debian packages.
+debian_image() { # tag package [docker import -c change...]
+	local tag=$1 pkg=$2
+	shift 2
+	if "$docker" image inspect "$tag" >/dev/null 2>&1; then
+		say "image $tag exists"
+		return 0
+	fi
+	command -v debootstrap >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+	local rootfs="$work/rootfs-$pkg"
+	say "debootstrap bookworm with $pkg (a few minutes)"
+	if ! debootstrap --variant=minbase --include="$pkg" bookworm "$rootfs" http://deb.debian.org/debian >"$work/debootstrap-$pkg.log" 2>&1; then
+		tail -5 "$work/debootstrap-$pkg.log" >&2
+		echo "ERROR: debootstrap $pkg failed" >&2
+		exit 1
+	fi
+	if [ "$pkg" = activemq ]; then
+		# The official image's layout: configuration in /opt/apache-activemq/conf
+		# (brokertest copies activemq.xml there), logging to the console.
+		mkdir -p "$rootfs/opt/apache-activemq/conf" "$rootfs/opt/apache-activemq/data"
+		printf '%s\n' \
+			'log4j.rootLogger=INFO, stdout' \
+			'log4j.logger.org.springframework=WARN' \
+			'log4j.appender.stdout=org.apache.log4j.ConsoleAppender' \
+			'log4j.appender.stdout.layout=org.apache.log4j.PatternLayout' \
+			'log4j.appender.stdout.layout.ConversionPattern=%d | %-5p | %m%n' \
+			>"$rootfs/opt/apache-activemq/conf/log4j.properties"
+	fi
+	local changes=()
+	local c
+	for c in "$@"; do changes+=(-c "$c"); done
+	tar -C "$rootfs" -c . | "$docker" import "${changes[@]}" - "$tag" >/dev/null
+	rm -rf "$rootfs"
+	say "built image $tag"
+}
+rabbit_image=httpbus/rabbitmq-debian:12
+activemq_image=httpbus/activemq-debian:12
+debian_image "$rabbit_image" rabbitmq-server 'ENTRYPOINT ["/usr/sbin/rabbitmq-server"]'
+debian_image "$activemq_image" activemq \
+	'ENV ACTIVEMQ_HOME=/usr/share/activemq' 'ENV ACTIVEMQ_BASE=/opt/apache-activemq' \
+	'ENV ACTIVEMQ_CONF=/opt/apache-activemq/conf' 'ENV ACTIVEMQ_DATA=/opt/apache-activemq/data' \
+	'ENTRYPOINT ["/usr/bin/activemq", "console"]'
+
+say "go test -run TestContainerBrokers ./internal/brokertest/ (every broker through testcontainers-go)"
+set +e
+HTTPBUS_TEST_CONTAINERS=1 \
+	HTTPBUS_TEST_NATS_IMAGE="$image" \
+	HTTPBUS_TEST_RABBITMQ_IMAGE="$rabbit_image" \
+	HTTPBUS_TEST_ACTIVEMQ_IMAGE="$activemq_image" \
+	TESTCONTAINERS_RYUK_DISABLED=true \
+	DOCKER_HOST="$DOCKER_HOST" \
+	go test -count=1 -timeout 10m -run 'TestContainerBrokers' -v ./internal/brokertest/ >"$work/brokers.log" 2>&1
+rc=$?
+set -e
+grep -E -- '--- (PASS|FAIL|SKIP)|brokertest: |^ok|^FAIL' "$work/brokers.log"
+if [ "$rc" != 0 ]; then
+	tail -40 "$work/brokers.log" >&2
+	echo "ERROR: broker containers through testcontainers-go failed" >&2
+	exit 1
+fi
+networks=$("$docker" network ls --format '{{.Name}}' | tr '\n' ' ')
+echo "testcontainers proof (--all): NATS, RabbitMQ AMQP and STOMP, ActiveMQ STOMP started through testcontainers-go and answered on 127.0.0.1; networks: $networks; containers left: $("$docker" ps -aq | wc -l)"
