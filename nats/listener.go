@@ -75,7 +75,7 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		ch: make(chan *transport.Delivery), ctx: ctx, cancel: cancel,
 		stopped: make(chan struct{}),
 	}
-	msgs, bytes := cfg.pending(nc)
+	msgs, bytes := cfg.pending(nc.Opts.SubChanLen)
 	subscribe := func(subject, topic string) error {
 		s, err := nc.QueueSubscribeSync(subject, queue)
 		if err != nil {

@@ -77,7 +77,9 @@ func (c Config) logger() *slog.Logger {
 	return slog.Default()
 }
 
-func (c Config) pending(nc *natsgo.Conn) (msgs, bytes int) {
+// pending returns the pending limits, msgs capped by queueLen (the
+// connection's sync queue length) when that is positive.
+func (c Config) pending(queueLen int) (msgs, bytes int) {
 	msgs, bytes = c.PendingMsgs, int(c.PendingBytes)
 	if msgs <= 0 {
 		msgs = DefaultPendingMsgs
@@ -85,8 +87,8 @@ func (c Config) pending(nc *natsgo.Conn) (msgs, bytes int) {
 	if bytes <= 0 {
 		bytes = DefaultPendingBytes
 	}
-	if q := nc.Opts.SubChanLen; q > 0 && msgs > q {
-		msgs = q
+	if queueLen > 0 && msgs > queueLen {
+		msgs = queueLen
 	}
 	return msgs, bytes
 }

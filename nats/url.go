@@ -73,7 +73,7 @@ func parseURL(u *url.URL, defaultName string) (*dialSpec, error) {
 			sp.servers = append(sp.servers, scheme+"://"+h)
 		}
 	}
-	msgs, _ := sp.cfg.pending(&natsgo.Conn{})
+	msgs, _ := sp.cfg.pending(0)
 	sp.opts = append(sp.opts,
 		natsgo.Name(name),
 		natsgo.MaxReconnects(maxReconnects),
