@@ -3,21 +3,11 @@ package nats_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,81 +15,9 @@ import (
 	"time"
 
 	"github.com/httpbus/httpbus/internal/natsserver"
+	"github.com/httpbus/httpbus/internal/testtls"
 	"github.com/httpbus/httpbus/transport"
 )
-
-// testCA is a self-signed CA generated for one test, with helpers to issue
-// certificates and write PEM files.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
-
-func newCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-}
-
-// issue returns a certificate for 127.0.0.1 (server and client use).
-func (ca *testCA) issue(t testing.TB, cn string) (tls.Certificate, []byte, []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pair, certPEM, keyPEM
-}
-
-func writeFile(t testing.TB, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // roundTrip serves echoID on rawURL+"&service=…" and calls it through
 // rawURL; it returns the error of Listen or Dial, if any.
@@ -137,9 +55,9 @@ func roundTrip(t *testing.T, listenURL, dialURL string) error {
 // trust the CA is refused; with mutual TLS, a client without a certificate
 // is refused.
 func TestTLS(t *testing.T) {
-	ca := newCA(t, "httpbus test CA")
-	serverCert, _, _ := ca.issue(t, "nats-server")
-	caFile := writeFile(t, "ca.pem", ca.pem)
+	ca := testtls.NewCA(t, "httpbus test CA")
+	serverCert := ca.Issue(t, "nats-server").TLS
+	caFile := ca.File
 
 	t.Run("server TLS", func(t *testing.T) {
 		url := embedded(t, natsserver.Config{TLS: &tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}})
@@ -154,7 +72,7 @@ func TestTLS(t *testing.T) {
 		if err := roundTrip(t, plain+"?tls_ca="+caFile, plain+"?tls_ca="+caFile); err != nil {
 			t.Fatal(err)
 		}
-		other := writeFile(t, "other.pem", newCA(t, "another CA").pem)
+		other := testtls.NewCA(t, "another CA").File
 		_, err := transport.Dial(context.Background(), url+"?tls_ca="+other+"&connect_timeout=2s")
 		if !errors.Is(err, transport.ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
 			t.Errorf("Dial trusting another CA: %v, want ErrUnavailable naming the certificate", err)
@@ -162,14 +80,12 @@ func TestTLS(t *testing.T) {
 	})
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		pool := x509.NewCertPool()
-		pool.AddCert(ca.cert)
 		url := embedded(t, natsserver.Config{TLS: &tls.Config{
-			Certificates: []tls.Certificate{serverCert}, ClientCAs: pool,
+			Certificates: []tls.Certificate{serverCert}, ClientCAs: ca.Pool,
 			ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12,
 		}})
-		_, certPEM, keyPEM := ca.issue(t, "httpbus client")
-		certFile, keyFile := writeFile(t, "client.pem", certPEM), writeFile(t, "client.key", keyPEM)
+		client := ca.Issue(t, "httpbus client")
+		certFile, keyFile := client.CertFile, client.KeyFile
 		withCert := url + "?tls_ca=" + caFile + "&tls_cert=" + certFile + "&tls_key=" + keyFile
 		if err := roundTrip(t, withCert, withCert); err != nil {
 			t.Fatal(err)
