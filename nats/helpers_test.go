@@ -1,21 +1,12 @@
 package nats_test
 
 import (
-	"io"
 	"log/slog"
-	"strings"
 	"testing"
+
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+func testLogger(t testing.TB) *slog.Logger { return transporttest.Logger(t) }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func discardLogger() *slog.Logger { return transporttest.DiscardLogger() }

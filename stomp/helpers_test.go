@@ -17,6 +17,7 @@ import (
 	"github.com/httpbus/httpbus/internal/brokertest"
 	"github.com/httpbus/httpbus/stomp"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -53,16 +54,7 @@ func unique(prefix string) string {
 }
 
 // testLogger writes to t.Log.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return transporttest.Logger(t) }
 
 // queueJanitor deletes, at cleanup, the durable queues RabbitMQ's STOMP
 // plugin created for a test (service queues, notification queues), over

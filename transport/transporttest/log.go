@@ -7,13 +7,15 @@ import (
 	"testing"
 )
 
-// testLogger returns a logger that writes to t.Log, so a failing case shows
-// what the server logged.
-func testLogger(t testing.TB) *slog.Logger {
+// Logger returns a logger that writes to t.Log at debug level, so a failing
+// test shows what the server logged. Backends' own tests use it too.
+func Logger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// DiscardLogger returns a logger that drops everything (for cases that log
+// on purpose, such as panicking handlers).
+func DiscardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 type tWriter struct{ t testing.TB }
 

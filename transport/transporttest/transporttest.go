@@ -121,7 +121,7 @@ func (s *suite) serve(t *testing.T, srv *transport.Server, cfg transport.ListenC
 	t.Helper()
 	l := s.h.Listen(t, cfg)
 	if srv.Logger == nil {
-		srv.Logger = testLogger(t)
+		srv.Logger = Logger(t)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
@@ -634,7 +634,7 @@ func (s *suite) shutdown(t *testing.T) {
 		io.WriteString(w, "done")
 	})
 	l := s.h.Listen(t, transport.ListenConfig{Service: svc})
-	srv := &transport.Server{Handler: h, Logger: testLogger(t)}
+	srv := &transport.Server{Handler: h, Logger: Logger(t)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	client, _ := s.client(t)
@@ -737,7 +737,7 @@ func (s *suite) panicking(t *testing.T) {
 		}
 		io.WriteString(w, "fine")
 	})
-	s.serve(t, &transport.Server{Handler: h, Logger: discardLogger()}, transport.ListenConfig{Service: svc})
+	s.serve(t, &transport.Server{Handler: h, Logger: DiscardLogger()}, transport.ListenConfig{Service: svc})
 	client, _ := s.client(t)
 	for range 3 {
 		resp, err := get(s.ctx(t), client, "http://"+svc+"/panic")
