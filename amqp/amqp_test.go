@@ -627,3 +627,74 @@ func TestListenerDispositions(t *testing.T) {
 		t.Errorf("%d messages left in the queue after Ack", q.Messages)
 	}
 }
+
+// TestAckCoalescing: acks are coalesced into one basic.ack with multiple
+// set only up to the newest delivery with no older one in flight. Six
+// deliveries are taken; 2, 3 and 6 are acked and 4 rejected while 1 is in
+// flight, then 1 is acked and 5 never is. After Close exactly 5 is back in
+// the queue, and no wrong acknowledgement closed the channel (the broker
+// answers one with PRECONDITION_FAILED).
+func TestAckCoalescing(t *testing.T) {
+	url := brokertest.AMQP(t)
+	svc := unique("acks")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleteQueues(t, url, l.Queue())
+	defer l.Close()
+	_, ch := rawChannel(t, url)
+	for i := 1; i <= 6; i++ {
+		if err := ch.Publish("", l.Queue(), false, false, amqp091.Publishing{ContentType: "text/plain", Body: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ds := map[string]*transport.Delivery{}
+	for range 6 {
+		d, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds[string(d.Body)] = d
+	}
+	settle := func(body string, disp transport.Disposition) {
+		t.Helper()
+		if err := l.Reply(ctx, ds[body], nil, disp); err != nil {
+			t.Fatalf("Reply %s: %v", body, err)
+		}
+	}
+	settle("2", transport.Ack)
+	settle("3", transport.Ack)
+	settle("6", transport.Ack)
+	settle("4", transport.Reject)
+	time.Sleep(20 * time.Millisecond) // past two flushes: 2, 3 and 6 acked on their own
+	settle("1", transport.Ack)        // one multiple ack covers it (2, 3, 4 are settled)
+	time.Sleep(20 * time.Millisecond)
+	if s := l.State(); s != transport.StateConnected {
+		t.Fatalf("listener %v after the acks, want connected (a wrong ack closes the channel)", s)
+	}
+	l.Close() // 5 was never settled: the broker requeues it
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := ch.QueueDeclarePassive(l.Queue(), true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Messages == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages in the queue after Close, want 1 (the unsettled one)", q.Messages)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	m, ok, err := ch.Get(l.Queue(), true)
+	if err != nil || !ok {
+		t.Fatalf("get: %v %v", ok, err)
+	}
+	if string(m.Body) != "5" || !m.Redelivered {
+		t.Errorf("left in the queue: %q redelivered %v, want \"5\" redelivered", m.Body, m.Redelivered)
+	}
+}

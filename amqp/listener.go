@@ -127,6 +127,7 @@ func newListener(ctx context.Context, conn *amqp091.Connection, dialURL string, 
 type listenerGen struct {
 	l     *Listener
 	ch    *amqp091.Channel
+	acks  *acker // settles the deliveries of ch
 	notes *amqp091.Channel
 	tags  []string // consumer tags, guarded by l.mu
 	lostc <-chan error
@@ -139,6 +140,9 @@ func (g *listenerGen) lost() <-chan error { return g.lostc }
 func (g *listenerGen) teardown(error) {
 	g.dead.Store(true)
 	close(g.stop)
+	if g.acks != nil {
+		g.acks.stop()
+	}
 	g.closeChannels()
 }
 
@@ -172,6 +176,9 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 		if err != nil {
 			g.dead.Store(true)
 			close(g.stop)
+			if g.acks != nil {
+				g.acks.stop()
+			}
 			g.closeChannels()
 		}
 	}()
@@ -179,6 +186,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	if g.ch, err = conn.Channel(); err != nil {
 		return nil, fmt.Errorf("transport/amqp: open channel: %w: %w", transport.ErrUnavailable, err)
 	}
+	g.acks = newAcker(g.ch, l.cfg.logger())
 	if p := l.cfg.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
@@ -445,8 +453,12 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 // reply_to through the default exchange with the request's correlation id,
 // then settles the delivery: Ack acks it, Reject nacks it without requeue
 // (to the dead-letter exchange when one is configured), Requeue nacks it
-// with requeue. A request without reply_to and a notification are only
-// settled. If the channel the delivery came on has closed, the reply is
+// with requeue. Nacks are sent before Reply returns; acks within a
+// millisecond, coalesced with the channel's other acks into one basic.ack
+// with multiple set (a delivery acked while an older one of the channel is
+// still in flight gets its own basic.ack within two milliseconds), and
+// Close sends the pending ones before closing the channel. A request
+// without reply_to and a notification are only settled. If the channel the delivery came on has closed, the reply is
 // still sent on the new channel, but the delivery cannot be settled: the
 // broker redelivers it, and Reply returns an error matching
 // transport.ErrUnavailable.
@@ -466,11 +478,11 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	var err error
 	switch disp {
 	case transport.Ack:
-		err = tok.g.ch.Ack(tok.tag, false)
+		err = tok.g.acks.ack(tok.tag)
 	case transport.Reject:
-		err = tok.g.ch.Nack(tok.tag, false, false)
+		err = tok.g.acks.nack(tok.tag, false)
 	case transport.Requeue:
-		err = tok.g.ch.Nack(tok.tag, false, true)
+		err = tok.g.acks.nack(tok.tag, true)
 	default:
 		return fmt.Errorf("transport/amqp: unknown disposition %d", disp)
 	}
@@ -575,6 +587,9 @@ func (l *Listener) Drain() error {
 func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
+		if g, ok := l.sup.now(); ok {
+			g.acks.drain() // what was answered is acknowledged before the channel closes
+		}
 		l.sup.close()
 		l.pumps.Wait()
 	})
