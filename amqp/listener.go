@@ -406,13 +406,21 @@ func (l *Listener) closeDrained() {
 }
 
 func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *transport.Delivery {
-	td := &transport.Delivery{
-		Message:     transport.Message{Body: d.Body, ContentType: d.ContentType},
-		Service:     l.lc.Service,
-		RemoteAddr:  d.ReplyTo,
-		Redelivered: d.Redelivered,
-		Token:       &token{g: g, tag: d.DeliveryTag, replyTo: d.ReplyTo, corrID: d.CorrelationId},
+	// One allocation for the delivery and its token.
+	x := &struct {
+		transport.Delivery
+		tok token
+	}{
+		Delivery: transport.Delivery{
+			Message:     transport.Message{Body: d.Body, ContentType: d.ContentType},
+			Service:     l.lc.Service,
+			RemoteAddr:  d.ReplyTo,
+			Redelivered: d.Redelivered,
+		},
+		tok: token{g: g, tag: d.DeliveryTag, replyTo: d.ReplyTo, corrID: d.CorrelationId},
 	}
+	td := &x.Delivery
+	td.Token = &x.tok
 	if notify {
 		td.Topic = d.RoutingKey
 	}
