@@ -30,7 +30,8 @@ func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
 // request queue (and, when it subscribes to topics, its notification queue)
 // with manual acknowledgements and the configured prefetch, and replies to
 // each request's reply_to with its correlation id before acknowledging it.
-// It implements transport.Listener, transport.Drainer,
+// It implements transport.Listener, transport.Pusher (a transport.Server
+// gets each delivery on a pool of workers, see Push), transport.Drainer,
 // transport.SizeLimiter and transport.StateReporter, and is safe for
 // concurrent use.
 type Listener struct {
