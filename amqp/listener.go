@@ -597,7 +597,20 @@ func (l *Listener) Close() error {
 	l.closeOnce.Do(func() {
 		close(l.done)
 		if g, ok := l.sup.now(); ok {
-			g.acks.drain() // what was answered is acknowledged before the channel closes
+			// What was answered is acknowledged before the channel closes,
+			// within closeTimeout (a write to a dead network can block
+			// until the connection is closed below).
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				g.acks.drain()
+			}()
+			t := time.NewTimer(closeTimeout)
+			select {
+			case <-done:
+			case <-t.C:
+			}
+			t.Stop()
 		}
 		l.sup.close()
 		l.pumps.Wait()
