@@ -433,12 +433,21 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	out := req.Clone(req.Context())
+	// A shallow copy (a RoundTripper must not change the caller's request);
+	// the header is copied only when a deadline is added to it.
+	out := new(http.Request)
+	*out = *req
+	u := *req.URL
+	out.URL = &u
 	out.URL.Scheme, out.URL.Host, out.Host = c.scheme(), addr, service
 	out.RequestURI = ""
 	if dl, ok := req.Context().Deadline(); ok {
 		// Keep an earlier deadline the request already carries (Call).
 		if prev, err := transport.ParseDeadline(out.Header.Get(transport.HeaderDeadline)); err != nil || prev.IsZero() || dl.Before(prev) {
+			out.Header = req.Header.Clone()
+			if out.Header == nil {
+				out.Header = http.Header{}
+			}
 			out.Header.Set(transport.HeaderDeadline, transport.FormatDeadline(dl))
 		}
 	}
