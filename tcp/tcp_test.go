@@ -3,8 +3,12 @@ package tcp_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -67,4 +71,51 @@ func (h *harness) dial(t testing.TB) transport.Conn {
 func TestConformance(t *testing.T) {
 	h := &harness{addrs: map[string]string{}, topics: map[string][]string{}}
 	transporttest.Run(t, transporttest.Harness{Listen: h.listen, Dial: h.dial})
+}
+
+// With MaxInFlight 1 a pushing listener still serves, one request at a time
+// (the receive loop must not hold the only slot while it waits).
+func TestMaxInFlightOne(t *testing.T) {
+	l, err := tcp.Listen(context.Background(), "127.0.0.1:0", nil, tcp.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var running, peak atomic.Int32
+	srv := &transport.Server{MaxInFlight: 1, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(l)
+	defer srv.Shutdown(context.Background())
+	conn := tcp.NewConn(tcp.Config{})
+	conn.Addr = l.Addr().String()
+	defer conn.Close()
+	client := &http.Client{Transport: transport.NewRoundTripper(conn), Timeout: 5 * time.Second}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get("http://svc/")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p != 1 {
+		t.Errorf("%d handlers ran at once, want 1", p)
+	}
 }
