@@ -157,7 +157,9 @@ func TestBrokerRestart(t *testing.T) {
 		t.Skip("restarts the shared brokers: set HTTPBUS_TEST_RESTART=1 and run it alone")
 	}
 	stops := map[string]string{
-		"ActiveMQ": `kill "$(cat /run/activemq/main.pid)"; while (exec 3<>/dev/tcp/127.0.0.1/61614) 2>/dev/null; do sleep 0.2; done`,
+		// Wait for the JVM to exit, not only for the port to close: a
+		// still-exiting process makes the start script wait for it.
+		"ActiveMQ": `pid=$(cat /run/activemq/main.pid); kill "$pid"; for i in $(seq 300); do kill -0 "$pid" 2>/dev/null || exit 0; sleep 0.2; done; kill -9 "$pid"; sleep 0.5`,
 		"RabbitMQ": `rabbitmqctl -q stop_app`,
 	}
 	starts := map[string]string{
