@@ -96,7 +96,16 @@ func TestLongCut(t *testing.T) {
 	old := slog.Default()
 	slog.SetDefault(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer slog.SetDefault(old)
-	t.Run("brokers", func(t *testing.T) { forEachBroker(t, longCut) })
+	var ran atomic.Bool // false when every broker was skipped (none configured)
+	t.Run("brokers", func(t *testing.T) {
+		forEachBroker(t, func(t *testing.T, b broker, addr string) {
+			ran.Store(true)
+			longCut(t, b, addr)
+		})
+	})
+	if !ran.Load() {
+		return
+	}
 	if s := logs.String(); strings.Contains(s, "guest:guest@") || !strings.Contains(s, "guest:xxxxx@") {
 		t.Errorf("logs show the password, or no redacted URL was logged:\n%s", s)
 	}
