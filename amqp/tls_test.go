@@ -2,132 +2,21 @@ package amqp_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/httpbus/httpbus/amqp"
 	"github.com/httpbus/httpbus/internal/brokertest"
+	"github.com/httpbus/httpbus/internal/testtls"
 	"github.com/httpbus/httpbus/transport"
 )
-
-// testCA makes a self-signed CA and a server certificate for localhost and
-// 127.0.0.1 signed by it.
-func testCA(t *testing.T) (caPEM []byte, server tls.Certificate) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "httpbus test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: key}
-}
-
-// tlsProxy terminates TLS with cert and forwards each connection to
-// backend; it stops at cleanup. RabbitMQ here has no TLS listener, so the
-// test puts one in front of it.
-func tlsProxy(t *testing.T, cert tls.Certificate, backend string) string {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	track := func(c net.Conn) bool {
-		mu.Lock()
-		defer mu.Unlock()
-		if conns == nil {
-			c.Close()
-			return false
-		}
-		conns[c] = true
-		return true
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b, err := net.Dial("tcp", backend)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			if !track(c) || !track(b) {
-				c.Close()
-				b.Close()
-				continue
-			}
-			wg.Add(2)
-			go func() { defer wg.Done(); io.Copy(b, c); b.Close() }()
-			go func() { defer wg.Done(); io.Copy(c, b); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		conns = nil
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
 
 // TestAMQPS serves and calls over amqps:// through a TLS endpoint whose
 // certificate a CA made in the test signed: with cacertfile in the URL, and
@@ -139,12 +28,9 @@ func TestAMQPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caPEM, cert := testCA(t)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, caPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr := tlsProxy(t, cert, bu.Host)
+	ca := testtls.NewCA(t, "httpbus test CA")
+	caFile := ca.File
+	addr := testtls.Front(t, ca, bu.Host)
 	_, port, _ := net.SplitHostPort(addr)
 	tu := *bu
 	tu.Scheme = "amqps"
@@ -166,9 +52,7 @@ func TestAMQPS(t *testing.T) {
 	defer func() { srv.Shutdown(context.Background()); <-served }()
 
 	// Client over amqps with a tls.Config.
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	c, err := amqp.Dial(ctx, secure, amqp.Config{AMQP: amqp091Config(pool)})
+	c, err := amqp.Dial(ctx, secure, amqp.Config{AMQP: amqp091Config(ca.Pool)})
 	if err != nil {
 		t.Fatal(err)
 	}
