@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -86,7 +87,9 @@ func (b *Bus) ServeWith(name string, srv *transport.Server, topics ...string) *S
 		b.t.Fatal(err)
 	}
 	if srv.Logger == nil {
-		srv.Logger = slog.New(slog.NewTextHandler(logWriter{b.t}, nil))
+		w := &logWriter{t: b.t}
+		b.t.Cleanup(w.stop)
+		srv.Logger = slog.New(slog.NewTextHandler(w, nil))
 	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
@@ -184,9 +187,26 @@ func (r *Recorder) Wait(t TB, n int, timeout time.Duration) []Notification {
 	}
 }
 
-type logWriter struct{ t TB }
+// logWriter writes to t.Log until the test's cleanup begins, then to
+// stderr: t.Log after a test ends is a data race in package testing.
+type logWriter struct {
+	mu   sync.Mutex
+	t    TB
+	done bool
+}
 
-func (w logWriter) Write(p []byte) (int, error) {
+func (w *logWriter) stop() {
+	w.mu.Lock()
+	w.done = true
+	w.mu.Unlock()
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return os.Stderr.Write(p)
+	}
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
