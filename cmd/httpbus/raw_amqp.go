@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strconv"
 	"sync"
-	"sync/atomic"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 )
@@ -28,9 +26,7 @@ type rawAMQP struct {
 	cli              *amqp091.Channel
 	queue            string
 	body             []byte
-	seq              atomic.Uint64
-	mu               sync.Mutex
-	pending          map[string]chan []byte
+	corr             correlator
 	wg               sync.WaitGroup
 }
 
@@ -51,7 +47,7 @@ func openRawAMQP(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 		}
 		return c, nil
 	}
-	r := &rawAMQP{queue: "httpbus-bench-raw." + name, body: body, pending: map[string]chan []byte{}}
+	r := &rawAMQP{queue: "httpbus-bench-raw." + name, body: body}
 	var err error
 	if r.srvConn, err = dial("responder"); err != nil {
 		return nil, err
@@ -110,45 +106,21 @@ func (r *rawAMQP) start() error {
 	go func() {
 		defer r.wg.Done()
 		for d := range replies {
-			r.mu.Lock()
-			ch := r.pending[d.CorrelationId]
-			delete(r.pending, d.CorrelationId)
-			r.mu.Unlock()
-			if ch != nil {
-				ch <- d.Body
-			}
+			r.corr.deliver(d.CorrelationId, d.Body)
 		}
 	}()
 	return nil
 }
 
 func (r *rawAMQP) Do(ctx context.Context) error {
-	id := strconv.FormatUint(r.seq.Add(1), 36)
-	ch := make(chan []byte, 1)
-	r.mu.Lock()
-	r.pending[id] = ch
-	r.mu.Unlock()
-	err := r.cli.PublishWithContext(ctx, "", r.queue, false, false, amqp091.Publishing{
-		ContentType:   "application/octet-stream",
-		CorrelationId: id,
-		ReplyTo:       directReplyTo,
-		Body:          r.body,
+	return r.corr.call(ctx, len(r.body), func(id string) error {
+		return r.cli.PublishWithContext(ctx, "", r.queue, false, false, amqp091.Publishing{
+			ContentType:   "application/octet-stream",
+			CorrelationId: id,
+			ReplyTo:       directReplyTo,
+			Body:          r.body,
+		})
 	})
-	if err == nil {
-		select {
-		case b := <-ch:
-			if len(b) != len(r.body) {
-				return fmt.Errorf("echo of %d bytes came back with %d", len(r.body), len(b))
-			}
-			return nil
-		case <-ctx.Done():
-			err = ctx.Err()
-		}
-	}
-	r.mu.Lock()
-	delete(r.pending, id)
-	r.mu.Unlock()
-	return err
 }
 
 func (r *rawAMQP) Describe() string {

@@ -35,9 +35,7 @@ type rawSTOMP struct {
 	dest     string // /queue/NAME
 	replyTo  string // /temp-queue/NAME
 	body     []byte
-	seq      atomic.Uint64
-	mu       sync.Mutex
-	pending  map[string]chan []byte
+	corr     correlator
 	wg       sync.WaitGroup
 	closing  atomic.Bool
 }
@@ -69,7 +67,6 @@ func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg
 		dest:    "/queue/httpbus-bench-raw." + name,
 		replyTo: "/temp-queue/httpbus-bench-raw-reply." + name,
 		body:    body,
-		pending: map[string]chan []byte{},
 	}
 	var err error
 	if r.srv, err = dial(); err != nil {
@@ -149,53 +146,29 @@ func (r *rawSTOMP) start() error {
 				continue
 			}
 			id := m.Header.Get("correlation-id")
-			r.mu.Lock()
-			ch := r.pending[id]
-			delete(r.pending, id)
-			r.mu.Unlock()
-			if ch != nil {
-				ch <- m.Body
-			}
+			r.corr.deliver(id, m.Body)
 		}
 	}()
 	return nil
 }
 
 func (r *rawSTOMP) Do(ctx context.Context) error {
-	id := strconv.FormatUint(r.seq.Add(1), 36)
-	ch := make(chan []byte, 1)
-	r.mu.Lock()
-	r.pending[id] = ch
-	r.mu.Unlock()
-	opts := []func(*frame.Frame) error{
-		stompgo.SendOpt.Header("reply-to", r.replyTo),
-		stompgo.SendOpt.Header("correlation-id", id),
-	}
-	// A request left in the queue by an earlier run must expire: answering
-	// it to a temp queue that is gone makes ActiveMQ close the responder's
-	// connection with an ERROR frame. ActiveMQ reads "expires" (absolute
-	// Unix ms), RabbitMQ "expiration" (a TTL in ms).
-	if dl, ok := ctx.Deadline(); ok {
-		opts = append(opts,
-			stompgo.SendOpt.Header("expires", strconv.FormatInt(dl.UnixMilli(), 10)),
-			stompgo.SendOpt.Header("expiration", strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)))
-	}
-	err := r.cli.Send(r.dest, "application/octet-stream", r.body, opts...)
-	if err == nil {
-		select {
-		case b := <-ch:
-			if len(b) != len(r.body) {
-				return fmt.Errorf("echo of %d bytes came back with %d", len(r.body), len(b))
-			}
-			return nil
-		case <-ctx.Done():
-			err = ctx.Err()
+	return r.corr.call(ctx, len(r.body), func(id string) error {
+		opts := []func(*frame.Frame) error{
+			stompgo.SendOpt.Header("reply-to", r.replyTo),
+			stompgo.SendOpt.Header("correlation-id", id),
 		}
-	}
-	r.mu.Lock()
-	delete(r.pending, id)
-	r.mu.Unlock()
-	return err
+		// A request left in the queue by an earlier run must expire: answering
+		// it to a temp queue that is gone makes ActiveMQ close the responder's
+		// connection with an ERROR frame. ActiveMQ reads "expires" (absolute
+		// Unix ms), RabbitMQ "expiration" (a TTL in ms).
+		if dl, ok := ctx.Deadline(); ok {
+			opts = append(opts,
+				stompgo.SendOpt.Header("expires", strconv.FormatInt(dl.UnixMilli(), 10)),
+				stompgo.SendOpt.Header("expiration", strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)))
+		}
+		return r.cli.Send(r.dest, "application/octet-stream", r.body, opts...)
+	})
 }
 
 func (r *rawSTOMP) Describe() string {
