@@ -51,6 +51,8 @@ type TooLargeError struct {
 	Size  int64  // the size seen, in bytes; -1 when only "more than Limit" is known
 }
 
+// Error says what was too large, its size and the limit, in bytes, e.g.
+// "transport: body of 2048 bytes is larger than the limit of 1024 bytes".
 func (e *TooLargeError) Error() string {
 	if e.Size < 0 {
 		return fmt.Sprintf("transport: %s larger than the limit of %d bytes", e.What, e.Limit)

@@ -167,15 +167,23 @@ type SizeLimiter interface {
 	MaxMessageBytes() int64
 }
 
-// State is a connection's health, for health checks.
+// State is a connection's health, for health checks (StateReporter).
 type State int
 
 const (
+	// StateConnected: the connection to the broker is up; calls and
+	// deliveries flow.
 	StateConnected State = iota
+	// StateReconnecting: the connection was lost and the backend is
+	// reconnecting with backoff; new calls wait (up to their deadline) and
+	// calls in flight fail with ErrUnavailable.
 	StateReconnecting
+	// StateClosed: Close was called; every method returns ErrClosed.
 	StateClosed
 )
 
+// String returns "connected", "reconnecting", "closed" or "unknown", for
+// health-check output and logs.
 func (s State) String() string {
 	switch s {
 	case StateConnected:
