@@ -134,24 +134,35 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		n = DefaultMaxInFlight
 	}
 	sem := make(chan struct{}, n)
+	// take waits for an in-flight slot for d; if the server stops first, d
+	// goes back to the broker (and its caller gets 503 where it waits).
+	take := func(d *Delivery) bool {
+		select {
+		case sem <- struct{}{}:
+			s.inFlight.Add(1)
+			return true
+		case <-recvCtx.Done():
+			s.reply(base, l, d, ErrorResponse(fmt.Errorf("transport: server closed: %w", ErrNoResponders)), Requeue)
+			return false
+		}
+	}
+	release := func() { <-sem; s.inFlight.Done() }
+
 	p, pusher := l.(Pusher)
 	if pusher {
 		p.Push(func(d *Delivery) {
-			select {
-			case sem <- struct{}{}:
-			case <-recvCtx.Done():
-				s.reply(base, l, d, ErrorResponse(fmt.Errorf("transport: server closed: %w", ErrNoResponders)), Requeue)
-				return
+			if take(d) {
+				defer release()
+				s.serveDelivery(base, l, d)
 			}
-			s.inFlight.Add(1)
-			defer func() { <-sem; s.inFlight.Done() }()
-			s.serveDelivery(base, l, d)
 		})
 	}
 	for {
-		// A Pusher's Receive mostly waits for the end of the listener: it
-		// takes its slot after receiving, else it would hold one while the
-		// pushed requests wait for it (a deadlock at MaxInFlight 1).
+		// A pull listener takes its slot before Receive, so that nothing is
+		// taken from the broker beyond MaxInFlight. A Pusher's Receive mostly
+		// waits for the end of the listener: it takes its slot after
+		// receiving, else it would hold one while the pushed requests wait
+		// for it (a deadlock at MaxInFlight 1).
 		if !pusher {
 			select {
 			case sem <- struct{}{}:
@@ -170,16 +181,14 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 			return err
 		}
 		if pusher {
-			select {
-			case sem <- struct{}{}:
-			case <-recvCtx.Done():
-				s.reply(base, l, d, ErrorResponse(fmt.Errorf("transport: server closed: %w", ErrNoResponders)), Requeue)
+			if !take(d) {
 				continue
 			}
+		} else {
+			s.inFlight.Add(1)
 		}
-		s.inFlight.Add(1)
 		go func() {
-			defer func() { <-sem; s.inFlight.Done() }()
+			defer release()
 			s.serveDelivery(base, l, d)
 		}()
 	}
