@@ -32,6 +32,28 @@ const (
 	// handler (an expired request, a malformed frame, a transport error at
 	// the caller): its value is the error text.
 	HeaderError = "Httpbus-Error"
+
+	// Stream headers (binding version 2, WIRE.md §7). Backends carry them as
+	// broker headers, in both directions, on every message (see
+	// Message.Header).
+
+	// HeaderReplyTo carries the sender's inbox address (Streamer.Inbox): a
+	// request with it may be answered by a stream; a stream message with it
+	// tells the peer where to send credit, parts and cancel.
+	HeaderReplyTo = "Httpbus-Reply-To"
+	// HeaderStream carries the stream id, chosen by the caller, unique per
+	// caller inbox; every message of one exchange carries it.
+	HeaderStream = "Httpbus-Stream"
+	// HeaderSeq carries a part's sequence number in its direction, from 0.
+	HeaderSeq = "Httpbus-Seq"
+	// HeaderEnd is "1" on the last part of a message.
+	HeaderEnd = "Httpbus-End"
+	// HeaderControl names a control message: "continue", "credit",
+	// "cancel" or "abort".
+	HeaderControl = "Httpbus-Control"
+	// HeaderCredit carries the receiver's credit: the sender may send the
+	// parts whose sequence number is lower than this decimal value.
+	HeaderCredit = "Httpbus-Credit"
 )
 
 // MethodNotify is the method of a notification: a request published to a
@@ -49,9 +71,13 @@ type Message struct {
 	Body []byte
 	// ContentType is the broker-level content type; MediaType for frames.
 	ContentType string
-	// Header holds the broker headers of a received message, canonicalised
-	// (http.CanonicalHeaderKey). The Server maps them onto the request of a
-	// foreign (non-frame) message. Backends may leave it nil for frames.
+	// Header holds broker headers, canonicalised (http.CanonicalHeaderKey).
+	// On a received message backends fill it with the broker headers; the
+	// Server maps them onto the request of a foreign (non-frame) message.
+	// On a message to send, backends write each entry as a broker header
+	// (the stream headers HeaderReplyTo, HeaderStream, HeaderSeq, HeaderEnd,
+	// HeaderControl, HeaderCredit and HeaderError among them). A received
+	// frame must carry at least every "Httpbus-" header that was sent.
 	Header http.Header
 	// Deadline is the caller's absolute deadline; zero means none.
 	Deadline time.Time
@@ -93,6 +119,12 @@ const (
 	// Requeue returns it to the broker for another delivery (used for
 	// deliveries taken but not started when the server shuts down).
 	Requeue
+	// Hold sends the response (a stream's first message) and leaves the
+	// delivery unsettled: the Server sends the rest of the stream with
+	// Streamer.Send and settles the delivery with a later Reply whose
+	// response is nil. A second Reply with Hold sends without settling
+	// again.
+	Hold
 )
 
 // Listener is the server side of a transport: what a Server needs to serve
@@ -194,6 +226,39 @@ func (s State) String() string {
 		return "closed"
 	}
 	return "unknown"
+}
+
+// Streamer is implemented by a Conn and a Listener whose backend carries
+// streams (binding version 2, WIRE.md §7): messages larger than one broker
+// message, flushed responses, request bodies sent as they are read, credit
+// and cancellation. The core owns the protocol (sequence, credit, cancel,
+// deadline); a backend only gives each endpoint an inbox and sends to an
+// address.
+//
+// All methods are safe for concurrent use. After Close they return errors
+// matching ErrClosed.
+type Streamer interface {
+	// Inbox returns the address of this endpoint's inbox, opening it on
+	// first use. Any client of the same broker can Send to the address; a
+	// message sent there reaches this endpoint only (never a queue group or
+	// competing consumer). The address stays valid until Close or a lost
+	// connection (after a reconnect Inbox returns a new one).
+	Inbox(ctx context.Context) (string, error)
+
+	// ReceiveInbox blocks until a message arrives at the inbox, ctx ends
+	// (ctx's error) or the endpoint is closed (ErrClosed). Messages sent by
+	// one endpoint to one inbox arrive in the order they were sent. The
+	// returned Message has Header filled (canonical keys) and belongs to the
+	// caller.
+	ReceiveInbox(ctx context.Context) (*Message, error)
+
+	// Send sends m to addr, an inbox address (from a peer's HeaderReplyTo),
+	// with m.Header as broker headers, and returns once the broker has it
+	// (or the client library has buffered it). It does not wait for an
+	// answer. Errors: *TooLargeError (nothing sent), ErrUnavailable,
+	// ErrClosed. A send to an inbox that no longer exists is not an error
+	// where the broker does not tell.
+	Send(ctx context.Context, addr string, m *Message) error
 }
 
 // StateReporter is implemented by a Listener or Conn that reconnects.
