@@ -48,10 +48,12 @@ var Default = NewBus()
 type Bus struct {
 	mu       sync.Mutex
 	services map[string]*service
+	inboxes  map[string]*inbox
+	nextBox  uint64
 }
 
 // NewBus returns an empty bus, isolated from Default.
-func NewBus() *Bus { return &Bus{services: map[string]*service{}} }
+func NewBus() *Bus { return &Bus{services: map[string]*service{}, inboxes: map[string]*inbox{}} }
 
 type service struct {
 	name      string
@@ -65,6 +67,7 @@ type service struct {
 type call struct {
 	reply chan *transport.Message // buffered 1
 	svc   *service
+	held  bool // a transport.Hold reply went out: the final Reply only settles
 }
 
 // Listen returns a server side for cfg.Service on b, subscribed to
@@ -153,6 +156,7 @@ func (b *Bus) publish(ctx context.Context, topic string, m *transport.Message) e
 
 // Listener is the server side of one service on a Bus.
 type Listener struct {
+	ends      endpoint
 	bus       *Bus
 	svc       *service
 	topics    []string
@@ -188,6 +192,12 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	if c == nil {
 		return nil // a notification: nothing to answer
 	}
+	if c.held {
+		if resp != nil && disp == transport.Hold {
+			return fmt.Errorf("transport/inmem: a second Hold reply to one request")
+		}
+		return nil // answered already; nothing to settle in memory
+	}
 	if disp == transport.Requeue && resp == nil {
 		go func() {
 			select {
@@ -203,6 +213,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		return nil
 	}
 	m := *resp
+	m.Header = resp.Header.Clone()
+	c.held = disp == transport.Hold
 	c.reply <- &m
 	return nil
 }
@@ -228,7 +240,11 @@ func (l *Listener) Drain() error {
 }
 
 // Close implements transport.Listener.
-func (l *Listener) Close() error { return l.Drain() }
+func (l *Listener) Close() error {
+	l.Drain()
+	l.ends.close(l.bus)
+	return nil
+}
 
 func (l *Listener) leave() {
 	l.leaveOnce.Do(func() {
@@ -251,6 +267,7 @@ func (l *Listener) leave() {
 
 // Conn is the client side of a Bus.
 type Conn struct {
+	ends      endpoint
 	bus       *Bus
 	done      chan struct{}
 	closeOnce sync.Once
@@ -284,6 +301,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 // Close implements transport.Conn.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() { close(c.done) })
+	c.ends.close(c.bus)
 	return nil
 }
 

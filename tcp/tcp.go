@@ -44,7 +44,9 @@
 // A refused connection or an unknown host is transport.ErrNoResponders
 // (503); a passed deadline transport.ErrTimeout (504); any other network
 // failure transport.ErrUnavailable (502). A request body over
-// Config.MaxBodyBytes gets 413, one cut short of its Content-Length 400.
+// Config.MaxBodyBytes gets 413 (a chunked one fails the handler's read).
+// Bodies stream both ways as in net/http: large downloads and uploads,
+// Flush, trailers, Hijack and 101 upgrades all work, since tcp is HTTP/1.1.
 package tcp
 
 import (
@@ -95,9 +97,8 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's header block in bytes (431 past
 	// it); zero means transport.DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
-	// MaxBodyBytes bounds a request body in bytes (413 past it); the body
-	// is read whole before the handler runs. Zero means
-	// transport.DefaultMaxBodyBytes; negative means no limit.
+	// MaxBodyBytes bounds a request body in bytes (413 past it). Zero or
+	// negative means no limit, as with net/http.
 	MaxBodyBytes int64
 	// ReusePort sets SO_REUSEPORT on the listening socket (Linux only), so
 	// that several servers can share one address.
@@ -113,8 +114,8 @@ type Config struct {
 }
 
 func (c *Config) maxBody() int64 {
-	if c.MaxBodyBytes == 0 {
-		return transport.DefaultMaxBodyBytes
+	if c.MaxBodyBytes <= 0 {
+		return -1
 	}
 	return c.MaxBodyBytes
 }
@@ -232,15 +233,16 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Deadline = dl
 	}
-	// Read the body whole, as a broker message would arrive: a body over
-	// the limit is a 413 and one cut short a 400 before the handler runs.
-	body, err := readBody(w, r, l.cfg.maxBody())
-	if err != nil {
-		writeErr(w, err)
-		return
+	// The handler reads the body as it arrives, as with net/http. A
+	// Content-Length over the limit is a 413 before the handler runs; a
+	// chunked body over it fails the handler's read.
+	if max := l.cfg.maxBody(); max >= 0 && r.Body != nil && r.Body != http.NoBody {
+		if r.ContentLength > max {
+			writeErr(w, &transport.TooLargeError{What: "body", Limit: max, Size: r.ContentLength})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
-	r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	r.TransferEncoding = nil
 	d.ResponseWriter = w
 	tok := &token{done: make(chan struct{})}
 	d.Token = tok
@@ -257,36 +259,6 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	<-tok.done
-}
-
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	if max >= 0 && r.ContentLength > max {
-		return nil, &transport.TooLargeError{What: "body", Limit: max, Size: r.ContentLength}
-	}
-	if r.ContentLength > 0 {
-		// Known length (net/http's body reader enforces it): one allocation.
-		b := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, b); err != nil {
-			return nil, fmt.Errorf("%w: body: %v", transport.ErrMalformedFrame, err)
-		}
-		return b, nil
-	}
-	var buf bytes.Buffer
-	rd := io.Reader(r.Body)
-	if max >= 0 {
-		rd = http.MaxBytesReader(w, r.Body, max)
-	}
-	if _, err := buf.ReadFrom(rd); err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, &transport.TooLargeError{What: "body", Limit: max, Size: -1}
-		}
-		return nil, fmt.Errorf("%w: body: %v", transport.ErrMalformedFrame, err)
-	}
-	return buf.Bytes(), nil
 }
 
 func writeErr(w http.ResponseWriter, err error) {

@@ -36,7 +36,7 @@ type RoundTripper struct {
 
 	// MaxBodyBytes bounds a request body read from the caller and a
 	// response body, in bytes: a larger request gets 413 without being sent.
-	// Zero means DefaultMaxBodyBytes; negative means no limit.
+	// Zero or negative means no limit, as with net/http.
 	MaxBodyBytes int64
 
 	// MaxHeaderBytes bounds a response's status line and header block.
@@ -83,6 +83,9 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 			return rt.failure(req, err)
 		}
 		return resp, nil
+	}
+	if st, ok := rt.Conn.(Streamer); ok && req.Method != MethodNotify {
+		return rt.roundTripStream(req, service, st)
 	}
 	body, err := rt.readBody(req)
 	if err != nil {

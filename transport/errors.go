@@ -41,6 +41,14 @@ var (
 	// while the request was in flight; the request may or may not have been
 	// served. Status 502.
 	ErrUnavailable = errors.New("transport: broker unavailable")
+
+	// ErrUpgrade is the text of the 501 a caller gets when a handler
+	// answers 101 Switching Protocols (a WebSocket upgrade): a broker
+	// carries messages, not a connection to take over, and the response
+	// writer implements no http.Hijacker. Streams (server-sent events, a
+	// chunked request body) carry what fits HTTP's request/response shape.
+	// Over tcp, which is HTTP/1.1 itself, upgrades and Hijack work.
+	ErrUpgrade = errors.New("transport: 101 Switching Protocols (upgrade, hijack) cannot cross a broker")
 )
 
 // TooLargeError reports a frame, header block or body over a limit, like

@@ -18,16 +18,17 @@ const (
 	// DefaultMaxHeaderBytes bounds the request line and header block of a
 	// frame: 1 MiB, as net/http.DefaultMaxHeaderBytes.
 	DefaultMaxHeaderBytes = 1 << 20
-	// DefaultMaxBodyBytes bounds a request or response body: 10 MiB, the
-	// STOMP frame limit that shared/brokers configures for ActiveMQ.
-	DefaultMaxBodyBytes = 10 << 20
 )
 
-// Limits bounds what DecodeRequest and DecodeResponse accept. A zero field
-// means its default; a negative one means no limit.
+// Limits bounds what DecodeRequest and DecodeResponse accept.
 type Limits struct {
-	MaxHeaderBytes int   // request/status line plus headers, bytes
-	MaxBodyBytes   int64 // body, bytes
+	// MaxHeaderBytes bounds the request or status line plus headers, in
+	// bytes. Zero means DefaultMaxHeaderBytes; negative means no limit.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a body, in bytes. Zero or negative means no
+	// limit, as with net/http: a handler sets its own, for example with
+	// http.MaxBytesReader.
+	MaxBodyBytes int64
 }
 
 func (l Limits) header() int {
@@ -38,8 +39,8 @@ func (l Limits) header() int {
 }
 
 func (l Limits) body() int64 {
-	if l.MaxBodyBytes == 0 {
-		return DefaultMaxBodyBytes
+	if l.MaxBodyBytes <= 0 {
+		return -1
 	}
 	return l.MaxBodyBytes
 }
@@ -225,8 +226,9 @@ func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, bo
 
 // DecodeRequest reads a request frame with net/http's http.ReadRequest.
 // The returned request's Body reads from frame without copying (the caller
-// must not modify frame while the body is in use); ContentLength is always
-// known. Errors: *TooLargeError (ErrTooLarge) for a header block or body over
+// must not modify frame while the body is in use). A chunked body is
+// decoded at once (its trailers are in req.Trailer), and ContentLength -1
+// and TransferEncoding ["chunked"] say so, as net/http's server does. Errors: *TooLargeError (ErrTooLarge) for a header block or body over
 // lim, ErrMalformedFrame for anything http.ReadRequest refuses and for a
 // Content-Length that disagrees with the frame.
 func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
@@ -245,12 +247,16 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 		// would blank it.
 		return nil, fmt.Errorf("%w: invalid Host %q", ErrMalformedFrame, req.Host)
 	}
+	chunked := req.ContentLength < 0
 	body, n, err := readBody(frame, br, rd, req.ContentLength, req.Body, lim)
 	if err != nil {
 		return nil, err
 	}
-	req.Body, req.ContentLength = body, n
-	req.TransferEncoding = nil
+	req.Body = body
+	if !chunked {
+		req.ContentLength = n
+		req.TransferEncoding = nil
+	}
 	return req, nil
 }
 

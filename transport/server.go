@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,9 +43,10 @@ type Server struct {
 	MaxHeaderBytes int
 
 	// MaxBodyBytes bounds a request body and a response body, in bytes; a
-	// larger request gets 413 without running the handler, a larger
-	// response is replaced by a 413. Zero means DefaultMaxBodyBytes;
-	// negative means no limit.
+	// request with a larger Content-Length gets 413 without running the
+	// handler, a streamed one fails the handler's r.Body.Read, a larger
+	// response is replaced by a 413 (or its stream aborted). Zero or
+	// negative means no limit, as with net/http.
 	MaxBodyBytes int64
 
 	// ReplyTimeout bounds sending a reply and settling its delivery. Zero
@@ -279,12 +281,15 @@ func (s *Server) markClosed() {
 	}
 }
 
-func (s *Server) replyContext(base context.Context) (context.Context, context.CancelFunc) {
-	t := s.ReplyTimeout
-	if t <= 0 {
-		t = DefaultReplyTimeout
+func (s *Server) replyTimeout() time.Duration {
+	if s.ReplyTimeout <= 0 {
+		return DefaultReplyTimeout
 	}
-	return context.WithTimeout(context.WithoutCancel(base), t)
+	return s.ReplyTimeout
+}
+
+func (s *Server) replyContext(base context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(base), s.replyTimeout())
 }
 
 // reply sends resp (nil for none) and settles d, logging a failure.
@@ -311,28 +316,19 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		s.serveNative(base, l, d)
 		return
 	}
+	ex := newExchange(s, base, l, d) // nil for a version-1 caller
+	// send answers with one whole frame and settles d.
+	send := func(frame []byte, disp Disposition) {
+		if ex != nil {
+			ex.finishWhole(frame, disp)
+			return
+		}
+		s.reply(base, l, d, frame, disp)
+	}
 	if !d.Deadline.IsZero() && !time.Now().Before(d.Deadline) {
 		err := Timeout(errors.New("request expired before it was served"))
-		s.reply(base, l, d, ErrorResponse(err), Ack)
+		send(ErrorResponse(err), Ack)
 		return
-	}
-	var req *http.Request
-	var err error
-	if IsFrame(d.ContentType) {
-		req, err = DecodeRequest(d.Body, s.limits())
-	} else {
-		req = ForeignRequest(d)
-		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
-			err = &TooLargeError{What: "body", Limit: max, Size: int64(len(d.Body))}
-		}
-	}
-	if err != nil {
-		s.logger().Warn("transport: bad request frame", "service", d.Service, "topic", d.Topic, "bytes", len(d.Body), "err", err)
-		s.reply(base, l, d, ErrorResponse(err), Reject)
-		return
-	}
-	if d.Topic != "" {
-		req.Method = MethodNotify
 	}
 	ctx := base
 	if !d.Deadline.IsZero() {
@@ -340,18 +336,68 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		ctx, cancel = context.WithDeadline(base, d.Deadline)
 		defer cancel()
 	}
+	if ex != nil {
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		ex.cancel = cancel
+	}
+	var req *http.Request
+	var err error
+	switch {
+	case ex.streamedRequest():
+		req, err = ex.decodeStreamedRequest(ctx, s.limits())
+	case IsFrame(d.ContentType):
+		req, err = DecodeRequest(d.Body, s.limits())
+	default:
+		req = ForeignRequest(d)
+		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
+			err = &TooLargeError{What: "body", Limit: max, Size: int64(len(d.Body))}
+		}
+	}
+	if err != nil {
+		s.logger().Warn("transport: bad request frame", "service", d.Service, "topic", d.Topic, "bytes", len(d.Body), "err", err)
+		send(ErrorResponse(err), Reject)
+		return
+	}
+	if d.Topic != "" {
+		req.Method = MethodNotify
+	}
 	req = req.WithContext(ctx)
 	req.RemoteAddr = d.RemoteAddr
 	if d.Redelivered {
 		req.Header.Set(HeaderRedelivered, "true")
 	}
-	w := &responseWriter{header: http.Header{}, maxBody: s.limits().body()}
-	if !s.runHandler(w, req, d) {
-		s.reply(base, l, d, errorFrame(http.StatusInternalServerError, errors.New("transport: handler panicked")), Ack)
+	w := &responseWriter{header: http.Header{}, maxBody: s.limits().body(), ex: ex, ctx: ctx, method: req.Method}
+	if ex != nil {
+		ex.startTimer()
+	}
+	ok := s.runHandler(w, req, d)
+	if w.rs != nil {
+		// The response went out as a stream: end it, or tell the caller
+		// it will not complete.
+		ex.stopTimer()
+		err := errors.New("transport: handler panicked")
+		if ok {
+			err = w.finishStream()
+		}
+		if err != nil {
+			s.logger().Error("transport: response stream not completed", "service", d.Service, "path", req.URL.Path, "err", err)
+			ex.abort(err)
+		}
+		ex.settle(Ack)
+		return
+	}
+	if !ok {
+		send(errorFrame(http.StatusInternalServerError, errors.New("transport: handler panicked")), Ack)
 		return
 	}
 	if !w.wroteHeader && errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		s.reply(base, l, d, ErrorResponse(Timeout(errors.New("handler returned at the caller's deadline without a response"))), Ack)
+		send(ErrorResponse(Timeout(errors.New("handler returned at the caller's deadline without a response"))), Ack)
+		return
+	}
+	if !w.wroteHeader && w.upgrade {
+		send(errorFrame(http.StatusNotImplemented, ErrUpgrade), Ack)
 		return
 	}
 	resp, err := w.frame(req.Method)
@@ -366,7 +412,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		s.logger().Error("transport: response not sent", "service", d.Service, "path", req.URL.Path, "err", err)
 		resp = ErrorResponse(err)
 	}
-	s.reply(base, l, d, resp, Ack)
+	send(resp, Ack)
 }
 
 // runHandler runs the handler, turning a panic into false (and a log line).
@@ -513,6 +559,16 @@ type responseWriter struct {
 	maxBody     int64
 	over        bool
 	wroteHeader bool
+
+	// Streams (binding version 2): ex is nil for a version-1 caller. Once
+	// the body outgrows a part or the handler flushes, the response goes
+	// out as a stream (rs), written through body as a coalescing buffer.
+	ex      *exchange
+	ctx     context.Context
+	method  string
+	rs      *respStream
+	written int64
+	upgrade bool // the handler answered 101 Switching Protocols
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -532,6 +588,10 @@ func (w *responseWriter) WriteHeader(code int) {
 	if code < 100 || code > 999 {
 		panic(fmt.Sprintf("invalid WriteHeader code %v", code))
 	}
+	if code == http.StatusSwitchingProtocols {
+		w.upgrade = true
+		return
+	}
 	if code < 200 {
 		return
 	}
@@ -549,19 +609,158 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
 	}
-	if w.maxBody >= 0 && int64(w.body.Len()+len(p)) > w.maxBody {
+	if w.maxBody >= 0 && w.written+int64(len(p)) > w.maxBody {
 		w.over = true
 		return 0, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
 	}
+	if w.rs == nil && w.ex != nil && w.method != http.MethodHead && w.body.Len()+len(p) > w.ex.size {
+		if err := w.startStream(); err != nil {
+			return 0, err
+		}
+	}
+	if w.rs != nil {
+		return w.streamWrite(p)
+	}
+	w.written += int64(len(p))
 	return w.body.Write(p)
 }
 
-// Flush implements http.Flusher. The response is buffered until the handler
-// returns, so Flush only fixes the header.
+// Flush implements http.Flusher. For a version-2 caller it sends what the
+// handler wrote so far (the response becomes a stream); for a version-1
+// caller the response is one frame sent when the handler returns, so Flush
+// only fixes the header.
 func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.ex == nil || w.method == http.MethodHead {
+		return
+	}
+	if w.rs == nil {
+		if err := w.startStream(); err != nil {
+			return
+		}
+	}
+	if err := w.emit(); err == nil {
+		w.rs.pw.flush(false) //nolint:errcheck // the stream's error is reported at its end
+	}
+}
+
+// startStream turns the response into a stream: the head goes out with
+// Transfer-Encoding: chunked, or with the Content-Length the handler set.
+func (w *responseWriter) startStream() error {
+	h := w.header
+	rs := &respStream{remain: -1}
+	switch cl := h.Get("Content-Length"); {
+	case !bodyAllowed(w.status) || w.method == http.MethodHead:
+		rs.noBody = true
+	case cl != "" && !hasTrailers(h):
+		n, err := strconv.ParseInt(cl, 10, 64)
+		if err != nil || n < 0 {
+			h.Del("Content-Length")
+			h.Set("Transfer-Encoding", "chunked")
+			rs.chunked = true
+		} else {
+			rs.remain = n
+		}
+	default:
+		h.Del("Content-Length")
+		h.Set("Transfer-Encoding", "chunked")
+		rs.chunked = true
+	}
+	var b bytes.Buffer
+	if err := writeHead(&b, w.status, h); err != nil {
+		return err
+	}
+	rs.pw = &partWriter{size: w.ex.size, send: func(body []byte, seq int64, end bool) error {
+		return w.ex.sendPart(w.ctx, body, seq, end)
+	}}
+	w.rs = rs
+	if _, err := rs.pw.Write(b.Bytes()); err != nil {
+		return err
+	}
+	if rs.chunked {
+		return nil // body stays buffered until emit
+	}
+	buffered := w.body.Bytes()
+	w.body.Reset()
+	if rs.noBody {
+		return nil
+	}
+	if int64(len(buffered)) > rs.remain {
+		return http.ErrContentLength
+	}
+	rs.remain -= int64(len(buffered))
+	_, err := rs.pw.Write(buffered)
+	return err
+}
+
+// streamWrite writes p to a response that is a stream.
+func (w *responseWriter) streamWrite(p []byte) (int, error) {
+	rs := w.rs
+	if rs.pw.err != nil {
+		return 0, rs.pw.err
+	}
+	w.written += int64(len(p))
+	switch {
+	case rs.noBody:
+		return len(p), nil
+	case !rs.chunked:
+		if int64(len(p)) > rs.remain {
+			return 0, http.ErrContentLength
+		}
+		rs.remain -= int64(len(p))
+		return rs.pw.Write(p)
+	}
+	if w.body.Len()+len(p) < w.ex.size {
+		return w.body.Write(p)
+	}
+	if err := w.emit(); err != nil {
+		return 0, err
+	}
+	if len(p) >= w.ex.size {
+		return chunkWriter{rs.pw}.Write(p)
+	}
+	return w.body.Write(p)
+}
+
+// emit writes the buffered body as one chunk of a chunked stream.
+func (w *responseWriter) emit() error {
+	if !w.rs.chunked || w.body.Len() == 0 {
+		return w.rs.pw.err
+	}
+	_, err := chunkWriter{w.rs.pw}.Write(w.body.Bytes())
+	w.body.Reset()
+	return err
+}
+
+// finishStream ends a response stream: the last chunk and the trailers,
+// and the part with the end mark.
+func (w *responseWriter) finishStream() error {
+	rs := w.rs
+	if w.over {
+		return &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
+	}
+	if rs.chunked {
+		if err := w.emit(); err != nil {
+			return err
+		}
+		if err := (chunkWriter{rs.pw}).close(trailers(w.header, w.liveHeader())); err != nil {
+			return err
+		}
+	} else if !rs.noBody && rs.remain > 0 {
+		return fmt.Errorf("transport: handler wrote %d bytes fewer than its Content-Length", rs.remain)
+	}
+	return rs.pw.flush(true)
+}
+
+// liveHeader is the handler's header map as it is now: the one Header
+// returns, where trailer values are set after the body.
+func (w *responseWriter) liveHeader() http.Header {
+	if w.late != nil {
+		return w.late
+	}
+	return w.header
 }
 
 func bodyAllowed(status int) bool {
@@ -580,6 +779,9 @@ func (w *responseWriter) frame(method string) ([]byte, error) {
 	h.Del("Content-Length")
 	if !bodyAllowed(w.status) {
 		return EncodeResponse(w.status, h, nil, method)
+	}
+	if hasTrailers(h) && method != http.MethodHead {
+		return encodeChunkedResponse(w.status, h, w.body.Bytes(), trailers(h, w.liveHeader()))
 	}
 	return EncodeResponse(w.status, h, w.body.Bytes(), method)
 }

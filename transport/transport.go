@@ -10,8 +10,13 @@ import (
 // (RFC 9112 §10.1).
 const MediaType = "message/http"
 
-// Version is the wire binding version carried in HeaderVersion.
+// Version is the wire binding version carried in HeaderVersion on a
+// message that is one whole exchange, readable by a version-1 peer.
 const Version = "1"
+
+// Version2 is the binding version carried on stream parts and control
+// messages (WIRE.md §7).
+const Version2 = "2"
 
 // Routing header names of the wire binding (WIRE.md). Backends carry them as
 // broker headers (or, for tcp, as HTTP headers); the frame itself is untouched.

@@ -241,9 +241,6 @@ func (cfg *benchConfig) validate(pos []string) error {
 	if cfg.Service == "" {
 		cfg.Service = "httpbus-bench-" + strconv.Itoa(os.Getpid())
 	}
-	if cfg.MaxBody == 0 && int64(cfg.Size) > transport.DefaultMaxBodyBytes {
-		cfg.MaxBody = int64(cfg.Size)
-	}
 	return nil
 }
 

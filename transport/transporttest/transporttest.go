@@ -59,6 +59,10 @@ type Features struct {
 
 	// Timeout scales the suite's waits for slow brokers; zero means 10 s.
 	Timeout time.Duration
+
+	// StreamBytes is the body size of the stream download and upload
+	// cases; zero means 64 MiB.
+	StreamBytes int64
 }
 
 func (f Features) timeout() time.Duration {
@@ -104,6 +108,19 @@ func Cases() []Case {
 		{"HeaderTooLarge", (*suite).headerTooLarge},
 		{"ForeignMessage", (*suite).foreign},
 		{"InvalidUTF8Header", (*suite).invalidUTF8},
+		{"StreamDownload", (*suite).streamDownload},
+		{"StreamUpload", (*suite).streamUpload},
+		{"StreamUploadOneInstance", (*suite).streamUploadOneInstance},
+		{"StreamSlowReader", (*suite).streamSlowReader},
+		{"StreamFlush", (*suite).streamFlush},
+		{"StreamTrailers", (*suite).streamTrailers},
+		{"StreamChunkedRequest", (*suite).streamChunkedRequest},
+		{"StreamCancel", (*suite).streamCancel},
+		{"StreamCancelBeforeResponse", (*suite).streamCancelBeforeResponse},
+		{"StreamServerKilled", (*suite).streamServerKilled},
+		{"StreamLostPart", (*suite).streamLostPart},
+		{"StreamDuplicatedPart", (*suite).streamDuplicatedPart},
+		{"SwitchingProtocols", (*suite).switchingProtocols},
 	}
 }
 
@@ -773,9 +790,9 @@ func (s *suite) tooLarge(t *testing.T) {
 	if resp := post(&transport.RoundTripper{Conn: conn, MaxBodyBytes: -1}, 2*limit); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Errorf("body over the server's limit answered %d, want 413", resp.StatusCode)
 	}
-	// The caller's limit (default 10 MiB): 20 MiB is refused before sending.
-	if resp := post(transport.NewRoundTripper(conn), 20<<20); resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(transport.HeaderError) == "" {
-		t.Errorf("20 MiB body answered %d (%q), want 413 made by httpbus", resp.StatusCode, resp.Header.Get(transport.HeaderError))
+	// The caller's limit: 2 MiB over a 1 MiB limit is refused before sending.
+	if resp := post(&transport.RoundTripper{Conn: conn, MaxBodyBytes: 1 << 20}, 2<<20); resp.StatusCode != http.StatusRequestEntityTooLarge || resp.Header.Get(transport.HeaderError) == "" {
+		t.Errorf("2 MiB body over a 1 MiB limit answered %d (%q), want 413 made by httpbus", resp.StatusCode, resp.Header.Get(transport.HeaderError))
 	}
 	if resp := post(transport.NewRoundTripper(conn), 100); resp.StatusCode != 200 {
 		t.Errorf("next request answered %d, want 200", resp.StatusCode)

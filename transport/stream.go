@@ -1,0 +1,537 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Stream defaults (WIRE.md §7).
+const (
+	// DefaultPartBytes is the largest body of one stream part, in bytes,
+	// where the broker's own limit (SizeLimiter) is not lower.
+	DefaultPartBytes = 128 << 10
+	// DefaultWindow is the credit window, in parts: a sender may have this
+	// many parts sent and not yet consumed by the receiver. Memory per
+	// stream direction is bounded by DefaultWindow × DefaultPartBytes
+	// (2 MiB) on each side.
+	DefaultWindow = 16
+	// processingAfter is how long a handler runs for a version-2 caller
+	// before the server sends a "continue" control message announcing its
+	// inbox, so that the caller can cancel it.
+	processingAfter = 20 * time.Millisecond
+)
+
+// Control message kinds (HeaderControl).
+const (
+	controlContinue = "continue" // server → caller: I took the request; my inbox is HeaderReplyTo
+	controlCredit   = "credit"   // receiver → sender: send parts below HeaderCredit
+	controlCancel   = "cancel"   // caller → server: the caller gave up
+	controlAbort    = "abort"    // sender → receiver: the message will not complete (HeaderError)
+)
+
+// Stream errors.
+var (
+	// ErrStreamBroken means a stream lost, duplicated or reordered a part,
+	// or its sender aborted it: the message is incomplete. A caller sees it
+	// from resp.Body.Read (or as a 502 before the header arrived); a
+	// handler sees it from r.Body.Read.
+	ErrStreamBroken = errors.New("transport: stream broken")
+	// errCancelled ends a handler's context when the caller cancels.
+	errCancelled = errors.New("transport: caller cancelled the request")
+	// errExchangeDone ends a stream's waiters once its response is read.
+	errExchangeDone = errors.New("transport: exchange done")
+)
+
+// partBytes is the part size for an endpoint: DefaultPartBytes, or less
+// where the broker takes less (room kept for the headers of a part).
+func partBytes(endpoint any) int {
+	n := DefaultPartBytes
+	if sl, ok := endpoint.(SizeLimiter); ok {
+		if max := sl.MaxMessageBytes(); max > 0 && max-1024 < int64(n) {
+			n = int(max - 1024)
+			if n < 1024 {
+				n = 1024
+			}
+		}
+	}
+	return n
+}
+
+// mux is the core's side of one Streamer endpoint: it reads the endpoint's
+// inbox and hands each message to its stream, by HeaderStream (the pending
+// table of net/rpc's Client, for streams).
+type mux struct {
+	st     Streamer
+	addr   string
+	prefix string // stream ids made here start with it
+	next   atomic.Uint64
+
+	mu      sync.Mutex
+	streams map[string]*stream
+	err     error // set when the inbox ended
+}
+
+var muxes sync.Map // Streamer → *mux (one inbox reader per endpoint)
+
+var muxOpen sync.Mutex
+
+// muxFor returns the endpoint's mux, opening its inbox on first use.
+func muxFor(ctx context.Context, st Streamer) (*mux, error) {
+	if m, ok := muxes.Load(st); ok {
+		return m.(*mux), nil
+	}
+	muxOpen.Lock()
+	defer muxOpen.Unlock()
+	if m, ok := muxes.Load(st); ok {
+		return m.(*mux), nil
+	}
+	addr, err := st.Inbox(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 6)
+	rand.Read(b)
+	m := &mux{st: st, addr: addr, prefix: hex.EncodeToString(b) + ".", streams: map[string]*stream{}}
+	muxes.Store(st, m)
+	go m.loop()
+	return m, nil
+}
+
+func (m *mux) newID() string {
+	return m.prefix + strconv.FormatUint(m.next.Add(1), 36)
+}
+
+func (m *mux) loop() {
+	for {
+		msg, err := m.st.ReceiveInbox(context.Background())
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				m.close(err)
+				return
+			}
+			// A lost connection: the backend reconnects; streams in flight
+			// fail at their deadline or by their peer's abort.
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if addr, err := m.st.Inbox(context.Background()); err == nil && addr != m.addr {
+			m.mu.Lock()
+			m.addr = addr
+			m.mu.Unlock()
+		}
+		m.dispatch(msg)
+	}
+}
+
+func (m *mux) address() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.addr
+}
+
+func (m *mux) close(err error) {
+	muxes.Delete(m.st)
+	m.mu.Lock()
+	m.err = err
+	ss := m.streams
+	m.streams = map[string]*stream{}
+	m.mu.Unlock()
+	for _, s := range ss {
+		s.fail(fmt.Errorf("%w: inbox closed: %w", ErrStreamBroken, err))
+	}
+}
+
+func (m *mux) register(s *stream) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.err != nil {
+		return m.err
+	}
+	m.streams[s.id] = s
+	return nil
+}
+
+func (m *mux) unregister(s *stream) {
+	m.mu.Lock()
+	if m.streams[s.id] == s {
+		delete(m.streams, s.id)
+	}
+	m.mu.Unlock()
+}
+
+func (m *mux) dispatch(msg *Message) {
+	id := msg.Header.Get(HeaderStream)
+	m.mu.Lock()
+	s := m.streams[id]
+	m.mu.Unlock()
+	if s == nil {
+		return // a stream that ended: late credit, a part after cancel
+	}
+	s.receive(msg)
+}
+
+// stream is one exchange's state at one end: the peer's inbox, the credit
+// for the parts this end sends, and the parts it receives.
+type stream struct {
+	id  string
+	mx  *mux
+	log *slog.Logger
+
+	mu      sync.Mutex
+	peer    string        // the peer's inbox, from its first message with HeaderReplyTo
+	limit   int64         // this end may send parts with seq < limit
+	credit  chan struct{} // signalled when limit grows
+	parts   chan *Message // parts (and abort) from the peer, in arrival order
+	failed  error
+	done    chan struct{} // closed by fail
+	onAbort func(error)   // the server's cancel of the handler context
+}
+
+func newStream(mx *mux, id string) *stream {
+	return &stream{
+		id: id, mx: mx,
+		limit:  DefaultWindow,
+		credit: make(chan struct{}, 1),
+		parts:  make(chan *Message, DefaultWindow+2),
+		done:   make(chan struct{}),
+	}
+}
+
+// receive takes one message from the mux.
+func (s *stream) receive(msg *Message) {
+	if p := msg.Header.Get(HeaderReplyTo); p != "" {
+		s.mu.Lock()
+		switch {
+		case s.peer == "":
+			s.peer = p
+		case s.peer != p:
+			s.mu.Unlock()
+			s.fail(fmt.Errorf("%w: a second instance answered (the request was redelivered)", ErrStreamBroken))
+			return
+		}
+		s.mu.Unlock()
+	}
+	switch msg.Header.Get(HeaderControl) {
+	case controlCredit, controlContinue:
+		s.grant(msg.Header.Get(HeaderCredit))
+		if msg.Header.Get(HeaderControl) == controlCredit {
+			return
+		}
+	case controlCancel:
+		s.fail(errCancelled)
+		return
+	}
+	select {
+	case s.parts <- msg:
+	default:
+		s.fail(fmt.Errorf("%w: the peer sent beyond its credit of %d parts", ErrStreamBroken, DefaultWindow))
+	}
+}
+
+func (s *stream) grant(v string) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	if n > s.limit {
+		s.limit = n
+	}
+	s.mu.Unlock()
+	select {
+	case s.credit <- struct{}{}:
+	default:
+	}
+}
+
+func (s *stream) fail(err error) {
+	s.mu.Lock()
+	if s.failed != nil {
+		s.mu.Unlock()
+		return
+	}
+	s.failed = err
+	close(s.done)
+	f := s.onAbort
+	s.mu.Unlock()
+	if f != nil {
+		f(err)
+	}
+}
+
+func (s *stream) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.failed
+}
+
+func (s *stream) peerAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.peer
+}
+
+func (s *stream) setPeer(p string) {
+	s.mu.Lock()
+	if s.peer == "" {
+		s.peer = p
+	}
+	s.mu.Unlock()
+}
+
+// waitCredit blocks until part seq may be sent.
+func (s *stream) waitCredit(ctx context.Context, seq int64, idle time.Duration) error {
+	var timer <-chan time.Time
+	for {
+		s.mu.Lock()
+		ok, failed := seq < s.limit, s.failed
+		s.mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+		if ok {
+			return nil
+		}
+		if timer == nil && idle > 0 {
+			t := time.NewTimer(idle)
+			defer t.Stop()
+			timer = t.C
+		}
+		select {
+		case <-s.credit:
+		case <-s.done:
+		case <-ctx.Done():
+			return ContextError(ctx)
+		case <-timer:
+			return fmt.Errorf("%w: no credit from the receiver for %v", ErrStreamBroken, idle)
+		}
+	}
+}
+
+// control sends a control message to the peer, best effort.
+func (s *stream) control(ctx context.Context, kind string, h http.Header) {
+	peer := s.peerAddr()
+	if peer == "" {
+		return
+	}
+	if h == nil {
+		h = http.Header{}
+	}
+	h.Set(HeaderVersion, Version2)
+	h.Set(HeaderStream, s.id)
+	h.Set(HeaderControl, kind)
+	h.Set(HeaderReplyTo, s.mx.address())
+	if err := s.mx.st.Send(ctx, peer, &Message{ContentType: MediaType, Header: h}); err != nil && s.log != nil {
+		s.log.Debug("transport: stream control not sent", "control", kind, "err", err)
+	}
+}
+
+// partsReader reads the bytes of the parts a stream receives, in order:
+// first (the part that came through Call or Receive, nil if none), then the
+// stream's parts. It grants credit as it consumes parts, and fails on a
+// lost, duplicated or reordered part, an abort, or ctx.
+type partsReader struct {
+	s       *stream
+	ctx     context.Context
+	cur     []byte
+	seq     int64 // next expected sequence number
+	end     bool
+	err     error
+	onFirst func() // called once the first part is consumed (nil: none)
+}
+
+func (r *partsReader) take(msg *Message) error {
+	h := msg.Header
+	if h.Get(HeaderControl) == controlAbort {
+		return fmt.Errorf("%w: the sender aborted: %s", ErrStreamBroken, h.Get(HeaderError))
+	}
+	if h.Get(HeaderControl) == controlContinue {
+		return nil
+	}
+	seq, err := strconv.ParseInt(h.Get(HeaderSeq), 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: part without a valid %s", ErrStreamBroken, HeaderSeq)
+	}
+	if seq != r.seq {
+		if seq < r.seq {
+			return fmt.Errorf("%w: part %d arrived again (duplicated or redelivered), expected part %d", ErrStreamBroken, seq, r.seq)
+		}
+		return fmt.Errorf("%w: part %d arrived, expected part %d (lost or reordered)", ErrStreamBroken, seq, r.seq)
+	}
+	r.seq++
+	r.cur = msg.Body
+	r.end = h.Get(HeaderEnd) == "1"
+	// Credit: every half window, tell the sender it may go a window
+	// beyond what this end has consumed.
+	if !r.end && r.seq%(DefaultWindow/2) == 0 {
+		r.s.control(r.ctx, controlCredit, http.Header{HeaderCredit: {strconv.FormatInt(r.seq+DefaultWindow, 10)}})
+	}
+	return nil
+}
+
+func (r *partsReader) next() error {
+	select {
+	case msg := <-r.s.parts:
+		return r.take(msg)
+	default:
+	}
+	select {
+	case msg := <-r.s.parts:
+		return r.take(msg)
+	case <-r.s.done:
+		// Parts that arrived before the failure still count.
+		select {
+		case msg := <-r.s.parts:
+			return r.take(msg)
+		default:
+		}
+		return r.s.err()
+	case <-r.ctx.Done():
+		return ContextError(r.ctx)
+	}
+}
+
+func (r *partsReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		if r.end {
+			return 0, io.EOF
+		}
+		if err := r.next(); err != nil {
+			r.err = err
+			return 0, err
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	return n, nil
+}
+
+// finish checks, once the HTTP parser has read the whole message, that the
+// stream ended exactly there: no byte after it, and the end mark seen.
+func (r *partsReader) finish(br *bufio.Reader) error {
+	if br != nil && br.Buffered() > 0 {
+		return fmt.Errorf("%w: %d bytes after the end of the HTTP message", ErrStreamBroken, br.Buffered())
+	}
+	for !r.end || len(r.cur) > 0 {
+		if len(r.cur) > 0 {
+			return fmt.Errorf("%w: %d bytes after the end of the HTTP message", ErrStreamBroken, len(r.cur))
+		}
+		if r.err != nil {
+			return r.err
+		}
+		if err := r.next(); err != nil {
+			r.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+// partWriter cuts the bytes of an outgoing HTTP message into parts of at
+// most size bytes, each sent by send (which waits for credit).
+type partWriter struct {
+	buf  []byte
+	size int
+	seq  int64
+	send func(body []byte, seq int64, end bool) error
+	err  error
+}
+
+func (w *partWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for len(p) > 0 {
+		if w.buf == nil {
+			w.buf = make([]byte, 0, w.size)
+		}
+		k := min(len(p), w.size-len(w.buf))
+		w.buf = append(w.buf, p[:k]...)
+		p, n = p[k:], n+k
+		if len(w.buf) == w.size {
+			if err := w.flush(false); err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
+}
+
+// flush sends what is buffered as one part (an empty part only if end).
+func (w *partWriter) flush(end bool) error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 && !end {
+		return nil
+	}
+	b := w.buf
+	w.buf = nil
+	if err := w.send(b, w.seq, end); err != nil {
+		w.err = err
+		return err
+	}
+	w.seq++
+	return nil
+}
+
+func partHeader(id string, seq int64, end bool) http.Header {
+	h := http.Header{
+		HeaderVersion: {Version2},
+		HeaderStream:  {id},
+		HeaderSeq:     {strconv.FormatInt(seq, 10)},
+	}
+	if end {
+		h[HeaderEnd] = []string{"1"}
+	}
+	return h
+}
+
+// chunkWriter writes the chunked transfer coding (RFC 9112 §7.1), as
+// net/http's internal chunkedWriter does.
+type chunkWriter struct{ w io.Writer }
+
+func (c chunkWriter) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if _, err := io.WriteString(c.w, strconv.FormatInt(int64(len(p)), 16)+"\r\n"); err != nil {
+		return 0, err
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return 0, err
+	}
+	if _, err := io.WriteString(c.w, "\r\n"); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// close writes the last chunk and the trailer section (RFC 9112 §7.1.2).
+func (c chunkWriter) close(trailer http.Header) error {
+	if _, err := io.WriteString(c.w, "0\r\n"); err != nil {
+		return err
+	}
+	if len(trailer) > 0 {
+		if err := trailer.Write(c.w); err != nil {
+			return err
+		}
+	}
+	_, err := io.WriteString(c.w, "\r\n")
+	return err
+}
