@@ -348,7 +348,6 @@ type partsReader struct {
 	seq     int64 // next expected sequence number
 	end     bool
 	err     error
-	onFirst func() // called once the first part is consumed (nil: none)
 }
 
 func (r *partsReader) take(msg *Message) error {
