@@ -46,7 +46,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 			mx.unregister(s)
 		}
 	}()
-	h := http.Header{HeaderReplyTo: {mx.address()}, HeaderStream: {s.id}}
+	h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: {s.id}}
 	var m *Message
 	var rest []byte
 	if !more {
@@ -152,6 +152,9 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		stop()
 		mx.unregister(s)
 		s.fail(errExchangeDone) // ends a request body sender still waiting for credit
+		if more {
+			closeBody(req) // and one still reading the caller's body
+		}
 	}}
 	if resp.Body == http.NoBody || (req.Method == http.MethodHead) {
 		if err := sb.finish(); err != nil {

@@ -335,11 +335,13 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithDeadline(base, d.Deadline)
 		defer cancel()
-	}
-	if ex != nil {
-		var cancel context.CancelCauseFunc
-		ctx, cancel = context.WithCancelCause(ctx)
-		defer cancel(nil)
+		if ex != nil {
+			ex.cancel = cancel // a caller's cancel ends the handler's context
+		}
+	} else if ex != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(base)
+		defer cancel()
 		ex.cancel = cancel
 	}
 	var req *http.Request

@@ -35,7 +35,7 @@ type exchange struct {
 	ended  bool // the final reply is going out: no more announcing
 	s      *stream
 	mx     *mux
-	cancel context.CancelCauseFunc // the handler's context
+	cancel context.CancelFunc // ends the handler's context
 	timer  *time.Timer
 }
 
@@ -68,9 +68,9 @@ func (ex *exchange) open(ctx context.Context) error {
 	s := newStream(mx, ex.id)
 	s.log = ex.srv.logger()
 	s.setPeer(ex.peer)
-	s.onAbort = func(err error) {
+	s.onAbort = func(error) {
 		if ex.cancel != nil {
-			ex.cancel(err)
+			ex.cancel()
 		}
 	}
 	if err := mx.register(s); err != nil {

@@ -77,9 +77,10 @@ type mux struct {
 	prefix string // stream ids made here start with it
 	next   atomic.Uint64
 
-	mu      sync.Mutex
-	streams map[string]*stream
-	err     error // set when the inbox ended
+	mu         sync.Mutex
+	streams    map[string]*stream
+	err        error    // set when the inbox ended
+	replyToHdr []string // {addr}, shared
 }
 
 var muxes sync.Map // Streamer → *mux (one inbox reader per endpoint)
@@ -109,7 +110,8 @@ func muxFor(ctx context.Context, st Streamer) (*mux, error) {
 }
 
 func (m *mux) newID() string {
-	return m.prefix + strconv.FormatUint(m.next.Add(1), 36)
+	b := make([]byte, 0, len(m.prefix)+13)
+	return string(strconv.AppendUint(append(b, m.prefix...), m.next.Add(1), 36))
 }
 
 func (m *mux) loop() {
@@ -189,27 +191,35 @@ type stream struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	peer    string        // the peer's inbox, from its first message with HeaderReplyTo
-	limit   int64         // this end may send parts with seq < limit
-	credit  chan struct{} // signalled when limit grows
-	parts   chan *Message // parts (and abort) from the peer, in arrival order
-	failed  error
-	done    chan struct{} // closed by fail
-	onAbort func(error)   // the server's cancel of the handler context
+	peer    string      // the peer's inbox, from its first message with HeaderReplyTo
+	limit   int64       // this end may send parts with seq < limit
+	failed  error       //
+	onAbort func(error) // the server's cancel of the handler context
+
+	// The channels are made on first use (most exchanges never stream, and
+	// the fast path should not pay for them): call init first.
+	once   sync.Once
+	credit chan struct{} // signalled when limit grows
+	parts  chan *Message // parts (and abort) from the peer, in arrival order
+	done   chan struct{} // closed by fail
 }
 
 func newStream(mx *mux, id string) *stream {
-	return &stream{
-		id: id, mx: mx,
-		limit:  DefaultWindow,
-		credit: make(chan struct{}, 1),
-		parts:  make(chan *Message, DefaultWindow+2),
-		done:   make(chan struct{}),
-	}
+	return &stream{id: id, mx: mx, limit: DefaultWindow}
+}
+
+func (s *stream) init() *stream {
+	s.once.Do(func() {
+		s.credit = make(chan struct{}, 1)
+		s.parts = make(chan *Message, DefaultWindow+2)
+		s.done = make(chan struct{})
+	})
+	return s
 }
 
 // receive takes one message from the mux.
 func (s *stream) receive(msg *Message) {
+	s.init()
 	if p := msg.Header.Get(HeaderReplyTo); p != "" {
 		s.mu.Lock()
 		switch {
@@ -240,6 +250,7 @@ func (s *stream) receive(msg *Message) {
 }
 
 func (s *stream) grant(v string) {
+	s.init()
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
 		return
@@ -256,6 +267,7 @@ func (s *stream) grant(v string) {
 }
 
 func (s *stream) fail(err error) {
+	s.init()
 	s.mu.Lock()
 	if s.failed != nil {
 		s.mu.Unlock()
@@ -292,6 +304,7 @@ func (s *stream) setPeer(p string) {
 
 // waitCredit blocks until part seq may be sent.
 func (s *stream) waitCredit(ctx context.Context, seq int64, idle time.Duration) error {
+	s.init()
 	var timer <-chan time.Time
 	for {
 		s.mu.Lock()
@@ -380,6 +393,7 @@ func (r *partsReader) take(msg *Message) error {
 }
 
 func (r *partsReader) next() error {
+	r.s.init()
 	select {
 	case msg := <-r.s.parts:
 		return r.take(msg)
@@ -533,4 +547,15 @@ func (c chunkWriter) close(trailer http.Header) error {
 	}
 	_, err := io.WriteString(c.w, "\r\n")
 	return err
+}
+
+// replyTo is the inbox address as a header value, shared by the requests
+// of this endpoint (read-only).
+func (m *mux) replyTo() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.replyToHdr) == 0 || m.replyToHdr[0] != m.addr {
+		m.replyToHdr = []string{m.addr}
+	}
+	return m.replyToHdr
 }
