@@ -13,13 +13,14 @@ import (
 
 // Conn is the client side over a NATS connection: Call is NATS
 // request/reply on the connection's shared ("muxed") response inbox. It
-// implements transport.Conn, transport.SizeLimiter and
+// implements transport.Conn, transport.Streamer, transport.SizeLimiter and
 // transport.StateReporter.
 type Conn struct {
 	nc     *natsgo.Conn
 	own    bool
 	cfg    Config
 	closed atomic.Bool
+	inbox  inbox
 }
 
 // NewConn returns a client side over nc, which the caller owns (Close
@@ -31,13 +32,18 @@ func NewConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
 	if err := checkSubject("prefix", cfg.prefix()); err != nil {
 		return nil, err
 	}
-	return &Conn{nc: nc, cfg: cfg}, nil
+	return newConn(nc, false, cfg), nil
+}
+
+func newConn(nc *natsgo.Conn, own bool, cfg Config) *Conn {
+	return &Conn{nc: nc, own: own, cfg: cfg, inbox: inbox{nc: nc, cfg: cfg, log: cfg.logger()}}
 }
 
 // Call implements transport.Conn. It sends req to the service's subject
-// with headers Content-Type, Httpbus-Version and Httpbus-Deadline (from
-// req.Deadline, else ctx's deadline) and waits for the reply until ctx
-// ends. Errors: transport.ErrNoResponders at once when no server
+// with each req.Header entry and Content-Type, Httpbus-Version and
+// Httpbus-Deadline (from req.Deadline, else ctx's deadline) as NATS
+// headers, and waits for the reply until ctx ends. The reply's NATS headers
+// are in its Header (canonical keys, Content-Type included). Errors: transport.ErrNoResponders at once when no server
 // subscribes (NATS no-responders status), transport.ErrTimeout when ctx's
 // deadline passes, ctx's error when it is cancelled, *transport.TooLargeError
 // for a message over max_payload (nothing is sent), transport.ErrClosed
@@ -63,10 +69,8 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if err != nil {
 		return nil, c.callError(ctx, service, err)
 	}
-	r := &transport.Message{Body: resp.Data, ContentType: firstValue(resp.Header, "Content-Type")}
-	if r.ContentType == "" && len(resp.Header) > 0 {
-		r.ContentType = httpHeader(resp.Header).Get("Content-Type")
-	}
+	r := &transport.Message{Body: resp.Data, Header: receivedHeader(resp.Header)}
+	r.ContentType = r.Header.Get("Content-Type")
 	return r, nil
 }
 
@@ -94,13 +98,47 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 	return publishNotification(ctx, c.nc, c.cfg, topic, m)
 }
 
-// Close implements transport.Conn. A Conn opened from a URL closes its
-// connection (flushing what was published); one from NewConn leaves it to
-// the caller.
+// Inbox implements transport.Streamer: the subject of the Conn's stream
+// inbox, subscribed on first use (see Listener.Inbox for the subject and
+// its lifetime). Errors: transport.ErrClosed after Close, ctx's error,
+// transport.ErrUnavailable when the subscription fails.
+func (c *Conn) Inbox(ctx context.Context) (string, error) {
+	if c.closed.Load() {
+		return "", fmt.Errorf("transport/nats: inbox: %w", transport.ErrClosed)
+	}
+	return c.inbox.address(ctx)
+}
+
+// ReceiveInbox implements transport.Streamer: the next message sent to the
+// Conn's inbox (opening it if Inbox was not called yet), with its NATS
+// headers in Header (canonical keys, Content-Type included), ContentType
+// and Deadline (from Httpbus-Deadline) set. Errors: ctx's error,
+// transport.ErrClosed after Close.
+func (c *Conn) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	if c.closed.Load() {
+		return nil, fmt.Errorf("transport/nats: inbox: %w", transport.ErrClosed)
+	}
+	return c.inbox.receive(ctx)
+}
+
+// Send implements transport.Streamer: it publishes m to subject addr with
+// m.Header, Content-Type and Httpbus-Version as NATS headers (see
+// Listener.Send).
+func (c *Conn) Send(ctx context.Context, addr string, m *transport.Message) error {
+	if c.closed.Load() {
+		return fmt.Errorf("transport/nats: send: %w", transport.ErrClosed)
+	}
+	return send(ctx, c.nc, addr, m)
+}
+
+// Close implements transport.Conn. It unsubscribes the stream inbox. A
+// Conn opened from a URL closes its connection (flushing what was
+// published); one from NewConn leaves it to the caller.
 func (c *Conn) Close() error {
 	if c.closed.Swap(true) {
 		return nil
 	}
+	c.inbox.close()
 	if c.own {
 		c.nc.Close()
 	}

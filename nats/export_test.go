@@ -6,3 +6,7 @@ func PendingOf(l *Listener) int {
 	n, _, _ := l.subs[0].Pending()
 	return n
 }
+
+// HeldOf returns the deliveries l holds (replied with transport.Hold and
+// not yet settled), for tests.
+func HeldOf(l *Listener) int { return int(l.held.Load()) }

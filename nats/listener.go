@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsgo "github.com/nats-io/nats.go"
@@ -15,7 +17,7 @@ import (
 
 // Listener is the server side of one service over a NATS connection: a
 // queue subscription on the service subject and one on each topic subject.
-// It implements transport.Listener, transport.Drainer,
+// It implements transport.Listener, transport.Drainer, transport.Streamer,
 // transport.SizeLimiter and transport.StateReporter.
 type Listener struct {
 	nc      *natsgo.Conn
@@ -34,10 +36,20 @@ type Listener struct {
 	fwd     sync.WaitGroup
 	stopped chan struct{} // closed when every forwarder has returned
 
+	inbox inbox
+
+	// held counts the entries of heldMsgs, so that Reply looks at the map
+	// (under mu) only while some delivery is held.
+	held atomic.Int64
+
 	mu       sync.Mutex
 	closed   bool
 	draining bool
 	err      error // why the forwarders stopped, when not Drain or Close
+	// heldMsgs holds the requests answered with transport.Hold and not yet
+	// settled: in flight, as far as this listener is concerned, until their
+	// final Reply.
+	heldMsgs map[*natsgo.Msg]struct{}
 }
 
 // NewListener subscribes to lc.Service's subject and lc.Topics' subjects on
@@ -74,6 +86,7 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		nc: nc, own: own, cfg: cfg, log: cfg.logger(), service: lc.Service,
 		ch: make(chan *transport.Delivery), ctx: ctx, cancel: cancel,
 		stopped: make(chan struct{}),
+		inbox:   inbox{nc: nc, cfg: cfg, log: cfg.logger()},
 	}
 	msgs, bytes := cfg.pending(nc.Opts.SubChanLen)
 	subscribe := func(subject, topic string) error {
@@ -177,19 +190,26 @@ func (l *Listener) forward(s *natsgo.Subscription, topic string) {
 	}
 }
 
+// delivery converts a received message. A frame's Header is its NATS
+// header block with canonical keys (Content-Type included), shared with m
+// when the keys are canonical already (receivedHeader): requeue reads m's
+// header later, and the Server never modifies a delivery's Header. A
+// foreign message's Header is a copy without Content-Type.
 func (l *Listener) delivery(m *natsgo.Msg, topic string) (*transport.Delivery, error) {
 	d := &transport.Delivery{Service: l.service, Topic: topic, RemoteAddr: m.Reply, Token: m}
 	d.Body = m.Data
-	if vs := m.Header["Content-Type"]; len(vs) > 0 && transport.IsFrame(vs[0]) {
-		// Our own frame: the routing headers are spelled as we send them.
-		d.ContentType = vs[0]
-		dl, err := transport.ParseDeadline(firstValue(m.Header, transport.HeaderDeadline))
-		if err != nil {
-			return nil, err
+	if h := receivedHeader(m.Header); h != nil {
+		if vs := h["Content-Type"]; len(vs) > 0 && transport.IsFrame(vs[0]) {
+			d.ContentType = vs[0]
+			d.Header = h
+			dl, err := transport.ParseDeadline(firstValue(h, transport.HeaderDeadline))
+			if err != nil {
+				return nil, err
+			}
+			d.Deadline = dl
+			d.Redelivered = firstValue(h, transport.HeaderRedelivered) == "true"
+			return d, nil
 		}
-		d.Deadline = dl
-		d.Redelivered = firstValue(m.Header, transport.HeaderRedelivered) == "true"
-		return d, nil
 	}
 	h := httpHeader(m.Header)
 	d.ContentType = h.Get("Content-Type")
@@ -206,7 +226,8 @@ func (l *Listener) delivery(m *natsgo.Msg, topic string) (*transport.Delivery, e
 	return d, nil
 }
 
-func firstValue(h natsgo.Header, k string) string {
+// firstValue returns h[k][0], or "" (k canonical, no canonicalisation).
+func firstValue(h http.Header, k string) string {
 	if vs := h[k]; len(vs) > 0 {
 		return vs[0]
 	}
@@ -242,9 +263,17 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 
 // Reply implements transport.Listener: it publishes resp to the request's
 // reply subject (nothing for a notification or a request published without
-// one). NATS core keeps no delivery state, so Ack and Reject only differ
-// from each other in name; Requeue with no response republishes the request
-// to its subject, marked Httpbus-Redelivered, for another instance.
+// one), with resp.Header, Content-Type and Httpbus-Version as NATS headers.
+// NATS core keeps no delivery state, so Ack and Reject only differ from
+// each other in name; Requeue with no response republishes the request to
+// its subject, marked Httpbus-Redelivered, for another instance.
+//
+// Hold publishes resp and leaves d held: in flight until a later Reply
+// with another disposition settles it (with resp nil, as the Server does
+// after the stream, or with a last response). A held request has been
+// answered in part, so Requeue settles it without republishing it (another
+// instance would answer a caller that already has a response); Close does
+// not hand it back either.
 func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
 	m, _ := d.Token.(*natsgo.Msg)
 	if m == nil {
@@ -252,6 +281,12 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	}
 	if err := ctx.Err(); err != nil {
 		return transport.ContextError(ctx)
+	}
+	if disp == transport.Hold {
+		l.hold(m)
+	} else if l.held.Load() > 0 && l.unhold(m) && disp == transport.Requeue && resp == nil {
+		l.log.Debug("transport/nats: requeue of a request answered in part: settled without redelivery", "subject", m.Subject)
+		return nil
 	}
 	if disp == transport.Requeue && resp == nil {
 		if d.Topic == "" {
@@ -262,7 +297,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	if resp == nil || m.Reply == "" || d.Topic != "" {
 		return nil
 	}
-	out := &natsgo.Msg{Subject: m.Reply, Data: resp.Body, Header: natsHeader(&transport.Message{ContentType: resp.ContentType})}
+	// A response carries no deadline.
+	out := &natsgo.Msg{Subject: m.Reply, Data: resp.Body, Header: natsHeader(&transport.Message{ContentType: resp.ContentType, Header: resp.Header})}
 	if err := checkSize(l.nc, out); err != nil {
 		// The Server checks MaxMessageBytes first; this is the last
 		// resort: answer with the error rather than leave the caller to
@@ -271,6 +307,33 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		return err
 	}
 	return l.publish(out)
+}
+
+// hold marks m held (Reply with transport.Hold); holding it again is a
+// no-op.
+func (l *Listener) hold(m *natsgo.Msg) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.heldMsgs[m]; ok {
+		return
+	}
+	if l.heldMsgs == nil {
+		l.heldMsgs = make(map[*natsgo.Msg]struct{})
+	}
+	l.heldMsgs[m] = struct{}{}
+	l.held.Add(1)
+}
+
+// unhold settles a held m and reports whether it was held.
+func (l *Listener) unhold(m *natsgo.Msg) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.heldMsgs[m]; !ok {
+		return false
+	}
+	delete(l.heldMsgs, m)
+	l.held.Add(-1)
+	return true
 }
 
 func (l *Listener) publish(m *natsgo.Msg) error {
@@ -312,6 +375,55 @@ func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic
 		return sendError("publish to "+out.Subject, err)
 	}
 	return nil
+}
+
+// Inbox implements transport.Streamer: the subject of the listener's
+// stream inbox, subscribed on first use with a plain (not queue)
+// subscription, so that only this instance receives what is sent there.
+// The subject is the connection's nc.NewInbox(): "_INBOX.<nuid>", or
+// "<prefix>.<nuid>" when the connection was opened with
+// natsgo.CustomInboxPrefix. That is the namespace NATS permissions already
+// grant a requester (subscribe "_INBOX.>" for request/reply), and a
+// deployment that isolates users by inbox prefix keeps doing so for
+// streams. It stays the same for the listener's life: nats.go restores
+// the subscription after a reconnect (messages sent while this side was
+// disconnected are lost, and the core sees the gap). Errors:
+// transport.ErrClosed after Close, ctx's error, transport.ErrUnavailable
+// when the subscription fails.
+func (l *Listener) Inbox(ctx context.Context) (string, error) {
+	if l.isClosed() {
+		return "", fmt.Errorf("transport/nats: inbox: %w", transport.ErrClosed)
+	}
+	return l.inbox.address(ctx)
+}
+
+// ReceiveInbox implements transport.Streamer: the next message sent to the
+// listener's inbox (opening it if Inbox was not called yet), with its NATS
+// headers in Header (canonical keys, Content-Type included), ContentType
+// and Deadline (from Httpbus-Deadline) set. A slow-consumer drop
+// (Config.InboxPendingBytes) is logged and receiving goes on. Errors:
+// ctx's error, transport.ErrClosed after Close.
+func (l *Listener) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	if l.isClosed() {
+		return nil, fmt.Errorf("transport/nats: inbox: %w", transport.ErrClosed)
+	}
+	return l.inbox.receive(ctx)
+}
+
+// Send implements transport.Streamer: it publishes m to subject addr with
+// each m.Header entry, Content-Type (m.ContentType, message/http when
+// empty), Httpbus-Version (transport.Version unless m.Header has one) and
+// Httpbus-Deadline (m.Deadline, when set) as NATS headers, and returns
+// once nats.go has buffered it. Errors: *transport.TooLargeError when it
+// does not fit in max_payload (nothing sent), an error for an addr that is
+// not a literal subject, ctx's error, transport.ErrClosed after Close,
+// transport.ErrUnavailable for other publish failures (nats.go's error
+// wrapped too). NATS does not tell whether anyone subscribes to addr.
+func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) error {
+	if l.isClosed() {
+		return fmt.Errorf("transport/nats: send: %w", transport.ErrClosed)
+	}
+	return send(ctx, l.nc, addr, m)
 }
 
 func (l *Listener) isClosed() bool {
@@ -373,6 +485,7 @@ func (l *Listener) Close() error {
 	l.closed = true
 	l.mu.Unlock()
 	l.cancel()
+	l.inbox.close()
 	l.fwd.Wait()
 	for i, s := range l.subs {
 		if i == 0 {

@@ -58,6 +58,16 @@ type Config struct {
 	PendingMsgs  int
 	PendingBytes int64
 
+	// InboxPendingBytes bounds the bytes the stream inbox subscription
+	// (Inbox, ReceiveInbox) holds in the client, received but not yet taken
+	// by ReceiveInbox; past it nats.go drops messages as a slow consumer
+	// (logged; the core detects the gap). Zero means
+	// DefaultInboxPendingBytes. Its message count is bounded only by the
+	// connection's sync queue length (natsgo.SyncQueueLen). Peers send
+	// within the credit the core grants, so in practice the inbox holds at
+	// most the sum of the credit windows of the streams in flight.
+	InboxPendingBytes int64
+
 	// Logger receives slow-consumer warnings and malformed-message notes;
 	// nil means slog.Default().
 	Logger *slog.Logger
@@ -134,26 +144,39 @@ func checkService(service string) error {
 	return nil
 }
 
-// frameHeader is the header block of a message with no deadline carrying a
-// frame (every reply). Shared and never modified: nats.go only reads a
-// message's Header when it encodes it.
+// frameHeader is the header block of a message with no deadline and no
+// other header carrying a frame (every single-message reply). Shared and
+// never modified: nats.go only reads a message's Header when it encodes it.
 var frameHeader = natsgo.Header{
 	"Content-Type":          {transport.MediaType},
 	transport.HeaderVersion: {transport.Version},
 }
 
-// natsHeader builds the NATS header block of an outgoing message.
+// natsHeader builds the NATS header block of an outgoing message: each
+// m.Header entry (except Content-Type and names under the reserved "Nats-"
+// prefix), then Content-Type (m.ContentType, MediaType when empty),
+// Httpbus-Version (transport.Version unless m.Header carries one) and
+// Httpbus-Deadline (from m.Deadline, when set). The value slices of
+// m.Header are shared, not copied: nats.go encodes the block before
+// PublishMsg returns.
 func natsHeader(m *transport.Message) natsgo.Header {
 	ct := m.ContentType
 	if ct == "" {
 		ct = transport.MediaType
 	}
-	if ct == transport.MediaType && m.Deadline.IsZero() {
+	if len(m.Header) == 0 && ct == transport.MediaType && m.Deadline.IsZero() {
 		return frameHeader
 	}
-	h := natsgo.Header{
-		"Content-Type":          {ct},
-		transport.HeaderVersion: {transport.Version},
+	h := make(natsgo.Header, len(m.Header)+3)
+	for k, vs := range m.Header {
+		if len(vs) == 0 || k == "Content-Type" || strings.HasPrefix(k, "Nats-") {
+			continue
+		}
+		h[k] = vs
+	}
+	h["Content-Type"] = []string{ct}
+	if _, ok := h[transport.HeaderVersion]; !ok {
+		h[transport.HeaderVersion] = frameHeader[transport.HeaderVersion]
 	}
 	if !m.Deadline.IsZero() {
 		h[transport.HeaderDeadline] = []string{transport.FormatDeadline(m.Deadline)}
@@ -187,7 +210,8 @@ func checkSize(nc *natsgo.Conn, m *natsgo.Msg) error {
 }
 
 // httpHeader canonicalises NATS header keys (case-sensitive in nats.go)
-// into an http.Header, so that Header.Get finds a lowercase "traceparent".
+// into a new http.Header, so that Header.Get finds a lowercase
+// "traceparent".
 func httpHeader(h natsgo.Header) http.Header {
 	if len(h) == 0 {
 		return nil
@@ -198,6 +222,24 @@ func httpHeader(h natsgo.Header) http.Header {
 		out[ck] = append(out[ck], vs...)
 	}
 	return out
+}
+
+// receivedHeader returns the header of a received message as an
+// http.Header with canonical keys. When every key is already canonical (as
+// httpbus and most clients send them) it is h itself, converted without a
+// copy, so that the single-message path allocates nothing for it; else a
+// canonicalised copy (httpHeader). Either way, nats.go allocated h for this
+// message alone.
+func receivedHeader(h natsgo.Header) http.Header {
+	for k := range h {
+		if http.CanonicalHeaderKey(k) != k {
+			return httpHeader(h)
+		}
+	}
+	if len(h) == 0 {
+		return nil
+	}
+	return http.Header(h)
 }
 
 // sendError maps an error of nats.go's publish path.

@@ -1,0 +1,167 @@
+package nats
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+
+	"github.com/httpbus/httpbus/transport"
+)
+
+// DefaultInboxPendingBytes is the pending-bytes limit of an inbox
+// subscription when Config.InboxPendingBytes is zero: 256 MiB, room for
+// transport.DefaultMaxInFlight (128) streams that each have a full credit
+// window of 16 parts of 128 KiB in flight. It is a bound, not an
+// allocation: memory is used only by parts received and not yet taken.
+const DefaultInboxPendingBytes = 256 << 20
+
+// inboxFlushTimeout bounds the wait for the server to confirm an inbox
+// subscription when ctx has no earlier deadline.
+const inboxFlushTimeout = 5 * time.Second
+
+// inbox is the stream inbox of a Conn or a Listener (transport.Streamer):
+// a plain subscription, opened on first use, on a subject of its own.
+type inbox struct {
+	nc  *natsgo.Conn
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	sub    *natsgo.Subscription
+	closed bool
+}
+
+// open returns the inbox subscription, subscribing on first use. The
+// subject is nc.NewInbox(): "<inbox prefix>.<nuid>", "_INBOX.<nuid>" unless
+// the connection sets natsgo.CustomInboxPrefix. It waits (up to ctx's
+// deadline or inboxFlushTimeout) for the server to confirm the
+// subscription, so that a message another connection sends to the address
+// once Inbox has returned reaches it; if that wait fails for any reason but
+// ctx, the subscription stands (nats.go sends it before anything this
+// connection publishes later, and again after a reconnect).
+func (b *inbox) open(ctx context.Context) (*natsgo.Subscription, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, fmt.Errorf("transport/nats: inbox: %w", transport.ErrClosed)
+	}
+	if b.sub != nil {
+		return b.sub, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, transport.ContextError(ctx)
+	}
+	subject := b.nc.NewInbox()
+	sub, err := b.nc.SubscribeSync(subject)
+	if err != nil {
+		return nil, sendError("subscribe to inbox "+subject, err)
+	}
+	// The message count is bounded by the sync queue (natsgo.SyncQueueLen)
+	// anyway; the credit window bounds what peers send, so only bytes need
+	// a limit, as a guard against a peer that ignores credit.
+	n := int(b.cfg.InboxPendingBytes)
+	if n <= 0 {
+		n = DefaultInboxPendingBytes
+	}
+	if err := sub.SetPendingLimits(-1, n); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("transport/nats: pending limits on inbox %q: %w", subject, err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, inboxFlushTimeout)
+	err = b.nc.FlushWithContext(fctx)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		sub.Unsubscribe()
+		return nil, transport.ContextError(ctx)
+	}
+	if err != nil {
+		b.log.Debug("transport/nats: inbox subscription not confirmed", "subject", subject, "err", err)
+	}
+	b.sub = sub
+	return sub, nil
+}
+
+// address implements Streamer.Inbox.
+func (b *inbox) address(ctx context.Context) (string, error) {
+	sub, err := b.open(ctx)
+	if err != nil {
+		return "", err
+	}
+	return sub.Subject, nil
+}
+
+// receive implements Streamer.ReceiveInbox. A slow-consumer drop is logged
+// and receiving goes on: the core sees the gap in the sequence numbers.
+func (b *inbox) receive(ctx context.Context) (*transport.Message, error) {
+	sub, err := b.open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err == nil {
+			return inboxMessage(m), nil
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
+		case errors.Is(err, natsgo.ErrSlowConsumer):
+			dropped, _ := sub.Dropped()
+			b.log.Warn("transport/nats: slow consumer: inbox messages dropped", "subject", sub.Subject, "dropped_total", dropped)
+			continue
+		case errors.Is(err, natsgo.ErrBadSubscription), errors.Is(err, natsgo.ErrConnectionClosed):
+			return nil, fmt.Errorf("transport/nats: inbox %q: %w: %w", sub.Subject, transport.ErrClosed, err)
+		default:
+			return nil, fmt.Errorf("transport/nats: inbox %q: %w: %w", sub.Subject, transport.ErrUnavailable, err)
+		}
+	}
+}
+
+// inboxMessage converts a message received on an inbox: every NATS header
+// in Header (canonical keys, Content-Type included), ContentType from
+// Content-Type, Deadline from Httpbus-Deadline (a malformed one is left in
+// Header and read as none: the core decides).
+func inboxMessage(m *natsgo.Msg) *transport.Message {
+	h := receivedHeader(m.Header)
+	out := &transport.Message{Body: m.Data, Header: h}
+	if h != nil {
+		out.ContentType = h.Get("Content-Type")
+		if v := h.Get(transport.HeaderDeadline); v != "" {
+			out.Deadline, _ = transport.ParseDeadline(v)
+		}
+	}
+	return out
+}
+
+// close unsubscribes the inbox; receive then returns transport.ErrClosed.
+func (b *inbox) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.sub != nil {
+		b.sub.Unsubscribe() // ErrConnectionClosed when nc is gone: fine
+	}
+}
+
+// send implements Streamer.Send on nc.
+func send(ctx context.Context, nc *natsgo.Conn, addr string, m *transport.Message) error {
+	if err := ctx.Err(); err != nil {
+		return transport.ContextError(ctx)
+	}
+	if err := checkSubject("inbox address", addr); err != nil {
+		return err
+	}
+	out := &natsgo.Msg{Subject: addr, Data: m.Body, Header: natsHeader(m)}
+	if err := checkSize(nc, out); err != nil {
+		return err
+	}
+	if err := nc.PublishMsg(out); err != nil {
+		return sendError("send to "+addr, err)
+	}
+	return nil
+}
