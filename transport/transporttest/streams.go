@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,12 @@ import (
 func (f Features) streamBytes() int64 {
 	if f.StreamBytes > 0 {
 		return f.StreamBytes
+	}
+	if v, err := strconv.ParseInt(os.Getenv("HTTPBUS_STREAM_BYTES"), 10, 64); err == nil && v > 0 {
+		return v
+	}
+	if raceEnabled {
+		return 8 << 20
 	}
 	return 64 << 20
 }

@@ -61,7 +61,9 @@ type Features struct {
 	Timeout time.Duration
 
 	// StreamBytes is the body size of the stream download and upload
-	// cases; zero means 64 MiB.
+	// cases, in bytes; zero means $HTTPBUS_STREAM_BYTES if set, else
+	// 64 MiB (8 MiB under the race detector, which slows copying about
+	// tenfold; CI runs the stream cases again at 64 MiB without it).
 	StreamBytes int64
 }
 
