@@ -347,3 +347,92 @@ func TestHold(t *testing.T) {
 		}
 	})
 }
+
+// TestHeaderRoundTrip: Message.Header travels as STOMP headers on the
+// request/reply path: Call's request header reaches the Delivery, the
+// Reply's header reaches Call's result.
+func TestHeaderRoundTrip(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		j := newJanitor(t, b)
+		url := brokerURL(addr)
+		svc := unique("hdrtrip")
+		l := listen(t, j, url, transport.ListenConfig{Service: svc})
+		c := dial(t, j, url)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		reqH := http.Header{
+			transport.HeaderReplyTo: {"/amq/queue/x"},
+			transport.HeaderStream:  {"42"},
+			"Httpbus-Future":        {"a:b\\c"},
+		}
+		respH := http.Header{
+			transport.HeaderStream: {"42"},
+			transport.HeaderSeq:    {"0"},
+			transport.HeaderEnd:    {"1"},
+			transport.HeaderError:  {"none: really"},
+			"Correlation-Id":       {"forged"},
+		}
+		type result struct {
+			m   *transport.Message
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			m, err := c.Call(ctx, svc, &transport.Message{Body: []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), Header: reqH})
+			done <- result{m, err}
+		}()
+		d, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range reqH {
+			if g, w := d.Header.Get(k), reqH.Get(k); g != w {
+				t.Errorf("delivery header %s = %q, want %q", k, g, w)
+			}
+		}
+		if d.Header.Get(transport.HeaderVersion) != transport.Version || d.Header.Get(transport.HeaderDeadline) == "" {
+			t.Errorf("delivery header %v lacks version or deadline", d.Header)
+		}
+		if err := l.Reply(ctx, d, &transport.Message{Body: []byte("HTTP/1.1 204 No Content\r\n\r\n"), Header: respH}, transport.Ack); err != nil {
+			t.Fatal(err)
+		}
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		for _, k := range []string{transport.HeaderStream, transport.HeaderSeq, transport.HeaderEnd, transport.HeaderError} {
+			if g, w := r.m.Header.Get(k), respH.Get(k); g != w {
+				t.Errorf("reply header %s = %q, want %q", k, g, w)
+			}
+		}
+	})
+}
+
+// TestInboxAfterReconnect: after the connection is lost and replaced,
+// Inbox gives an address on the new connection, which works.
+func TestInboxAfterReconnect(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		p := newProxy(t, addr)
+		c, _ := streamers(t, b, p.Listen, "reconnect_max=200ms")
+		_, peer := streamers(t, b, addr)
+		before := inboxOf(t, c)
+		p.Stop()
+		waitState(t, "client", c.(transport.StateReporter), transport.StateReconnecting, 10*time.Second)
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		waitState(t, "client", c.(transport.StateReporter), transport.StateConnected, 10*time.Second)
+		after := inboxOf(t, c)
+		if after == before {
+			t.Errorf("inbox %s kept across a reconnect", after)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := peer.Send(ctx, after, &transport.Message{Body: []byte("again")}); err != nil {
+			t.Fatal(err)
+		}
+		if m := receiveInbox(t, c); string(m.Body) != "again" {
+			t.Errorf("got %q", m.Body)
+		}
+	})
+}
