@@ -424,23 +424,39 @@ func headerOpt(h http.Header) func(*frame.Frame) error {
 // canonical keys; nil if there are none. It is the Header of a received
 // frame (message/http): cheaper than headerOf on the request/reply path.
 func httpbusHeader(h *frame.Header) http.Header {
-	var out http.Header
+	n := 0
+	for i := 0; i < h.Len(); i++ {
+		if k, _ := h.GetAt(i); isHttpbus(k) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	// A map of the right size and one backing array for all values: the
+	// request/reply path pays little for its headers.
+	out := make(http.Header, n)
+	vals := make([]string, 0, n)
 	for i := 0; i < h.Len(); i++ {
 		k, v := h.GetAt(i)
-		if len(k) < 8 || !strings.EqualFold(k[:8], "httpbus-") {
+		if !isHttpbus(k) {
 			continue
 		}
 		name, ok := httpNames[k]
 		if !ok {
 			name = http.CanonicalHeaderKey(k)
 		}
-		if out == nil {
-			out = make(http.Header, 4)
+		if prev, ok := out[name]; ok {
+			out[name] = append(prev[:len(prev):len(prev)], v)
+			continue
 		}
-		out[name] = append(out[name], v)
+		vals = append(vals, v)
+		out[name] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	return out
 }
+
+func isHttpbus(k string) bool { return len(k) >= 8 && strings.EqualFold(k[:8], "httpbus-") }
 
 // Inbox implements transport.Streamer: see "# Streams" in the package doc.
 func (c *Conn) Inbox(ctx context.Context) (string, error) { return c.in.address(ctx) }
