@@ -221,8 +221,9 @@ func (l *Listener) lost(k *link, err error) {
 }
 
 // release hands back, on a caller's connection at Close, what was taken
-// but not served or not settled (held): RabbitMQ keeps unacknowledged messages of a cancelled
-// subscription until NACKed; ActiveMQ redelivers them at UNSUBSCRIBE.
+// but not served, or answered with Hold and not settled: RabbitMQ keeps
+// unacknowledged messages of a cancelled subscription until NACKed;
+// ActiveMQ redelivers them at UNSUBSCRIBE.
 func (l *Listener) release(k *link) {
 	l.mu.Lock()
 	var toks []*token
