@@ -18,6 +18,7 @@ import (
 // transport.StateReporter.
 type Conn struct {
 	s       *session
+	in      *inbox
 	replyTo string // /temp-queue/httpbus-<random>, the same on every connection
 
 	mu      sync.Mutex
@@ -45,6 +46,7 @@ func newConn(ctx context.Context, conn *stompgo.Conn, owned bool, cfg Config) (*
 	cfg = cfg.withDefaults()
 	c := &Conn{replyTo: "/temp-queue/httpbus-" + newID()[:16], pending: map[string]*call{}}
 	c.s = newSession(cfg, "client", c)
+	c.in = newInbox(c.s)
 	if err := c.s.start(ctx, conn, owned); err != nil {
 		return nil, fmt.Errorf("transport/stomp: client: %w", err)
 	}
@@ -60,6 +62,10 @@ func (c *Conn) setup(ctx context.Context, k *link) error {
 	var opts []func(*frame.Frame) error
 	if k.dialect == DialectRabbitMQ {
 		opts = append(opts, stompgo.SubscribeOpt.Header(stompgo.ReplyToHeader, c.replyTo))
+	} else {
+		k.mu.Lock()
+		k.temps++
+		k.mu.Unlock()
 	}
 	sub, err := k.c.Subscribe(c.replyTo, stompgo.AckAuto, opts...)
 	if err != nil {
@@ -80,7 +86,7 @@ func (c *Conn) dispatch(m *stompgo.Message) {
 		c.s.log.Debug("transport/stomp: dropped a reply with an unknown correlation-id (its caller gave up)", "correlation_id", id)
 		return
 	}
-	cl.ch <- callResult{m: &transport.Message{Body: m.Body, ContentType: m.ContentType}}
+	cl.ch <- callResult{m: &transport.Message{Body: m.Body, ContentType: m.ContentType, Header: httpbusHeader(m.Header)}}
 }
 
 // lost fails the calls waiting on a lost connection: their reply queue is
@@ -109,8 +115,8 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if service == "" {
 		return nil, errors.New("transport/stomp: call with no service name")
 	}
-	if max := c.MaxMessageBytes(); max > 0 && int64(len(req.Body)) > max {
-		return nil, &transport.TooLargeError{What: "message", Limit: max, Size: int64(len(req.Body))}
+	if err := checkSize(req, c.MaxMessageBytes()); err != nil {
+		return nil, err
 	}
 	k, err := c.s.get(ctx)
 	if err != nil {
@@ -139,6 +145,9 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		stompgo.SendOpt.Header(hdrReplyTo, c.replyTo),
 		stompgo.SendOpt.Header(hdrVersion, transport.Version),
 	}, deadlineHeaders(k.dialect, dl)...)
+	if h := headerOpt(req.Header); h != nil {
+		opts = append(opts, h)
+	}
 	dest := c.s.cfg.QueuePrefix + service
 	if err := k.c.Send(dest, ct, req.Body, opts...); err != nil {
 		c.forget(id)
@@ -169,9 +178,10 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 	return publish(ctx, c.s, topic, m, c.MaxMessageBytes())
 }
 
-// Close implements transport.Conn. Calls waiting for a response fail with
-// transport.ErrClosed.
+// Close implements transport.Conn. Calls waiting for a response and
+// ReceiveInbox fail with transport.ErrClosed.
 func (c *Conn) Close() error {
+	c.in.close()
 	c.mu.Lock()
 	for id, cl := range c.pending {
 		delete(c.pending, id)

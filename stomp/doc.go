@@ -4,8 +4,9 @@
 // (imported as stompgo; pinned at v3.1.5). Import it as stomptransport.
 //
 // Each message body is one whole HTTP/1.1 message (content-type
-// message/http); STOMP headers carry routing only. docs/wire/stomp.md is
-// the language-neutral description of the wire.
+// message/http), or a part of one in a stream; STOMP headers carry routing
+// and the stream headers of package transport only. docs/wire/stomp.md
+// and WIRE.md §6.5 are the language-neutral description of the wire.
 //
 // # URLs
 //
@@ -38,7 +39,8 @@
 // a temporary queue of the caller's connection, httpbus-version, and, with
 // a deadline, httpbus-deadline (Unix ms) plus expires (ActiveMQ: absolute
 // Unix ms, the broker drops it when expired) or expiration (RabbitMQ:
-// milliseconds to live). The temporary queue differs per broker: on
+// milliseconds to live), and the entries of its Message.Header (see
+// Headers). The temporary queue differs per broker: on
 // ActiveMQ the caller SUBSCRIBEs to /temp-queue/NAME and servers see
 // reply-to /remote-temp-queue/ID:…; on RabbitMQ the caller must not
 // SUBSCRIBE (an ERROR closes the connection): the broker subscribes the
@@ -100,6 +102,84 @@
 // gone with the connection), and deliveries of the lost connection are
 // neither served nor acknowledged (the broker redelivers them).
 //
+// # Headers
+//
+// Every entry of a sent Message.Header (Call, Reply, Send) becomes a
+// STOMP header: its name in lower case (Httpbus-Seq → httpbus-seq),
+// several values joined by ", ", the value escaped as STOMP 1.2 says (by
+// go-stomp). Names STOMP or a broker gives a meaning are left out:
+// content-length, content-type, destination, receipt, transaction, ack,
+// id, subscription, message-id, reply-to, correlation-id, expires,
+// expiration, redelivered, persistent, priority, type, timestamp, user-id,
+// app-id, content-encoding, durable, auto-delete, exclusive, selector and
+// any name starting with activemq. or JMS. An entry replaces the header
+// of the same name this package writes (httpbus-version,
+// httpbus-deadline). Headers over 32 KiB in all (half of HeaderReserve)
+// are refused like a body over the limit.
+//
+// A received request or reply (message/http) gets in Header its
+// httpbus-… STOMP headers, with canonical keys (httpbus-reply-to →
+// Httpbus-Reply-To); a foreign message and an inbox message get every
+// STOMP header but content-length and content-type.
+//
+// # Streams
+//
+// Conn and Listener implement transport.Streamer: each has an inbox, a
+// queue that only it consumes (ack:auto) and any STOMP client can SEND
+// to, opened on the current connection by the first Inbox call. Its
+// address is meant to be used verbatim as a SEND destination:
+//
+//   - RabbitMQ: /amq/queue/httpbus.inbox.<32 hex digits>. The owner
+//     declares the queue by subscribing to /queue/httpbus.inbox.<id> with
+//     durable:false, auto-delete:true and exclusive:true, so the broker
+//     deletes it with the connection; peers SEND to the /amq/queue/ form,
+//     which publishes to an existing queue without declaring it (a SEND to
+//     /queue/<name> would declare it durable and fail with
+//     precondition_failed, closing the sender's connection). A message
+//     sent after the queue is gone is dropped silently. RabbitMQ's
+//     /temp-queue/ is not used: its global name (/reply-queue/amq.gen-…)
+//     is shown only to the receiver of a message carrying it in reply-to,
+//     never to its owner.
+//   - ActiveMQ: a temporary queue /temp-queue/httpbus-inbox-<id> of the
+//     connection (deleted with it), which others reach as
+//     /remote-temp-queue/<connection id>:<n>. ActiveMQ shows that name only
+//     to other connections (to its owner the same queue reads as
+//     /temp-queue/…), so the package computes it as ActiveMQ 5.x's STOMP
+//     converter does: the connection id is the session header of
+//     CONNECTED, n counts the temporary destinations made on the
+//     connection (the Conn's reply queue is 1). It then SENDs a probe to
+//     the computed name and waits (up to 10 s) until the probe arrives,
+//     and fails with transport.ErrUnavailable if it does not: this is the
+//     cost of the choice, an undocumented naming rule, checked at every
+//     opening (one round trip). A connection given to NewConn or
+//     NewListener that made temporary queues of its own makes the count
+//     wrong, and Inbox fails. A named queue (/queue/httpbus.inbox.<id>)
+//     would avoid the rule but stay in the broker after Close, and keep
+//     what is sent to it, unless the broker garbage-collects inactive
+//     destinations (gcInactiveDestinations, off by default). A SEND to a
+//     temporary queue that is gone gets an ERROR frame, which connections
+//     this package dials ignore (see Delivery).
+//
+// After a lost connection the inbox is gone with it; Inbox then opens a
+// new one on the new connection, with a new address. ReceiveInbox returns
+// messages of both in arrival order, Header holding every STOMP header
+// but content-length and content-type. Messages from one sender to one
+// inbox arrive in the order sent. The inbox is read into memory as it
+// arrives (go-stomp stops reading the socket when a subscription is not
+// drained): the credit of the stream protocol bounds it, not this
+// package.
+//
+// Send is a SEND to the address with m.ContentType (no content-type
+// header if empty), httpbus-version, the deadline headers of a request
+// when m.Deadline is set, and m.Header; no receipt, except on a draining
+// Listener, as for replies. The size rules of Call apply
+// (*transport.TooLargeError).
+//
+// Reply with transport.Hold sends the response to reply-to with the
+// correlation-id and leaves the request unacknowledged: it stays in
+// flight (Close returns it to the broker, which redelivers it) until a
+// later Reply with a nil response and Ack, Reject or Requeue settles it.
+//
 // # Errors
 //
 // A body larger than the broker's frame limit minus HeaderReserve fails
@@ -118,6 +198,7 @@
 // no responders is 504 (see Delivery). Header names of the HTTP message
 // never collide with STOMP headers, since the HTTP message travels inside
 // the body; STOMP header values are escaped as STOMP 1.2 says (by go-stomp).
+// A Message.Header entry with a reserved name is not sent (see Headers).
 // A message that is not message/http (from a STOMP console or another
 // producer) is served as a POST to "/" whose headers are its STOMP headers
 // (content-length and content-type aside), canonicalised.

@@ -20,6 +20,7 @@ import (
 // transport.StateReporter.
 type Listener struct {
 	s       *session
+	in      *inbox
 	service string
 	topics  []string
 	closeMu sync.Once
@@ -27,6 +28,7 @@ type Listener struct {
 	mu       sync.Mutex
 	queue    []*transport.Delivery // received, not yet taken by Receive
 	held     []*token              // taken from the broker but not to be served (after Drain, Requeue on ActiveMQ)
+	holding  map[*token]struct{}   // answered with Hold, not yet settled
 	draining bool
 	wake     chan struct{} // signalled when queue grows or the state changes
 	done     chan struct{} // closed by Close
@@ -63,8 +65,10 @@ func newListener(ctx context.Context, conn *stompgo.Conn, owned bool, lc transpo
 		topics:  append([]string(nil), lc.Topics...),
 		wake:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
+		holding: map[*token]struct{}{},
 	}
 	l.s = newSession(cfg, "listener "+lc.Service, l)
+	l.in = newInbox(l.s)
 	if err := l.s.start(ctx, conn, owned); err != nil {
 		return nil, fmt.Errorf("transport/stomp: listen for service %q: %w", lc.Service, err)
 	}
@@ -159,7 +163,9 @@ func (l *Listener) enqueue(k *link, m *stompgo.Message, topic string) {
 		l.s.log.Warn("transport/stomp: ignoring a bad deadline", "service", l.service, "err", err)
 	}
 	d.Deadline = dl
-	if !transport.IsFrame(m.ContentType) {
+	if transport.IsFrame(m.ContentType) {
+		d.Header = httpbusHeader(h)
+	} else {
 		d.Header = headerOf(h)
 	}
 	l.mu.Lock()
@@ -202,6 +208,11 @@ func (l *Listener) lost(k *link, err error) {
 	}
 	clear(l.held[len(heldKept):])
 	l.held = heldKept
+	for t := range l.holding {
+		if t.l == k {
+			delete(l.holding, t)
+		}
+	}
 	l.mu.Unlock()
 	if dropped > 0 {
 		l.s.log.Info("transport/stomp: unserved deliveries left to the broker for redelivery", "service", l.service, "count", dropped)
@@ -210,8 +221,9 @@ func (l *Listener) lost(k *link, err error) {
 }
 
 // release hands back, on a caller's connection at Close, what was taken
-// but not served: RabbitMQ keeps unacknowledged messages of a cancelled
-// subscription until NACKed; ActiveMQ redelivers them at UNSUBSCRIBE.
+// but not served, or answered with Hold and not settled: RabbitMQ keeps
+// unacknowledged messages of a cancelled subscription until NACKed;
+// ActiveMQ redelivers them at UNSUBSCRIBE.
 func (l *Listener) release(k *link) {
 	l.mu.Lock()
 	var toks []*token
@@ -219,7 +231,11 @@ func (l *Listener) release(k *link) {
 		toks = append(toks, d.Token.(*token))
 	}
 	toks = append(toks, l.held...)
+	for t := range l.holding {
+		toks = append(toks, t)
+	}
 	l.queue, l.held = nil, nil
+	clear(l.holding)
 	l.mu.Unlock()
 	if k.dialect != DialectRabbitMQ {
 		return
@@ -278,9 +294,12 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 // ActiveMQ: to its dead-letter queue for persistent messages, else
 // dropped). Requeue is a NACK with requeue:true on RabbitMQ; on ActiveMQ,
 // whose NACK dead-letters, the message is left unacknowledged and returns
-// to the queue when the listener closes. While draining, the reply is sent
-// with a receipt. If d's connection was lost, the reply goes out on the
-// new one and d is not acknowledged: the broker delivers it again.
+// to the queue when the listener closes. Hold sends resp and leaves d
+// unsettled (in flight: Close returns it to the broker) until a later
+// Reply with another disposition settles it. While draining, the reply is
+// sent with a receipt. If d's connection was lost, the reply goes out on
+// the new one and d is not acknowledged: the broker delivers it again.
+// resp.Header travels as STOMP headers (see Conn.Send).
 func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
 	tok, ok := d.Token.(*token)
 	if !ok {
@@ -290,6 +309,16 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		if err := l.sendReply(ctx, tok, resp); err != nil {
 			return err
 		}
+	}
+	l.mu.Lock()
+	if disp == transport.Hold {
+		l.holding[tok] = struct{}{}
+	} else {
+		delete(l.holding, tok)
+	}
+	l.mu.Unlock()
+	if disp == transport.Hold {
+		return nil
 	}
 	k := tok.l
 	if k.isDead() {
@@ -321,8 +350,11 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 }
 
 func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Message) error {
-	if max := l.MaxMessageBytes(); max > 0 && int64(len(resp.Body)) > max {
-		return &transport.TooLargeError{What: "response message", Limit: max, Size: int64(len(resp.Body))}
+	if err := checkSize(resp, l.MaxMessageBytes()); err != nil {
+		if tl, ok := err.(*transport.TooLargeError); ok {
+			tl.What = "response " + tl.What
+		}
+		return err
 	}
 	k, err := l.s.get(ctx)
 	if err != nil {
@@ -335,6 +367,9 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 	opts := []func(*frame.Frame) error{stompgo.SendOpt.Header(hdrVersion, transport.Version)}
 	if tok.corrID != "" {
 		opts = append(opts, stompgo.SendOpt.Header(hdrCorrelationID, tok.corrID))
+	}
+	if h := headerOpt(resp.Header); h != nil {
+		opts = append(opts, h)
 	}
 	l.mu.Lock()
 	draining := l.draining
@@ -391,6 +426,7 @@ func (l *Listener) Close() error {
 		l.draining = true
 		close(l.done)
 		l.mu.Unlock()
+		l.in.close()
 		l.s.close()
 	})
 	return nil

@@ -39,8 +39,9 @@ type link struct {
 	once sync.Once
 	err  error
 
-	mu   sync.Mutex
-	subs []linkSub
+	mu    sync.Mutex
+	subs  []linkSub
+	temps int // ActiveMQ temporary queues this package created on c (see inbox.openActiveMQ)
 }
 
 type linkSub struct {
