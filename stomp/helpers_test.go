@@ -136,6 +136,18 @@ func (c recordingConn) MaxMessageBytes() int64 {
 	return c.Conn.(transport.SizeLimiter).MaxMessageBytes()
 }
 
+func (c recordingConn) Inbox(ctx context.Context) (string, error) {
+	return c.Conn.(transport.Streamer).Inbox(ctx)
+}
+
+func (c recordingConn) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	return c.Conn.(transport.Streamer).ReceiveInbox(ctx)
+}
+
+func (c recordingConn) Send(ctx context.Context, addr string, m *transport.Message) error {
+	return c.Conn.(transport.Streamer).Send(ctx, addr, m)
+}
+
 // listen opens a Listener from a URL; closed at cleanup.
 func listen(t testing.TB, j *queueJanitor, url string, lc transport.ListenConfig) transport.Listener {
 	t.Helper()
