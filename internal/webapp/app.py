@@ -71,3 +71,20 @@ def events(name):
         _gate(name).wait(10)
         yield "data: 1\n\n"
     return Response(gen(), mimetype="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@app.route("/hold/<name>", methods=["GET", "POST"])
+def hold(name):
+    """Marks NAME arrived, waits (up to 20 s) for POST /release/<name>."""
+    _gate("arrived-" + name).set()
+    if _gate(name).wait(20):
+        return "released\n"
+    return Response("not released\n", status=500)
+
+
+@app.route("/arrived/<name>")
+def arrived(name):
+    """Waits (up to 10 s) until a request to /hold/<name> has arrived."""
+    if _gate("arrived-" + name).wait(10):
+        return "arrived\n"
+    return Response("not arrived\n", status=504)

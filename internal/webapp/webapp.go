@@ -39,6 +39,33 @@ type App struct {
 // Log returns what gunicorn wrote so far (its error log and the app's).
 func (a *App) Log() string { return a.log.String() }
 
+// Post sends POST path to the app directly and returns the status, failing
+// the test on a transport error.
+func (a *App) Post(t testing.TB, path string) int {
+	t.Helper()
+	return a.do(t, http.MethodPost, path)
+}
+
+// Get sends GET path to the app directly and returns the status.
+func (a *App) Get(t testing.TB, path string) int {
+	t.Helper()
+	return a.do(t, http.MethodGet, path)
+}
+
+func (a *App) do(t testing.TB, method, path string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, a.URL.String()+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("webapp: %s %s: %v", method, path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // Start starts gunicorn on a free loopback port, waits until GET /ping
 // answers (up to 30 s) and stops it (SIGINT, gunicorn's quick shutdown) at
 // the test's cleanup. Without a gunicorn on PATH the test is skipped, or,
@@ -48,7 +75,10 @@ func (a *App) Log() string { return a.log.String() }
 // query, host, headers, body_len, body_sha256 and json (the parsed body);
 // /status/CODE answers CODE; /sleep?ms=N sleeps N ms; /bytes?n=N sends N
 // bytes 0,1,…,255,0,…; /events/NAME sends the server-sent event "data: 0",
-// waits up to 10 s for POST /release/NAME, then sends "data: 1".
+// waits up to 10 s for POST /release/NAME, then sends "data: 1";
+// /hold/NAME waits up to 20 s for POST /release/NAME and answers
+// "released"; GET /arrived/NAME answers 200 once a request to /hold/NAME
+// has arrived (504 after 10 s).
 func Start(t testing.TB) *App {
 	t.Helper()
 	gunicorn, err := exec.LookPath("gunicorn")
