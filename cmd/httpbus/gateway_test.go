@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/httpbus/httpbus/internal/brokertest"
+	"github.com/httpbus/httpbus/internal/testtls"
 	"github.com/httpbus/httpbus/internal/webapp"
 	"github.com/httpbus/httpbus/transport"
 )
@@ -349,4 +351,31 @@ func TestGatewayBridgeUsageErrors(t *testing.T) {
 		})
 	}
 	runCmd(t, "", "gateway", "-url", "foo://h").want(t, exitFailure, `unknown URL scheme "foo"`)
+}
+
+// TestGatewayTLS serves HTTPS with -tls-cert and -tls-key: the service sees
+// X-Forwarded-Proto https.
+func TestGatewayTLS(t *testing.T) {
+	svc := uniqueService(t)
+	serveMem(t, svc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-Proto"))
+	}))
+	ca := testtls.NewCA(t, "gateway test CA")
+	cert := ca.Issue(t, "gateway")
+	gw := startRun(t, "gateway", "-listen", "127.0.0.1:0", "-url", "mem:", "-tls-cert", cert.CertFile, "-tls-key", cert.KeyFile)
+	base := gw.addr()
+	if !strings.HasPrefix(base, "https://") {
+		t.Fatalf("gateway printed %q", gw.first)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Get(base + "/" + svc + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "https" {
+		t.Errorf("%d %q, want 200 https", resp.StatusCode, b)
+	}
 }
