@@ -21,7 +21,8 @@
 // the leftmost label of the Host header (RouteHost: orders.example.com is
 // service "orders"). Allow limits the services exposed; a request for any
 // other gets 404, as one that names no service does (ErrNoService), so the
-// allow-list does not reveal which services exist.
+// allow-list does not reveal which services exist. A request with method
+// NOTIFY gets 405 (ErrNotify): the web does not publish notifications.
 //
 // # Headers
 //

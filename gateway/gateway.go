@@ -80,6 +80,8 @@ var ErrNoService = errors.New("httpbus/gateway: no such service")
 // those of the RoundTripper do:
 //
 //	404  no service in the request, or one not in Allow (ErrNoService)
+//	405  method NOTIFY: a client on the web does not publish
+//	     notifications through the gateway (ErrNotify)
 //	502  broker unavailable, or any other transport failure
 //	503  no server listens for the service (transport.ErrNoResponders)
 //	504  Timeout passed before the answer (transport.ErrTimeout)
@@ -138,6 +140,11 @@ type Gateway struct {
 	proxy *httputil.ReverseProxy
 	allow map[string]bool
 }
+
+// ErrNotify is the error (status 405) for a request with method NOTIFY
+// (transport.MethodNotify): the RoundTripper would publish it to every
+// subscriber of a topic, which a Gateway does not offer to the web.
+var ErrNotify = errors.New("httpbus/gateway: method NOTIFY is not forwarded")
 
 type serviceKey struct{}
 
@@ -219,6 +226,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	service = rt.service
+	if r.Method == transport.MethodNotify {
+		writeError(lw, http.StatusMethodNotAllowed, ErrNotify)
+		return
+	}
 	ctx := context.WithValue(r.Context(), serviceKey{}, rt)
 	if d := g.timeout(); d > 0 {
 		var cancel context.CancelFunc

@@ -432,21 +432,27 @@ func TestRouting(t *testing.T) {
 		name, base, host, path string
 		status                 int
 		body                   string
+		method                 string
 	}{
-		{"path strips the segment", path.URL, "", "/" + svc + "/items/42?x=1", 200, "host=" + svc + " uri=/items/42?x=1"},
-		{"path service alone", path.URL, "", "/" + svc, 200, "host=" + svc + " uri=/"},
-		{"path keeps escapes", path.URL, "", "/" + svc + "/a%2Fb", 200, "host=" + svc + " uri=/a%2Fb"},
-		{"path no service", path.URL, "", "/", 404, ""},
-		{"path not allowed", path.URL, "", "/secret/x", 404, ""},
-		{"path allowed, not running", path.URL, "", "/other/x", 503, ""},
-		{"path bad service name", path.URL, "", "/a%3Ab/x", 404, ""},
-		{"host leftmost label", host.URL, svc + ".example.com:8080", "/items/42", 200, "host=" + svc + " uri=/items/42"},
-		{"host upper case", host.URL, strings.ToUpper(svc) + ".localhost", "/", 200, "host=" + svc + " uri=/"},
-		{"host IP names no service", host.URL, "", "/" + svc + "/x", 404, ""},
+		{"NOTIFY is refused", path.URL, "", "/" + svc + "/x", 405, "", transport.MethodNotify},
+		{"path strips the segment", path.URL, "", "/" + svc + "/items/42?x=1", 200, "host=" + svc + " uri=/items/42?x=1", ""},
+		{"path service alone", path.URL, "", "/" + svc, 200, "host=" + svc + " uri=/", ""},
+		{"path keeps escapes", path.URL, "", "/" + svc + "/a%2Fb", 200, "host=" + svc + " uri=/a%2Fb", ""},
+		{"path no service", path.URL, "", "/", 404, "", ""},
+		{"path not allowed", path.URL, "", "/secret/x", 404, "", ""},
+		{"path allowed, not running", path.URL, "", "/other/x", 503, "", ""},
+		{"path bad service name", path.URL, "", "/a%3Ab/x", 404, "", ""},
+		{"host leftmost label", host.URL, svc + ".example.com:8080", "/items/42", 200, "host=" + svc + " uri=/items/42", ""},
+		{"host upper case", host.URL, strings.ToUpper(svc) + ".localhost", "/", 200, "host=" + svc + " uri=/", ""},
+		{"host IP names no service", host.URL, "", "/" + svc + "/x", 404, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, tt.base+tt.path, nil)
+			method := http.MethodGet
+			if tt.method != "" {
+				method = tt.method
+			}
+			req, _ := http.NewRequestWithContext(t.Context(), method, tt.base+tt.path, nil)
 			if tt.host != "" {
 				req.Host = tt.host
 			}
@@ -454,8 +460,11 @@ func TestRouting(t *testing.T) {
 			if r.status != tt.status {
 				t.Fatalf("status %d, want %d (Httpbus-Error %q)", r.status, tt.status, r.header.Get(transport.HeaderError))
 			}
-			if tt.status == 404 {
+			switch tt.status {
+			case 404:
 				r.wantError(t, 404, gateway.ErrNoService.Error())
+			case 405:
+				r.wantError(t, 405, gateway.ErrNotify.Error())
 			}
 			if tt.body != "" && string(r.body) != tt.body {
 				t.Errorf("body %q, want %q", r.body, tt.body)
