@@ -1,11 +1,15 @@
 // Command httpbus calls, serves and benchmarks httpbus services over any
-// backend that the binary links in (mem, tcp, nats, amqp, stomp).
+// backend that the binary links in (mem, tcp, nats, amqp, stomp), and joins
+// the bus to the web: gateway (HTTP clients in front) and bridge (an
+// existing web app behind).
 //
 // Usage:
 //
 //	httpbus call  [-X METHOD] [-H 'K: V']... [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value]... URL
 //	httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json] [-cpuprofile FILE]
 //	httpbus serve -url URL [-service NAME] [-max-body BYTES]
+//	httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
+//	httpbus bridge -url 'URL?service=NAME' -upstream http://HOST:PORT
 //
 // # call
 //
@@ -59,6 +63,39 @@
 // -json prints one JSON object instead of the table (scripts/bench.sh reads
 // it). -cpuprofile writes a CPU profile of the measured rounds.
 //
+// # gateway
+//
+// gateway puts the bus behind an HTTP server (package gateway): curl and
+// browsers reach the services on the broker at -url.
+//
+//	httpbus gateway -listen 127.0.0.1:8080 -url nats://127.0.0.1:4222
+//	curl http://127.0.0.1:8080/orders/items/42    # service orders, GET /items/42
+//
+// The first path segment names the service and is stripped (-route host:
+// the leftmost label of the Host header names it, as in
+// http://orders.localhost:8080/items/42). -allow lists the services exposed;
+// any other, and a path with no service, gets 404. Failures come back as 502
+// (broker unavailable), 503 (no server for the service) or 504 (-timeout
+// passed) with the Httpbus-Error header. GET /healthz answers 200
+// "connected" or 503 and the connection's state. The server cuts off a
+// client that takes longer than -read-header-timeout to send its header,
+// answers 431 to a header block over -max-header-bytes, and serves HTTPS
+// with -tls-cert and -tls-key. Each request is logged on standard error
+// (method, service, path, status, bytes, duration).
+//
+// # bridge
+//
+// bridge puts an existing web application on the bus as a service: each
+// request for the service is forwarded to -upstream, and the answer sent
+// back, the upstream's own 5xx included; an upstream that does not answer
+// gives 502, and the caller's deadline bounds the upstream exchange.
+//
+//	gunicorn -b 127.0.0.1:8000 app:app
+//	httpbus bridge -url 'nats://127.0.0.1:4222?service=orders' -upstream http://127.0.0.1:8000
+//
+// Both commands run until SIGTERM or SIGINT, then stop taking requests,
+// finish those in flight (up to -drain, 30s) and exit 0.
+//
 // # serve
 //
 // serve runs the echo service that bench uses until interrupted, for
@@ -93,6 +130,8 @@ const usageText = `usage:
   httpbus call  [-X METHOD] [-H 'K: V'] [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value] URL
   httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json]
   httpbus serve -url URL [-service NAME]
+  httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
+  httpbus bridge  -url 'URL?service=NAME' -upstream http://HOST:PORT
 Run "httpbus COMMAND -h" for a command's flags.
 `
 
@@ -109,6 +148,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return cmdBench(ctx, args[1:], stdout, stderr)
 	case "serve":
 		return cmdServe(ctx, args[1:], stdout, stderr)
+	case "gateway":
+		return cmdGateway(ctx, args[1:], stdout, stderr)
+	case "bridge":
+		return cmdBridge(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
 		return exitOK
