@@ -50,9 +50,8 @@
 //
 // # Streaming
 //
-// Both flush each write of a response at once (FlushInterval -1). Whether a
-// response reaches the caller part by part depends on the transport: where
-// it carries one message per response, a response arrives whole and is
-// bounded by the transport's body limit (transport.DefaultMaxBodyBytes,
-// and the broker's message limit).
+// Both flush each write of a response at once (FlushInterval -1), and the
+// transport streams (WIRE.md §7): server-sent events, large downloads and
+// uploads pass through part by part, with no body limit unless
+// Gateway.MaxBodyBytes sets one.
 package gateway

@@ -27,7 +27,9 @@ func ExampleGateway() {
 	defer srv.Shutdown(context.Background())
 
 	// The gateway, as an http.Server would run it.
-	web := httptest.NewServer(&gateway.Gateway{Conn: bus.Dial(), Allow: []string{"orders"}})
+	conn := bus.Dial()
+	defer conn.Close()
+	web := httptest.NewServer(&gateway.Gateway{Conn: conn, Allow: []string{"orders"}})
 	defer web.Close()
 
 	for _, path := range []string{"/orders/items/42", "/billing/"} {
@@ -58,7 +60,9 @@ func ExampleBridge() {
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
 
-	client := transport.NewClient(bus.Dial())
+	conn := bus.Dial()
+	defer conn.Close()
+	client := transport.NewClient(conn)
 	resp, err := client.Get("http://orders/items/42")
 	if err != nil {
 		panic(err)

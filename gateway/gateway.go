@@ -117,7 +117,7 @@ type Gateway struct {
 
 	// MaxBodyBytes bounds a request body and a response body, in bytes
 	// (transport.RoundTripper.MaxBodyBytes): a larger request gets 413.
-	// Zero means transport.DefaultMaxBodyBytes; negative means no limit.
+	// Zero or negative means no limit.
 	MaxBodyBytes int64
 
 	// HealthPath is the path of the health check. Empty means

@@ -163,7 +163,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.BoolVar(&cfg.Raw, "raw", false, "also run the backend's bare client library in the same run")
 	fs.StringVar(&cfg.Target, "target", "", "call this running `service` (e.g. from httpbus serve) instead of starting an echo service")
 	fs.StringVar(&cfg.Service, "service", "", "`name` of the echo service and of the raw queue/subject (default httpbus-bench-<pid>)")
-	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest body the server and client accept, `bytes` (0: the transport default, raised to -size); tcp also needs ?max_body_bytes= in -url")
+	fs.Int64Var(&cfg.MaxBody, "max-body", 0, "largest body the server and client accept, `bytes` (0: no limit)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 10*time.Second, "deadline of each request")
 	fs.BoolVar(&cfg.JSON, "json", false, "print one JSON object instead of the table")
 	fs.BoolVar(&cfg.Markdown, "md", false, "print one Markdown table row (the columns of BENCHMARKS.md; scripts/bench.sh)")
@@ -610,7 +610,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.SetOutput(stderr)
 	rawURL := fs.String("url", "", "backend `URL` to listen on")
 	service := fs.String("service", "bench", "service `name`")
-	maxBody := fs.Int64("max-body", 0, "largest body, `bytes` (0: transport default; <0: no limit)")
+	maxBody := fs.Int64("max-body", 0, "largest body, `bytes` (0: no limit)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

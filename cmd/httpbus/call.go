@@ -131,7 +131,7 @@ func cmdCall(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	vhost := fs.String("vhost", "", "AMQP virtual `host` (amqp URLs only; default the broker's default, \"/\")")
 	fs.Var(&opts, "o", "backend URL option `name=value` for dialing (repeatable)")
 	fail := fs.Bool("f", false, "exit 22 when the handler's status is 400 or more (as curl -f)")
-	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: transport default, 10 MiB; <0: no limit)")
+	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: no limit)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -35,7 +35,7 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	readHeader := fs.Duration("read-header-timeout", 10*time.Second, "time to read a request's header (cuts off slow clients)")
 	idle := fs.Duration("idle-timeout", 2*time.Minute, "how long an idle keep-alive connection stays open")
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request line and header block, `bytes` (over it: 431)")
-	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: transport default; <0: no limit)")
+	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: no limit)")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long to wait for requests in flight")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -140,7 +140,7 @@ func cmdBridge(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	rawURL := fs.String("url", "", "broker `URL` to listen on, with ?service=NAME (mem://NAME), as transport.Listen reads it (required)")
 	upstream := fs.String("upstream", "", "base `URL` of the web app, http://host:port[/prefix] (required)")
 	maxInFlight := fs.Int("max-in-flight", 0, "requests forwarded at once (0: transport default, 128)")
-	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: transport default; <0: no limit)")
+	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: no limit)")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long to wait for requests in flight")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
