@@ -355,12 +355,12 @@ func (s *stream) control(ctx context.Context, kind string, h http.Header) {
 // stream's parts. It grants credit as it consumes parts, and fails on a
 // lost, duplicated or reordered part, an abort, or ctx.
 type partsReader struct {
-	s       *stream
-	ctx     context.Context
-	cur     []byte
-	seq     int64 // next expected sequence number
-	end     bool
-	err     error
+	s   *stream
+	ctx context.Context
+	cur []byte
+	seq int64 // next expected sequence number
+	end bool
+	err error
 }
 
 func (r *partsReader) take(msg *Message) error {
