@@ -42,9 +42,12 @@
 // RequestMsg). Every Listener of S queue-subscribes to it in queue group S
 // (Config.Queue), so each request reaches one instance. The frame is the
 // message payload; NATS headers carry only routing: Content-Type:
-// message/http, Httpbus-Version: 1 and Httpbus-Deadline (Unix ms). The
+// message/http, Httpbus-Version: 1, Httpbus-Deadline (Unix ms) and the
+// core's Message.Header entries (the stream headers, see Streams). The
 // response frame is published to the reply subject with the same headers
 // (no deadline). Names under the reserved Nats- prefix are never used.
+// Received messages have every NATS header in Message.Header, keys
+// canonicalised.
 // Receivers match the routing header names case-insensitively (a client in
 // another language may send "content-type"); a malformed Httpbus-Deadline
 // is answered 400 by the listener. A request published without a reply
@@ -80,6 +83,35 @@
 // published while disconnected wait in nats.go's reconnect buffer and are
 // answered after the reconnect if their deadline allows. State reports the
 // connection's status.
+//
+// # Streams
+//
+// Conn and Listener implement transport.Streamer, the primitives the core
+// runs streams on (WIRE.md §7). Inbox subscribes, on first use, to a
+// subject of the endpoint's own with a plain (not queue) subscription:
+// nc.NewInbox(), that is "_INBOX.<nuid>", or "<prefix>.<nuid>" on a
+// connection opened with natsgo.CustomInboxPrefix. That is the namespace
+// NATS request/reply already uses, so a secured deployment grants streams
+// what it grants requesters: each httpbus user subscribes to its own inbox
+// prefix ("_INBOX.>", or a per-user prefix that keeps users from reading
+// each other's inboxes) and publishes to its peers' (servers send parts
+// and callers send credit and cancel there, so allow_responses alone,
+// which permits one reply per request, is not enough). Inbox returns once
+// the server has confirmed the subscription; the subject stays the same
+// for the endpoint's life (nats.go restores it after a reconnect; what
+// was sent meanwhile is lost, which the core detects by sequence numbers).
+// Send publishes to an inbox subject with the Message.Header entries as
+// NATS headers (Httpbus-Stream, Httpbus-Seq, Httpbus-End, Httpbus-Control,
+// Httpbus-Credit, Httpbus-Reply-To), after a max_payload check. The inbox
+// holds up to Config.InboxPendingBytes (DefaultInboxPendingBytes, 256 MiB)
+// not yet taken by ReceiveInbox; past it nats.go drops messages as a slow
+// consumer (logged; the core sees the gap). Close unsubscribes it.
+//
+// Listener.Reply with transport.Hold publishes the response (a stream's
+// first message) to the reply subject and keeps the request held, in
+// flight, until a later Reply settles it. A held request has been
+// answered in part: Requeue settles it without republishing, and Close
+// does not hand it back.
 //
 // # Errors
 //

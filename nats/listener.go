@@ -440,7 +440,9 @@ const drainFlushTimeout = 5 * time.Second
 // new messages arrive) while Receive still returns the messages already
 // received; once they are taken, Receive returns transport.ErrClosed.
 // nats.go checks a draining subscription every 100 ms, so the last
-// ErrClosed comes up to 100 ms after the last message.
+// ErrClosed comes up to 100 ms after the last message. The stream inbox
+// stays open until Close: streams in flight still receive credit, parts
+// and cancel.
 func (l *Listener) Drain() error {
 	l.mu.Lock()
 	if l.closed || l.draining {
@@ -486,6 +488,9 @@ func (l *Listener) Close() error {
 	l.mu.Unlock()
 	l.cancel()
 	l.inbox.close()
+	if n := l.held.Load(); n > 0 {
+		l.log.Info("transport/nats: close: requests held (answered in part) are not handed back", "service", l.service, "count", n)
+	}
 	l.fwd.Wait()
 	for i, s := range l.subs {
 		if i == 0 {
