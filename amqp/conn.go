@@ -167,7 +167,14 @@ func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amq
 				replies = nil
 				continue
 			}
-			m := &transport.Message{Body: d.Body, ContentType: d.ContentType}
+			// One allocation for the message and room for the values
+			// of its header (a reply has one or two entries).
+			x := &struct {
+				transport.Message
+				vals [2]string
+			}{Message: transport.Message{Body: d.Body, ContentType: d.ContentType}}
+			x.Header = tableHeader(d.Headers, x.vals[:0])
+			m := &x.Message
 			if !g.deliver(d.CorrelationId, result{m: m}) {
 				n := g.c.discarded.Add(1)
 				g.c.cfg.logger().Debug("transport/amqp: discarded a reply nobody waits for (late or unknown correlation id)", "correlation_id", d.CorrelationId, "discarded", n)
@@ -279,8 +286,9 @@ func (c *Conn) checkSize(m *transport.Message) error {
 
 // Call implements transport.Conn. It publishes req to the service's queue
 // on the default exchange (mandatory, reply_to amq.rabbitmq.reply-to, a
-// fresh correlation id, expiration and Httpbus-Deadline from req.Deadline)
-// and waits for the reply. While the connection is down, Call waits for it
+// fresh correlation id, expiration and Httpbus-Deadline from req.Deadline,
+// each entry of req.Header in the headers table) and waits for the first
+// reply, whose Header holds the reply's headers table (canonical keys). While the connection is down, Call waits for it
 // until ctx ends. Errors: transport.ErrNoResponders when no queue is bound
 // (the broker returned the request), ErrTimeout when ctx's deadline passes,
 // ErrUnavailable when the connection is lost with the request in flight,
@@ -318,11 +326,12 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		return nil, err
 	}
 	defer g.unregister(id, rc)
+	headers, pooled := messageHeaders(req.Header, deadline)
 	pub := amqp091.Publishing{
 		ContentType:   req.ContentType,
 		CorrelationId: id,
 		ReplyTo:       DirectReplyTo,
-		Headers:       requestHeaders(deadline),
+		Headers:       headers,
 		DeliveryMode:  amqp091.Transient,
 		Body:          req.Body,
 	}
@@ -330,7 +339,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		pub.Expiration = expiration(deadline)
 	}
 	err = g.calls.PublishWithContext(ctx, "", queue, true, false, pub)
-	releaseHeaders(pub.Headers)
+	releaseHeaders(headers, pooled)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, transport.ContextError(ctx)
@@ -355,8 +364,9 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	}
 }
 
-// Publish implements transport.Conn: it publishes m to the notification
-// exchange with routing key topic and waits for the broker's publisher
+// Publish implements transport.Conn: it publishes m (m.Header in the
+// headers table) to the notification exchange with routing key topic and
+// waits for the broker's publisher
 // confirm. The notification carries no deadline (m.Deadline bounds only
 // the publish). While the connection is down, Publish waits for it until ctx
 // ends.
@@ -385,14 +395,16 @@ func publishNotification(ctx context.Context, ch *amqp091.Channel, cfg *Config, 
 	if cfg.Transient {
 		mode = amqp091.Transient
 	}
+	headers, pooled := messageHeaders(m.Header, time.Time{})
 	pub := amqp091.Publishing{
 		ContentType:  m.ContentType,
-		Headers:      requestHeaders(time.Time{}),
+		Headers:      headers,
 		DeliveryMode: mode,
 		Timestamp:    time.Now(),
 		Body:         m.Body,
 	}
 	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, cfg.exchange(), topic, false, false, pub)
+	releaseHeaders(headers, pooled)
 	if err != nil {
 		if ctx.Err() != nil {
 			return transport.ContextError(ctx)

@@ -407,10 +407,12 @@ func (l *Listener) closeDrained() {
 }
 
 func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *transport.Delivery {
-	// One allocation for the delivery and its token.
+	// One allocation for the delivery, its token and room for the values
+	// of its header (a request has two to four entries).
 	x := &struct {
 		transport.Delivery
-		tok token
+		tok  token
+		vals [4]string
 	}{
 		Delivery: transport.Delivery{
 			Message:     transport.Message{Body: d.Body, ContentType: d.ContentType},
@@ -425,16 +427,12 @@ func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *t
 	if notify {
 		td.Topic = d.RoutingKey
 	}
-	if v := headerString(d.Headers, transport.HeaderDeadline); v != "" {
-		if dl, err := transport.ParseDeadline(v); err == nil {
-			td.Deadline = dl
-		} else {
-			l.cfg.logger().Warn("transport/amqp: ignoring a bad deadline header", "queue", l.queue, "err", err)
-		}
-	}
-	if !transport.IsFrame(d.ContentType) {
+	if transport.IsFrame(d.ContentType) {
+		td.Header = tableHeader(d.Headers, x.vals[:0])
+	} else {
 		td.Header = foreignHeader(d)
 	}
+	td.Deadline = headerDeadline(td.Header, &l.cfg, l.queue)
 	return td
 }
 
@@ -459,10 +457,14 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 }
 
 // Reply implements transport.Listener: it publishes resp to the request's
-// reply_to through the default exchange with the request's correlation id,
-// then settles the delivery: Ack acks it, Reject nacks it without requeue
-// (to the dead-letter exchange when one is configured), Requeue nacks it
-// with requeue. Nacks are sent before Reply returns; acks within a
+// reply_to through the default exchange with the request's correlation id
+// and each entry of resp.Header in the headers table, then settles the
+// delivery: Ack acks it, Reject nacks it without requeue (to the
+// dead-letter exchange when one is configured), Requeue nacks it with
+// requeue, and Hold leaves it unacknowledged (a stream's first message: the
+// delivery stays in flight, counted against the prefetch, until a later
+// Reply, usually with a nil resp, settles it; if the Listener closes or
+// its channel is lost first, the broker redelivers the request). Nacks are sent before Reply returns; acks within a
 // millisecond, coalesced with the channel's other acks into one basic.ack
 // with multiple set (a delivery acked while an older one of the channel is
 // still in flight gets its own basic.ack within two milliseconds), and
@@ -480,6 +482,9 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		if err := l.sendReply(ctx, tok, resp); err != nil {
 			return err
 		}
+	}
+	if disp == transport.Hold {
+		return nil
 	}
 	if tok.g.dead.Load() {
 		return fmt.Errorf("transport/amqp: delivery %d of queue %q not settled: its channel closed, so the broker redelivers it: %w", tok.tag, l.queue, transport.ErrUnavailable)
@@ -510,20 +515,24 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 		}
 		ch = g.ch
 	}
-	body, ct := resp.Body, resp.ContentType
+	body, ct, h := resp.Body, resp.ContentType, resp.Header
 	if max := l.cfg.maxMessageBytes(); max > 0 && int64(len(body)) > max {
 		err := &transport.TooLargeError{What: "response message", Limit: max, Size: int64(len(body))}
 		l.cfg.logger().Error("transport/amqp: response not sent", "queue", l.queue, "err", err)
-		body, ct = transport.ErrorResponse(err), transport.MediaType
+		// The error response replaces the message, stream headers and all.
+		body, ct, h = transport.ErrorResponse(err), transport.MediaType, nil
 	}
+	headers, pooled := messageHeaders(h, time.Time{})
 	pub := amqp091.Publishing{
 		ContentType:   ct,
 		CorrelationId: tok.corrID,
-		Headers:       versionOnly,
+		Headers:       headers,
 		DeliveryMode:  amqp091.Transient,
 		Body:          body,
 	}
-	if err := ch.PublishWithContext(ctx, "", tok.replyTo, false, false, pub); err != nil {
+	err := ch.PublishWithContext(ctx, "", tok.replyTo, false, false, pub)
+	releaseHeaders(headers, pooled)
+	if err != nil {
 		return fmt.Errorf("transport/amqp: reply to %q: %w: %w", tok.replyTo, transport.ErrUnavailable, err)
 	}
 	return nil
