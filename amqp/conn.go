@@ -18,8 +18,8 @@ import (
 // over one AMQP connection. All callers share one channel whose consumer
 // on the direct reply-to pseudo-queue receives every response; responses
 // are matched to callers by correlation id. It implements transport.Conn,
-// transport.SizeLimiter and transport.StateReporter, and is safe for
-// concurrent use.
+// transport.Streamer (see Inbox), transport.SizeLimiter and
+// transport.StateReporter, and is safe for concurrent use.
 type Conn struct {
 	cfg   Config
 	sup   *supervisor[*clientGen]
@@ -28,6 +28,8 @@ type Conn struct {
 
 	discarded atomic.Uint64
 	closeOnce sync.Once
+
+	inboxc chan *transport.Message // the inbox's messages (Streamer), across generations
 }
 
 // Dial connects to the broker at rawURL (amqp:// or amqps://, see the
@@ -55,7 +57,7 @@ func NewConn(ctx context.Context, conn *amqp091.Connection, cfg Config) (*Conn, 
 }
 
 func newConn(ctx context.Context, conn *amqp091.Connection, dialURL string, cfg Config) (*Conn, error) {
-	c := &Conn{cfg: cfg, idTag: randomID(6)}
+	c := &Conn{cfg: cfg, idTag: randomID(6), inboxc: make(chan *transport.Message)}
 	name := cfg.ConnectionName
 	if name == "" {
 		name = "httpbus client"
@@ -78,6 +80,7 @@ type clientGen struct {
 	c     *Conn
 	calls *amqp091.Channel
 	notes *amqp091.Channel
+	inbox *inbox // on calls, opened on first use
 
 	mu      sync.Mutex
 	pending map[string]chan result
@@ -122,6 +125,7 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 	if err = declareExchange(g.notes, &c.cfg); err != nil {
 		return nil, err
 	}
+	g.inbox = newInbox(g.calls, &c.cfg, g.stop, c.inboxc)
 	g.lostc, _ = watch(g.stop, conn, g.calls, g.notes)
 	blockings := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	g.wg.Add(1)
@@ -150,9 +154,11 @@ func (g *clientGen) teardown(cause error) {
 	g.mu.Lock()
 	g.err = cause
 	g.mu.Unlock()
+	g.inbox.kill()
 	close(g.stop)
 	g.closeChannels()
 	g.wg.Wait()
+	g.inbox.wait()
 }
 
 // dispatch hands each reply to its caller and each returned request's

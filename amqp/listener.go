@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,8 @@ func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
 // each request's reply_to with its correlation id before acknowledging it.
 // It implements transport.Listener, transport.Pusher (a transport.Server
 // gets each delivery on a pool of workers, see Push), transport.Drainer,
-// transport.SizeLimiter and transport.StateReporter, and is safe for
-// concurrent use.
+// transport.Streamer (see Inbox), transport.SizeLimiter and
+// transport.StateReporter, and is safe for concurrent use.
 type Listener struct {
 	cfg    Config
 	lc     transport.ListenConfig
@@ -42,7 +43,8 @@ type Listener struct {
 	sup    *supervisor[*listenerGen]
 
 	in        chan *transport.Delivery
-	done      chan struct{} // closed by Close
+	inboxc    chan *transport.Message // the inbox's messages (Streamer), across generations
+	done      chan struct{}           // closed by Close
 	closeOnce sync.Once
 	pumps     sync.WaitGroup // pumps handing deliveries to Receive (not workers serving pushed ones)
 
@@ -87,6 +89,7 @@ func newListener(ctx context.Context, conn *amqp091.Connection, dialURL string, 
 		lc:      lc,
 		queue:   cfg.queue(lc.Service),
 		in:      make(chan *transport.Delivery),
+		inboxc:  make(chan *transport.Message),
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 	}
@@ -129,6 +132,7 @@ type listenerGen struct {
 	l     *Listener
 	ch    *amqp091.Channel
 	acks  *acker // settles the deliveries of ch
+	inbox *inbox // on ch, opened on first use
 	notes *amqp091.Channel
 	tags  []string // consumer tags, guarded by l.mu
 	lostc <-chan error
@@ -140,11 +144,13 @@ func (g *listenerGen) lost() <-chan error { return g.lostc }
 
 func (g *listenerGen) teardown(error) {
 	g.dead.Store(true)
+	g.inbox.kill()
 	close(g.stop)
 	if g.acks != nil {
 		g.acks.stop()
 	}
 	g.closeChannels()
+	g.inbox.wait()
 }
 
 func (g *listenerGen) closeChannels() {
@@ -188,6 +194,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 		return nil, fmt.Errorf("transport/amqp: open channel: %w: %w", transport.ErrUnavailable, err)
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
+	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc)
 	if p := l.cfg.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
@@ -221,15 +228,24 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	var signal func(error)
 	g.lostc, signal = watch(g.stop, conn, g.ch, g.notes)
 	// A consumer the broker cancels (its queue was deleted) is a loss too:
-	// the next generation declares the queue again.
+	// the next generation declares the queue again. The inbox's consumer
+	// is not: the next Inbox declares a new inbox.
 	cancels := g.ch.NotifyCancel(make(chan string, 2))
 	go func() {
-		select {
-		case tag, ok := <-cancels:
-			if ok {
+		for {
+			select {
+			case tag, ok := <-cancels:
+				if !ok {
+					return
+				}
+				if strings.HasPrefix(tag, inboxTagPrefix) {
+					continue
+				}
 				signal(fmt.Errorf("the broker cancelled consumer %s (queue deleted?)", tag))
+				return
+			case <-g.stop:
+				return
 			}
-		case <-g.stop:
 		}
 	}()
 	if err = l.consume(g, l.queue, false); err != nil {
