@@ -76,6 +76,10 @@ func (b *inbox) address(ctx context.Context) (string, error) {
 		}
 		return "", err
 	}
+	if b.name == "" {
+		// Opened, then its consumer ended at once (the queue deleted).
+		return "", fmt.Errorf("transport/amqp: inbox: the broker cancelled its consumer: %w", transport.ErrUnavailable)
+	}
 	return b.name, nil
 }
 

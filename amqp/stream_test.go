@@ -35,8 +35,10 @@ func listen(t *testing.T, url string, cfg amqp.Config) *amqp.Listener {
 	return l
 }
 
+// testCtx bounds a test's waits: generous, as the broker and this machine
+// may be shared and loaded.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -268,7 +270,8 @@ func TestInboxAfterReconnect(t *testing.T) {
 	c := dialConn(t, url, amqp.Config{ConnectionName: name, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
 	peer := dialConn(t, url, amqp.Config{})
 	old := inbox(t, ctx, c)
-	closeConnection(t, name)
+	closeConnection(t, name) // rabbitmqctl may take seconds
+	ctx = testCtx(t)
 	var addr string
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
