@@ -102,10 +102,12 @@ type result struct {
 func (g *clientGen) lost() <-chan error { return g.lostc }
 
 func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGen, err error) {
-	g = &clientGen{c: c, pending: map[string]chan result{}, stop: make(chan struct{})}
+	// The cleanup holds its own reference: an error return sets g to nil.
+	gen := &clientGen{c: c, pending: map[string]chan result{}, stop: make(chan struct{})}
+	g = gen
 	defer func() {
 		if err != nil {
-			g.closeChannels()
+			gen.closeChannels()
 		}
 	}()
 	if g.calls, err = conn.Channel(); err != nil {

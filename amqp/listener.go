@@ -178,15 +178,17 @@ func (l *Listener) queueArgs() amqp091.Table {
 }
 
 func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *listenerGen, err error) {
-	g = &listenerGen{l: l, stop: make(chan struct{})}
+	// The cleanup holds its own reference: an error return sets g to nil.
+	gen := &listenerGen{l: l, stop: make(chan struct{})}
+	g = gen
 	defer func() {
 		if err != nil {
-			g.dead.Store(true)
-			close(g.stop)
-			if g.acks != nil {
-				g.acks.stop()
+			gen.dead.Store(true)
+			close(gen.stop)
+			if gen.acks != nil {
+				gen.acks.stop()
 			}
-			g.closeChannels()
+			gen.closeChannels()
 		}
 	}()
 	durable := !l.cfg.Transient
