@@ -18,8 +18,8 @@ import (
 // over one AMQP connection. All callers share one channel whose consumer
 // on the direct reply-to pseudo-queue receives every response; responses
 // are matched to callers by correlation id. It implements transport.Conn,
-// transport.SizeLimiter and transport.StateReporter, and is safe for
-// concurrent use.
+// transport.Streamer (see Inbox), transport.SizeLimiter and
+// transport.StateReporter, and is safe for concurrent use.
 type Conn struct {
 	cfg   Config
 	sup   *supervisor[*clientGen]
@@ -28,6 +28,8 @@ type Conn struct {
 
 	discarded atomic.Uint64
 	closeOnce sync.Once
+
+	inboxc chan *transport.Message // the inbox's messages (Streamer), across generations
 }
 
 // Dial connects to the broker at rawURL (amqp:// or amqps://, see the
@@ -55,7 +57,7 @@ func NewConn(ctx context.Context, conn *amqp091.Connection, cfg Config) (*Conn, 
 }
 
 func newConn(ctx context.Context, conn *amqp091.Connection, dialURL string, cfg Config) (*Conn, error) {
-	c := &Conn{cfg: cfg, idTag: randomID(6)}
+	c := &Conn{cfg: cfg, idTag: randomID(6), inboxc: make(chan *transport.Message)}
 	name := cfg.ConnectionName
 	if name == "" {
 		name = "httpbus client"
@@ -78,6 +80,7 @@ type clientGen struct {
 	c     *Conn
 	calls *amqp091.Channel
 	notes *amqp091.Channel
+	inbox *inbox // on calls, opened on first use
 
 	mu      sync.Mutex
 	pending map[string]chan result
@@ -99,10 +102,12 @@ type result struct {
 func (g *clientGen) lost() <-chan error { return g.lostc }
 
 func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGen, err error) {
-	g = &clientGen{c: c, pending: map[string]chan result{}, stop: make(chan struct{})}
+	// The cleanup holds its own reference: an error return sets g to nil.
+	gen := &clientGen{c: c, pending: map[string]chan result{}, stop: make(chan struct{})}
+	g = gen
 	defer func() {
 		if err != nil {
-			g.closeChannels()
+			gen.closeChannels()
 		}
 	}()
 	if g.calls, err = conn.Channel(); err != nil {
@@ -122,6 +127,7 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 	if err = declareExchange(g.notes, &c.cfg); err != nil {
 		return nil, err
 	}
+	g.inbox = newInbox(g.calls, &c.cfg, g.stop, c.inboxc)
 	g.lostc, _ = watch(g.stop, conn, g.calls, g.notes)
 	blockings := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	g.wg.Add(1)
@@ -150,9 +156,11 @@ func (g *clientGen) teardown(cause error) {
 	g.mu.Lock()
 	g.err = cause
 	g.mu.Unlock()
+	g.inbox.kill()
 	close(g.stop)
 	g.closeChannels()
 	g.wg.Wait()
+	g.inbox.wait()
 }
 
 // dispatch hands each reply to its caller and each returned request's
@@ -167,7 +175,14 @@ func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amq
 				replies = nil
 				continue
 			}
-			m := &transport.Message{Body: d.Body, ContentType: d.ContentType}
+			// One allocation for the message and room for the values
+			// of its header (a reply has one or two entries).
+			x := &struct {
+				transport.Message
+				vals [2]string
+			}{Message: transport.Message{Body: d.Body, ContentType: d.ContentType}}
+			x.Header = tableHeader(d.Headers, x.vals[:0])
+			m := &x.Message
 			if !g.deliver(d.CorrelationId, result{m: m}) {
 				n := g.c.discarded.Add(1)
 				g.c.cfg.logger().Debug("transport/amqp: discarded a reply nobody waits for (late or unknown correlation id)", "correlation_id", d.CorrelationId, "discarded", n)
@@ -279,8 +294,9 @@ func (c *Conn) checkSize(m *transport.Message) error {
 
 // Call implements transport.Conn. It publishes req to the service's queue
 // on the default exchange (mandatory, reply_to amq.rabbitmq.reply-to, a
-// fresh correlation id, expiration and Httpbus-Deadline from req.Deadline)
-// and waits for the reply. While the connection is down, Call waits for it
+// fresh correlation id, expiration and Httpbus-Deadline from req.Deadline,
+// each entry of req.Header in the headers table) and waits for the first
+// reply, whose Header holds the reply's headers table (canonical keys). While the connection is down, Call waits for it
 // until ctx ends. Errors: transport.ErrNoResponders when no queue is bound
 // (the broker returned the request), ErrTimeout when ctx's deadline passes,
 // ErrUnavailable when the connection is lost with the request in flight,
@@ -318,11 +334,12 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		return nil, err
 	}
 	defer g.unregister(id, rc)
+	headers, pooled := messageHeaders(req.Header, deadline)
 	pub := amqp091.Publishing{
 		ContentType:   req.ContentType,
 		CorrelationId: id,
 		ReplyTo:       DirectReplyTo,
-		Headers:       requestHeaders(deadline),
+		Headers:       headers,
 		DeliveryMode:  amqp091.Transient,
 		Body:          req.Body,
 	}
@@ -330,7 +347,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		pub.Expiration = expiration(deadline)
 	}
 	err = g.calls.PublishWithContext(ctx, "", queue, true, false, pub)
-	releaseHeaders(pub.Headers)
+	releaseHeaders(headers, pooled)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, transport.ContextError(ctx)
@@ -355,8 +372,9 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	}
 }
 
-// Publish implements transport.Conn: it publishes m to the notification
-// exchange with routing key topic and waits for the broker's publisher
+// Publish implements transport.Conn: it publishes m (m.Header in the
+// headers table) to the notification exchange with routing key topic and
+// waits for the broker's publisher
 // confirm. The notification carries no deadline (m.Deadline bounds only
 // the publish). While the connection is down, Publish waits for it until ctx
 // ends.
@@ -385,14 +403,16 @@ func publishNotification(ctx context.Context, ch *amqp091.Channel, cfg *Config, 
 	if cfg.Transient {
 		mode = amqp091.Transient
 	}
+	headers, pooled := messageHeaders(m.Header, time.Time{})
 	pub := amqp091.Publishing{
 		ContentType:  m.ContentType,
-		Headers:      requestHeaders(time.Time{}),
+		Headers:      headers,
 		DeliveryMode: mode,
 		Timestamp:    time.Now(),
 		Body:         m.Body,
 	}
 	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, cfg.exchange(), topic, false, false, pub)
+	releaseHeaders(headers, pooled)
 	if err != nil {
 		if ctx.Err() != nil {
 			return transport.ContextError(ctx)

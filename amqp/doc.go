@@ -97,6 +97,66 @@
 // closes the channels, so the broker requeues every unacknowledged delivery
 // for another instance.
 //
+// # Headers
+//
+// Message.Header travels in the AMQP headers table both ways: every entry
+// of an outgoing request, response, notification or stream message is
+// written as a long-string entry under its canonical name (a key with
+// several values as one value joined by ", "), next to Httpbus-Version
+// and, with a deadline, Httpbus-Deadline. On a received frame (a request,
+// a notification, a Call's reply) Header holds the headers table, keys
+// canonicalised, values as text: at least every Httpbus- header the
+// sender wrote. A message with no header to carry publishes a shared
+// table and a received one costs one map, so the single-message path
+// stays as cheap as before.
+//
+// # Streams
+//
+// Conn and Listener implement transport.Streamer, the primitives the core
+// runs streams over (binding version 2). Inbox declares, on first use after
+// each (re)connection, a server-named queue ("amq.gen-…", exclusive,
+// auto-delete, non-durable) on the endpoint's channel and consumes it with
+// automatic acknowledgement; its name is the inbox address, which any
+// client of the broker reaches through the default exchange with the name
+// as routing key, and which only this connection consumes. When the
+// connection is lost the queue goes with it (and with it any message not yet
+// taken by ReceiveInbox); Inbox then returns a new name. ReceiveInbox
+// returns the next message with Header mapped as for a foreign message
+// (the headers table plus Amqp-* properties) and Deadline from
+// Httpbus-Deadline. Send publishes to the default exchange with routing key
+// = the address, transient, not mandatory, without publisher confirm (as a
+// request or a reply is published), Message.Header in the headers table; a
+// Send to an inbox that no longer exists is dropped by the broker, silently
+// and without error: the stream's deadline, cancel or sequence check
+// catches it. Sends from one endpoint to one inbox arrive in order; RabbitMQ
+// keeps no order between different queues (an inbox and a reply_to).
+//
+// Why automatic acknowledgement: the inbox is exclusive to one connection
+// and dies with it, so an acknowledgement buys no redelivery; the core's
+// credit window bounds what each stream has in flight and the core takes
+// inbox messages as they come; manual acks with a prefetch would cost ack
+// frames and bound only a message count (not bytes: a message may be 128
+// MiB), and would stall every stream of the endpoint behind one slow
+// reader. The cost: a peer that ignores its credit makes amqp091 buffer its
+// messages in this process; the core detects the violation by sequence and
+// credit. Why not direct reply-to (amq.rabbitmq.reply-to, used by Call):
+// its address is only learnt by the peer that receives a message published
+// with it, so an endpoint cannot name its own inbox in Httpbus-Reply-To
+// before sending, and a Listener, which publishes no request, could not get
+// one at all.
+//
+// Listener.Reply with transport.Hold publishes the response (a stream's
+// first message) to reply_to as any response and leaves the request
+// unacknowledged: it stays in flight, counted against the prefetch, until a
+// later Reply with a nil response settles it (Ack, Reject, Requeue; Hold
+// again settles nothing). If the Listener closes or its channel is lost
+// before that, the broker redelivers the request, as for a handler still
+// running. Call returns at the first response, so a held request's caller
+// gets its first message at once. Coalesced acks never cover a held
+// delivery (a multiple ack stops below the oldest unsettled one); while one
+// is held, newer deliveries of the channel are acked one by one, within two
+// milliseconds.
+//
 // # Reconnection
 //
 // A Listener or Conn made by Listen or Dial owns its connection and its
@@ -132,6 +192,11 @@
 // dead-letter exchange: every instance of a service must agree) fails with
 // the broker's PRECONDITION_FAILED, named in the error; so does an exchange
 // of the configured name that is not a durable topic exchange.
+//
+// Inbox and Send fail with ErrUnavailable when the connection is lost
+// meanwhile, Send with a *transport.TooLargeError (matching ErrTooLarge,
+// nothing sent) over MaxMessageBytes, and all three Streamer methods with
+// ErrClosed after Close.
 //
 // # Conformance
 //

@@ -546,3 +546,23 @@ func TestDrainServesPrefetched(t *testing.T) {
 	}
 	l.Close()
 }
+
+// TestSetupFailureIsAnError: a setup that fails (here the broker refuses to
+// declare a reserved exchange, closing the channel) is returned as an
+// error; it used to panic in the cleanup, which ran on the nil result.
+func TestSetupFailureIsAnError(t *testing.T) {
+	url := brokertest.AMQP(t)
+	ctx := testCtx(t)
+	cfg := amqp.Config{Exchange: "amq.httpbus-refused", Logger: testLogger(t)}
+	if c, err := amqp.Dial(ctx, url, cfg); err == nil {
+		c.Close()
+		t.Error("Dial with a reserved exchange name: no error")
+	}
+	svc := unique("setupfail")
+	l, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, cfg)
+	deleteQueues(t, url, svc)
+	if err == nil {
+		l.Close()
+		t.Error("Listen with a reserved exchange name: no error")
+	}
+}

@@ -100,45 +100,95 @@ func foreignHeader(d *amqp091.Delivery) http.Header {
 	return h
 }
 
-// headerString returns header k of the table, matched without regard to
-// case, as a string.
-func headerString(t amqp091.Table, k string) string {
-	if v, ok := t[k]; ok {
-		s, _ := tableValue(v)
-		return s
-	}
-	for name, v := range t {
-		if strings.EqualFold(name, k) {
-			s, _ := tableValue(v)
-			return s
-		}
-	}
-	return ""
-}
-
-// versionOnly is the headers table of a reply, of a notification and of a
-// request without a deadline. It is shared: amqp091 only reads it, and
-// nothing may write it.
+// versionOnly is the headers table of a message with no header to carry
+// but the version: a reply, a notification, a request without a deadline.
+// It is shared: amqp091 only reads it, and nothing may write it.
 var versionOnly = amqp091.Table{transport.HeaderVersion: transport.Version}
 
-// deadlineTables recycles the headers tables of requests with a deadline:
-// amqp091 encodes a table before Publish returns and keeps no reference.
-var deadlineTables = sync.Pool{New: func() any { return amqp091.Table{transport.HeaderVersion: transport.Version} }}
+// tables recycles the headers tables built per message: amqp091 encodes a
+// table before Publish returns and keeps no reference to it.
+var tables = sync.Pool{New: func() any { return make(amqp091.Table, 4) }}
 
-// requestHeaders are the routing headers of a request or notification. The
-// caller hands the table back with releaseHeaders once it is published.
-func requestHeaders(deadline time.Time) amqp091.Table {
-	if deadline.IsZero() {
-		return versionOnly
+// messageHeaders returns the headers table of an outgoing message:
+// Httpbus-Version, then each entry of h (a key with several values as one
+// value, joined with ", " as RFC 9110 §5.3 allows; an entry of h overrides
+// the version), then Httpbus-Deadline from deadline unless h has one. With
+// no entry and no deadline it is the shared versionOnly (pooled false).
+// The caller hands the table back with releaseHeaders once it is
+// published.
+func messageHeaders(h http.Header, deadline time.Time) (t amqp091.Table, pooled bool) {
+	if len(h) == 0 && deadline.IsZero() {
+		return versionOnly, false
 	}
-	t := deadlineTables.Get().(amqp091.Table)
-	t[transport.HeaderDeadline] = transport.FormatDeadline(deadline)
-	return t
+	t = tables.Get().(amqp091.Table)
+	t[transport.HeaderVersion] = transport.Version
+	for k, vs := range h {
+		switch len(vs) {
+		case 0:
+		case 1:
+			t[k] = vs[0]
+		default:
+			t[k] = strings.Join(vs, ", ")
+		}
+	}
+	if !deadline.IsZero() {
+		if _, ok := t[transport.HeaderDeadline]; !ok {
+			t[transport.HeaderDeadline] = transport.FormatDeadline(deadline)
+		}
+	}
+	return t, true
 }
 
-// releaseHeaders recycles a table from requestHeaders.
-func releaseHeaders(t amqp091.Table) {
-	if len(t) == 2 {
-		deadlineTables.Put(t)
+// releaseHeaders recycles a table from messageHeaders.
+func releaseHeaders(t amqp091.Table, pooled bool) {
+	if pooled {
+		clear(t)
+		tables.Put(t)
 	}
+}
+
+// tableHeader maps the headers table of a frame onto a header: each entry
+// whose value renders as text (tableValue), under its canonical key. buf is
+// spare room for the values (it may be nil): a message with as many
+// entries as buf has capacity costs one allocation, the map. It returns
+// nil for an empty table.
+func tableHeader(t amqp091.Table, buf []string) http.Header {
+	if len(t) == 0 {
+		return nil
+	}
+	h := make(http.Header, len(t))
+	if cap(buf) < len(t) {
+		buf = make([]string, 0, len(t))
+	}
+	buf = buf[:0]
+	for k, v := range t {
+		s, ok := tableValue(v)
+		if !ok || k == "" {
+			continue
+		}
+		k = http.CanonicalHeaderKey(k)
+		if old, dup := h[k]; dup {
+			h[k] = append(old, s) // old is capped: append copies
+			continue
+		}
+		buf = append(buf, s)
+		n := len(buf)
+		h[k] = buf[n-1 : n : n]
+	}
+	return h
+}
+
+// headerDeadline returns the deadline in h's Httpbus-Deadline, zero when it
+// has none; a bad value is logged and ignored.
+func headerDeadline(h http.Header, cfg *Config, where string) time.Time {
+	vs := h[transport.HeaderDeadline]
+	if len(vs) == 0 || vs[0] == "" {
+		return time.Time{}
+	}
+	dl, err := transport.ParseDeadline(vs[0])
+	if err != nil {
+		cfg.logger().Warn("transport/amqp: ignoring a bad deadline header", "where", where, "err", err)
+		return time.Time{}
+	}
+	return dl
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,8 +33,8 @@ func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
 // each request's reply_to with its correlation id before acknowledging it.
 // It implements transport.Listener, transport.Pusher (a transport.Server
 // gets each delivery on a pool of workers, see Push), transport.Drainer,
-// transport.SizeLimiter and transport.StateReporter, and is safe for
-// concurrent use.
+// transport.Streamer (see Inbox), transport.SizeLimiter and
+// transport.StateReporter, and is safe for concurrent use.
 type Listener struct {
 	cfg    Config
 	lc     transport.ListenConfig
@@ -42,7 +43,8 @@ type Listener struct {
 	sup    *supervisor[*listenerGen]
 
 	in        chan *transport.Delivery
-	done      chan struct{} // closed by Close
+	inboxc    chan *transport.Message // the inbox's messages (Streamer), across generations
+	done      chan struct{}           // closed by Close
 	closeOnce sync.Once
 	pumps     sync.WaitGroup // pumps handing deliveries to Receive (not workers serving pushed ones)
 
@@ -87,6 +89,7 @@ func newListener(ctx context.Context, conn *amqp091.Connection, dialURL string, 
 		lc:      lc,
 		queue:   cfg.queue(lc.Service),
 		in:      make(chan *transport.Delivery),
+		inboxc:  make(chan *transport.Message),
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 	}
@@ -129,6 +132,7 @@ type listenerGen struct {
 	l     *Listener
 	ch    *amqp091.Channel
 	acks  *acker // settles the deliveries of ch
+	inbox *inbox // on ch, opened on first use
 	notes *amqp091.Channel
 	tags  []string // consumer tags, guarded by l.mu
 	lostc <-chan error
@@ -140,11 +144,13 @@ func (g *listenerGen) lost() <-chan error { return g.lostc }
 
 func (g *listenerGen) teardown(error) {
 	g.dead.Store(true)
+	g.inbox.kill()
 	close(g.stop)
 	if g.acks != nil {
 		g.acks.stop()
 	}
 	g.closeChannels()
+	g.inbox.wait()
 }
 
 func (g *listenerGen) closeChannels() {
@@ -172,15 +178,17 @@ func (l *Listener) queueArgs() amqp091.Table {
 }
 
 func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *listenerGen, err error) {
-	g = &listenerGen{l: l, stop: make(chan struct{})}
+	// The cleanup holds its own reference: an error return sets g to nil.
+	gen := &listenerGen{l: l, stop: make(chan struct{})}
+	g = gen
 	defer func() {
 		if err != nil {
-			g.dead.Store(true)
-			close(g.stop)
-			if g.acks != nil {
-				g.acks.stop()
+			gen.dead.Store(true)
+			close(gen.stop)
+			if gen.acks != nil {
+				gen.acks.stop()
 			}
-			g.closeChannels()
+			gen.closeChannels()
 		}
 	}()
 	durable := !l.cfg.Transient
@@ -188,6 +196,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 		return nil, fmt.Errorf("transport/amqp: open channel: %w: %w", transport.ErrUnavailable, err)
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
+	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc)
 	if p := l.cfg.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
@@ -221,15 +230,24 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	var signal func(error)
 	g.lostc, signal = watch(g.stop, conn, g.ch, g.notes)
 	// A consumer the broker cancels (its queue was deleted) is a loss too:
-	// the next generation declares the queue again.
+	// the next generation declares the queue again. The inbox's consumer
+	// is not: the next Inbox declares a new inbox.
 	cancels := g.ch.NotifyCancel(make(chan string, 2))
 	go func() {
-		select {
-		case tag, ok := <-cancels:
-			if ok {
+		for {
+			select {
+			case tag, ok := <-cancels:
+				if !ok {
+					return
+				}
+				if strings.HasPrefix(tag, inboxTagPrefix) {
+					continue
+				}
 				signal(fmt.Errorf("the broker cancelled consumer %s (queue deleted?)", tag))
+				return
+			case <-g.stop:
+				return
 			}
-		case <-g.stop:
 		}
 	}()
 	if err = l.consume(g, l.queue, false); err != nil {
@@ -407,10 +425,12 @@ func (l *Listener) closeDrained() {
 }
 
 func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *transport.Delivery {
-	// One allocation for the delivery and its token.
+	// One allocation for the delivery, its token and room for the values
+	// of its header (a request has two to four entries).
 	x := &struct {
 		transport.Delivery
-		tok token
+		tok  token
+		vals [4]string
 	}{
 		Delivery: transport.Delivery{
 			Message:     transport.Message{Body: d.Body, ContentType: d.ContentType},
@@ -425,16 +445,12 @@ func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *t
 	if notify {
 		td.Topic = d.RoutingKey
 	}
-	if v := headerString(d.Headers, transport.HeaderDeadline); v != "" {
-		if dl, err := transport.ParseDeadline(v); err == nil {
-			td.Deadline = dl
-		} else {
-			l.cfg.logger().Warn("transport/amqp: ignoring a bad deadline header", "queue", l.queue, "err", err)
-		}
-	}
-	if !transport.IsFrame(d.ContentType) {
+	if transport.IsFrame(d.ContentType) {
+		td.Header = tableHeader(d.Headers, x.vals[:0])
+	} else {
 		td.Header = foreignHeader(d)
 	}
+	td.Deadline = headerDeadline(td.Header, &l.cfg, l.queue)
 	return td
 }
 
@@ -459,10 +475,14 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 }
 
 // Reply implements transport.Listener: it publishes resp to the request's
-// reply_to through the default exchange with the request's correlation id,
-// then settles the delivery: Ack acks it, Reject nacks it without requeue
-// (to the dead-letter exchange when one is configured), Requeue nacks it
-// with requeue. Nacks are sent before Reply returns; acks within a
+// reply_to through the default exchange with the request's correlation id
+// and each entry of resp.Header in the headers table, then settles the
+// delivery: Ack acks it, Reject nacks it without requeue (to the
+// dead-letter exchange when one is configured), Requeue nacks it with
+// requeue, and Hold leaves it unacknowledged (a stream's first message: the
+// delivery stays in flight, counted against the prefetch, until a later
+// Reply, usually with a nil resp, settles it; if the Listener closes or
+// its channel is lost first, the broker redelivers the request). Nacks are sent before Reply returns; acks within a
 // millisecond, coalesced with the channel's other acks into one basic.ack
 // with multiple set (a delivery acked while an older one of the channel is
 // still in flight gets its own basic.ack within two milliseconds), and
@@ -480,6 +500,9 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		if err := l.sendReply(ctx, tok, resp); err != nil {
 			return err
 		}
+	}
+	if disp == transport.Hold {
+		return nil
 	}
 	if tok.g.dead.Load() {
 		return fmt.Errorf("transport/amqp: delivery %d of queue %q not settled: its channel closed, so the broker redelivers it: %w", tok.tag, l.queue, transport.ErrUnavailable)
@@ -510,20 +533,24 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 		}
 		ch = g.ch
 	}
-	body, ct := resp.Body, resp.ContentType
+	body, ct, h := resp.Body, resp.ContentType, resp.Header
 	if max := l.cfg.maxMessageBytes(); max > 0 && int64(len(body)) > max {
 		err := &transport.TooLargeError{What: "response message", Limit: max, Size: int64(len(body))}
 		l.cfg.logger().Error("transport/amqp: response not sent", "queue", l.queue, "err", err)
-		body, ct = transport.ErrorResponse(err), transport.MediaType
+		// The error response replaces the message, stream headers and all.
+		body, ct, h = transport.ErrorResponse(err), transport.MediaType, nil
 	}
+	headers, pooled := messageHeaders(h, time.Time{})
 	pub := amqp091.Publishing{
 		ContentType:   ct,
 		CorrelationId: tok.corrID,
-		Headers:       versionOnly,
+		Headers:       headers,
 		DeliveryMode:  amqp091.Transient,
 		Body:          body,
 	}
-	if err := ch.PublishWithContext(ctx, "", tok.replyTo, false, false, pub); err != nil {
+	err := ch.PublishWithContext(ctx, "", tok.replyTo, false, false, pub)
+	releaseHeaders(headers, pooled)
+	if err != nil {
 		return fmt.Errorf("transport/amqp: reply to %q: %w: %w", tok.replyTo, transport.ErrUnavailable, err)
 	}
 	return nil
