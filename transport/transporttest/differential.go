@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -606,6 +607,19 @@ func declared(list []Difference, name string) (Difference, bool) {
 	return Difference{}, false
 }
 
+// dropPanics drops the server's log line for the Panic case's panic.
+type dropPanics struct{ slog.Handler }
+
+func (d dropPanics) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "transport: handler panic" {
+		return nil
+	}
+	return d.Handler.Handle(ctx, r)
+}
+
+func (d dropPanics) WithAttrs(a []slog.Attr) slog.Handler { return dropPanics{d.Handler.WithAttrs(a)} }
+func (d dropPanics) WithGroup(g string) slog.Handler      { return dropPanics{d.Handler.WithGroup(g)} }
+
 // RunDifferential serves every DifferentialCases handler twice — through
 // an httptest.Server called by an http.Client with compression off (the
 // reference), and through the backend (a transport.Server over h.Listen,
@@ -634,7 +648,7 @@ func RunDifferential(t *testing.T, h Harness) {
 
 	svc := unique("differential")
 	busSeen := &sync.Map{}
-	srv := &transport.Server{Handler: dispatch(cases, busSeen), Logger: Logger(t)}
+	srv := &transport.Server{Handler: dispatch(cases, busSeen), Logger: slog.New(dropPanics{Logger(t).Handler()})}
 	l := h.Listen(t, transport.ListenConfig{Service: svc})
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
