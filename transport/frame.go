@@ -292,7 +292,9 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 // Interim 1xx responses (other than 101) before the final one are passed
 // to req's httptrace.ClientTrace Got1xxResponse, if any, and skipped, as
 // net/http's client does; an error from Got1xxResponse is returned. Each
-// header block is bounded by lim. Errors as DecodeRequest's.
+// header block is bounded by lim. A chunked body is read whole, trailers
+// included (resp.Trailer), and keeps ContentLength -1 and TransferEncoding
+// ["chunked"], as from net/http's client. Errors as DecodeRequest's.
 func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response, error) {
 	for {
 		if _, err := checkHeader(frame, lim); err != nil {
@@ -335,11 +337,14 @@ func finishResponse(frame []byte, br *bufio.Reader, rd *bytes.Reader, resp *http
 	if err != nil {
 		return nil, err
 	}
-	if req == nil || req.Method != http.MethodHead {
+	switch {
+	case len(resp.TransferEncoding) > 0:
+		// Chunked: ContentLength -1 and TransferEncoding ["chunked"], as
+		// net/http's client reports it.
+	case req == nil || req.Method != http.MethodHead:
 		resp.ContentLength = n
 	}
 	resp.Body = body
-	resp.TransferEncoding = nil
 	return resp, nil
 }
 

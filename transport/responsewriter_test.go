@@ -159,3 +159,16 @@ func TestResponseWriterInterim(t *testing.T) {
 		t.Errorf("interim response alone: %v, want ErrMalformedFrame", err)
 	}
 }
+
+// A response with trailers is a chunked frame; the caller sees it as from
+// net/http: ContentLength -1, TransferEncoding ["chunked"], the trailers.
+func TestDecodeResponseChunked(t *testing.T) {
+	resp, body := serveAs(t, context.Background(), "GET", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Sum")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Sum", "42")
+	})
+	if body != "body" || resp.ContentLength != -1 || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Errorf("got %q ContentLength %d TransferEncoding %q Trailer %v", body, resp.ContentLength, resp.TransferEncoding, resp.Trailer)
+	}
+}
