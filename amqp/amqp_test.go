@@ -83,6 +83,12 @@ func TestConformance(t *testing.T) {
 	transporttest.Run(t, harness(t))
 }
 
+// TestDifferential compares what callers and handlers see through RabbitMQ
+// with net/http (transporttest.RunDifferential).
+func TestDifferential(t *testing.T) {
+	transporttest.RunDifferential(t, harness(t))
+}
+
 // serve serves h for service on url and returns the listener; it is shut
 // down at cleanup.
 func serve(t *testing.T, url string, lc transport.ListenConfig, cfg amqp.Config, h http.Handler) (*amqp.Listener, *transport.Server) {

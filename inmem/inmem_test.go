@@ -25,3 +25,19 @@ func TestConformance(t *testing.T) {
 		Dial: func(t testing.TB) transport.Conn { return bus.Dial() },
 	})
 }
+
+// TestDifferential compares what callers and handlers see through inmem
+// with net/http (transporttest.RunDifferential).
+func TestDifferential(t *testing.T) {
+	bus := inmem.NewBus()
+	transporttest.RunDifferential(t, transporttest.Harness{
+		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
+			l, err := bus.Listen(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		},
+		Dial: func(t testing.TB) transport.Conn { return bus.Dial() },
+	})
+}

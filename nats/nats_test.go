@@ -40,8 +40,20 @@ func features(t testing.TB, url string) transporttest.Features {
 // TestConformance runs the suite on the broker brokertest resolves (the
 // real server on CI), through the URL openers.
 func TestConformance(t *testing.T) {
+	transporttest.Run(t, urlHarness(t))
+}
+
+// TestDifferential compares what callers and handlers see through NATS with
+// net/http (transporttest.RunDifferential), on the broker brokertest
+// resolves.
+func TestDifferential(t *testing.T) {
+	transporttest.RunDifferential(t, urlHarness(t))
+}
+
+// urlHarness opens both sides through the URL openers.
+func urlHarness(t *testing.T) transporttest.Harness {
 	url := brokertest.NATS(t)
-	transporttest.Run(t, transporttest.Harness{
+	return transporttest.Harness{
 		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
 			u := url + "?service=" + cfg.Service
 			if len(cfg.Topics) > 0 {
@@ -61,7 +73,7 @@ func TestConformance(t *testing.T) {
 			return c
 		},
 		Features: features(t, url),
-	})
+	}
 }
 
 // TestConformanceEmbedded runs the suite on an embedded nats-server,

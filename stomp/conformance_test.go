@@ -12,20 +12,33 @@ import (
 // RabbitMQ's STOMP plugin, through URL-opened listeners and clients.
 func TestConformance(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker, addr string) {
-		url := brokerURL(addr)
-		j := newJanitor(t, b)
-		transporttest.Run(t, transporttest.Harness{
-			Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
-				return listen(t, j, url, cfg)
-			},
-			Dial: func(t testing.TB) transport.Conn {
-				return dial(t, j, url)
-			},
-			Features: transporttest.Features{
-				// A STOMP broker keeps a request for a service nobody
-				// listens to in its queue: the caller cannot be told.
-				NoRespondersStatus: http.StatusGatewayTimeout,
-			},
-		})
+		transporttest.Run(t, harness(t, b, addr))
 	})
+}
+
+// TestDifferential compares what callers and handlers see through ActiveMQ
+// and RabbitMQ's STOMP plugin with net/http (transporttest.RunDifferential).
+func TestDifferential(t *testing.T) {
+	forEachBroker(t, func(t *testing.T, b broker, addr string) {
+		transporttest.RunDifferential(t, harness(t, b, addr))
+	})
+}
+
+// harness opens both sides through the URL openers.
+func harness(t *testing.T, b broker, addr string) transporttest.Harness {
+	url := brokerURL(addr)
+	j := newJanitor(t, b)
+	return transporttest.Harness{
+		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
+			return listen(t, j, url, cfg)
+		},
+		Dial: func(t testing.TB) transport.Conn {
+			return dial(t, j, url)
+		},
+		Features: transporttest.Features{
+			// A STOMP broker keeps a request for a service nobody
+			// listens to in its queue: the caller cannot be told.
+			NoRespondersStatus: http.StatusGatewayTimeout,
+		},
+	}
 }

@@ -119,3 +119,10 @@ func TestMaxInFlightOne(t *testing.T) {
 		t.Errorf("%d handlers ran at once, want 1", p)
 	}
 }
+
+// TestDifferential compares what callers and handlers see through tcp with
+// net/http (transporttest.RunDifferential).
+func TestDifferential(t *testing.T) {
+	h := &harness{addrs: map[string]string{}, topics: map[string][]string{}}
+	transporttest.RunDifferential(t, transporttest.Harness{Listen: h.listen, Dial: h.dial})
+}

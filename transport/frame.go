@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"net/url"
 	"strconv"
 	"strings"
@@ -110,18 +112,43 @@ func EncodeRequest(r *http.Request, service string, body []byte) ([]byte, error)
 
 // EncodeResponse writes a response frame with net/http's Response.Write:
 // status line, header and body with a Content-Length. method is the
-// request's method (a HEAD response carries no body).
+// request's method: a HEAD response carries no body, and its Content-Length
+// is the one in header if there is one and body is empty, else len(body)
+// if body is not empty, else none (as net/http's server sends it). A 1xx
+// status, or a HEAD response with no length, is written as a status line
+// and header only.
 func EncodeResponse(status int, header http.Header, body []byte, method string) ([]byte, error) {
+	if header == nil {
+		header = http.Header{}
+	}
+	length := int64(len(body))
+	if method == http.MethodHead && len(body) == 0 {
+		length = -1
+		if v, err := strconv.ParseInt(header.Get("Content-Length"), 10, 64); err == nil && v >= 0 {
+			length = v
+		}
+	}
+	if (status >= 100 && status <= 199) || length < 0 {
+		// Response.Write would add Connection: close for an unknown length.
+		buf := bytes.NewBuffer(make([]byte, 0, headerEstimate(header)+64))
+		text := http.StatusText(status)
+		if text == "" {
+			text = "status code " + strconv.Itoa(status)
+		}
+		fmt.Fprintf(buf, "HTTP/1.1 %03d %s\r\n", status, text)
+		if err := header.WriteSubset(buf, map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Trailer": true}); err != nil {
+			return nil, fmt.Errorf("transport: encode response: %w", err)
+		}
+		buf.WriteString("\r\n")
+		return buf.Bytes(), nil
+	}
 	resp := &http.Response{
 		StatusCode:    status,
 		ProtoMajor:    1,
 		ProtoMinor:    1,
 		Header:        header,
-		ContentLength: int64(len(body)),
+		ContentLength: length,
 		Request:       &http.Request{Method: method},
-	}
-	if resp.Header == nil {
-		resp.Header = http.Header{}
 	}
 	if len(body) > 0 {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
@@ -261,19 +288,43 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 }
 
 // DecodeResponse reads a response frame with net/http's http.ReadResponse;
-// req is the request it answers (for HEAD) and becomes resp.Request. Errors
-// as DecodeRequest's.
+// req is the request it answers (for HEAD) and becomes resp.Request.
+// Interim 1xx responses (other than 101) before the final one are passed
+// to req's httptrace.ClientTrace Got1xxResponse, if any, and skipped, as
+// net/http's client does; an error from Got1xxResponse is returned. Each
+// header block is bounded by lim. A chunked body is read whole, trailers
+// included (resp.Trailer), and keeps ContentLength -1 and TransferEncoding
+// ["chunked"], as from net/http's client. Errors as DecodeRequest's.
 func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response, error) {
-	if _, err := checkHeader(frame, lim); err != nil {
-		return nil, err
+	for {
+		if _, err := checkHeader(frame, lim); err != nil {
+			return nil, err
+		}
+		rd := bytes.NewReader(frame)
+		br := getReader(rd)
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			putReader(br)
+			return nil, fmt.Errorf("%w: response: %v", ErrMalformedFrame, err)
+		}
+		if resp.StatusCode < 100 || resp.StatusCode > 199 || resp.StatusCode == http.StatusSwitchingProtocols {
+			defer putReader(br)
+			return finishResponse(frame, br, rd, resp, req, lim)
+		}
+		frame = frame[len(frame)-rd.Len()-br.Buffered():]
+		putReader(br)
+		if req != nil {
+			if trace := httptrace.ContextClientTrace(req.Context()); trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); err != nil {
+					return nil, err
+				}
+			}
+		}
 	}
-	rd := bytes.NewReader(frame)
-	br := getReader(rd)
-	defer putReader(br)
-	resp, err := http.ReadResponse(br, req)
-	if err != nil {
-		return nil, fmt.Errorf("%w: response: %v", ErrMalformedFrame, err)
-	}
+}
+
+// finishResponse reads the body of a final response.
+func finishResponse(frame []byte, br *bufio.Reader, rd *bytes.Reader, resp *http.Response, req *http.Request, lim Limits) (*http.Response, error) {
 	length := resp.ContentLength
 	if req != nil && req.Method == http.MethodHead {
 		length = 0
@@ -286,11 +337,14 @@ func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response
 	if err != nil {
 		return nil, err
 	}
-	if req == nil || req.Method != http.MethodHead {
+	switch {
+	case len(resp.TransferEncoding) > 0:
+		// Chunked: ContentLength -1 and TransferEncoding ["chunked"], as
+		// net/http's client reports it.
+	case req == nil || req.Method != http.MethodHead:
 		resp.ContentLength = n
 	}
 	resp.Body = body
-	resp.TransferEncoding = nil
 	return resp, nil
 }
 

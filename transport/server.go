@@ -549,10 +549,23 @@ func (w *trackingWriter) ReadFrom(r io.Reader) (int64, error) {
 	return io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
 }
 
-// responseWriter buffers a handler's response for one frame, with net/http's
-// rules: the header is fixed at the first WriteHeader or Write, a missing
-// Content-Type is sniffed from the first 512 bytes, 1xx statuses are interim
-// and dropped, Flush is accepted (the frame is sent when the handler returns).
+// responseWriter buffers a handler's response for one frame, or sends it as
+// a stream, with the rules of net/http's server (src/net/http/server.go,
+// response and chunkWriter):
+//   - the header is fixed at the first WriteHeader, Write or Flush;
+//   - a 1xx status other than 101 is an interim response, sent in the frame
+//     before the final response with the header as it is then; the header
+//     map is kept for the final response (RFC 8297). A response that becomes
+//     a stream drops them (the stream's reader takes one response);
+//   - a missing Content-Type (no "Content-Type" key at all) is sniffed when
+//     the head is fixed (first Flush, start of a stream, or the frame) from
+//     the bytes written by then, unless Content-Encoding or
+//     Transfer-Encoding is set or the status allows no body;
+//   - an explicit Content-Length bounds the writes (http.ErrContentLength)
+//     and, on a HEAD response, is sent as given; a HEAD response with no
+//     Content-Length and no body written has none;
+//   - 204, 304 and 1xx carry no Content-Length or Transfer-Encoding, and
+//     304 no Content-Type.
 type responseWriter struct {
 	header      http.Header // the handler's header until WriteHeader, then the sent one
 	late        http.Header // what Header returns after WriteHeader: changes are ignored
@@ -571,6 +584,11 @@ type responseWriter struct {
 	rs      *respStream
 	written int64
 	upgrade bool // the handler answered 101 Switching Protocols
+
+	interim       []byte // encoded 1xx responses, in order
+	hasCL         bool   // the handler set a valid Content-Length
+	contentLength int64  // its value, when hasCL
+	sniffed       bool   // the head is fixed: Content-Type sniffed or not
 }
 
 func (w *responseWriter) Header() http.Header {
@@ -595,27 +613,76 @@ func (w *responseWriter) WriteHeader(code int) {
 		return
 	}
 	if code < 200 {
+		h := w.header.Clone()
+		h.Del("Content-Length")
+		h.Del("Transfer-Encoding")
+		if f, err := EncodeResponse(code, h, nil, ""); err == nil {
+			w.interim = append(w.interim, f...)
+		}
 		return
 	}
 	w.wroteHeader = true
 	w.status = code
+	if cl := w.header.Get("Content-Length"); cl != "" {
+		v, err := strconv.ParseInt(cl, 10, 64)
+		if err == nil && v >= 0 {
+			w.hasCL, w.contentLength = true, v
+		} else {
+			w.header.Del("Content-Length")
+		}
+	}
+}
+
+// sniff fixes the head as net/http's chunkWriter.writeHeader does with its
+// first chunk: the body buffered so far, then extra (only the first 512
+// bytes matter). It runs once; 304 loses its Content-Type and every
+// bodiless status its Content-Length and Transfer-Encoding.
+func (w *responseWriter) sniff(extra []byte) {
+	if w.sniffed {
+		return
+	}
+	w.sniffed = true
+	h := w.header
+	if !bodyAllowed(w.status) {
+		if w.status == http.StatusNotModified {
+			h.Del("Content-Type")
+		}
+		h.Del("Content-Length")
+		h.Del("Transfer-Encoding")
+		return
+	}
+	_, haveType := h["Content-Type"]
+	if haveType || h.Get("Content-Encoding") != "" || h.Get("Transfer-Encoding") != "" {
+		return
+	}
+	first := w.body.Bytes()
+	if n := 512 - len(first); n > 0 && len(extra) > 0 {
+		first = append(first[:len(first):len(first)], extra[:min(n, len(extra))]...)
+	}
+	if len(first) > 0 {
+		h.Set("Content-Type", http.DetectContentType(first))
+	}
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
-		if w.header.Get("Content-Type") == "" && w.header.Get("Transfer-Encoding") == "" && len(p) > 0 {
-			w.header.Set("Content-Type", http.DetectContentType(p))
-		}
 		w.WriteHeader(http.StatusOK)
+	}
+	if len(p) == 0 {
+		return 0, nil
 	}
 	if !bodyAllowed(w.status) {
 		return 0, http.ErrBodyNotAllowed
+	}
+	if w.hasCL && w.written+int64(len(p)) > w.contentLength {
+		return 0, http.ErrContentLength
 	}
 	if w.maxBody >= 0 && w.written+int64(len(p)) > w.maxBody {
 		w.over = true
 		return 0, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
 	}
 	if w.rs == nil && w.ex != nil && w.method != http.MethodHead && w.body.Len()+len(p) > w.ex.size {
+		w.sniff(p)
 		if err := w.startStream(); err != nil {
 			return 0, err
 		}
@@ -635,6 +702,7 @@ func (w *responseWriter) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	w.sniff(nil)
 	if w.ex == nil || w.method == http.MethodHead {
 		return
 	}
@@ -651,6 +719,7 @@ func (w *responseWriter) Flush() {
 // startStream turns the response into a stream: the head goes out with
 // Transfer-Encoding: chunked, or with the Content-Length the handler set.
 func (w *responseWriter) startStream() error {
+	w.sniff(nil)
 	h := w.header
 	rs := &respStream{remain: -1}
 	switch cl := h.Get("Content-Length"); {
@@ -776,14 +845,24 @@ func (w *responseWriter) frame(method string) ([]byte, error) {
 	if w.over {
 		return nil, &TooLargeError{What: "response body", Limit: w.maxBody, Size: -1}
 	}
+	w.sniff(nil)
 	h := w.header
 	h.Del("Transfer-Encoding")
-	h.Del("Content-Length")
-	if !bodyAllowed(w.status) {
-		return EncodeResponse(w.status, h, nil, method)
+	if method != http.MethodHead || !bodyAllowed(w.status) {
+		h.Del("Content-Length")
 	}
-	if hasTrailers(h) && method != http.MethodHead {
-		return encodeChunkedResponse(w.status, h, w.body.Bytes(), trailers(h, w.liveHeader()))
+	var resp []byte
+	var err error
+	switch {
+	case !bodyAllowed(w.status):
+		resp, err = EncodeResponse(w.status, h, nil, method)
+	case hasTrailers(h) && method != http.MethodHead:
+		resp, err = encodeChunkedResponse(w.status, h, w.body.Bytes(), trailers(h, w.liveHeader()))
+	default:
+		resp, err = EncodeResponse(w.status, h, w.body.Bytes(), method)
 	}
-	return EncodeResponse(w.status, h, w.body.Bytes(), method)
+	if err != nil || len(w.interim) == 0 {
+		return resp, err
+	}
+	return append(w.interim, resp...), nil
 }
