@@ -9,8 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	natstransport "github.com/httpbus/httpbus/nats"
 	"github.com/httpbus/httpbus/internal/brokertest"
+	natstransport "github.com/httpbus/httpbus/nats"
 	"github.com/httpbus/httpbus/transport"
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
