@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -138,6 +140,16 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	}
 	br := bufio.NewReaderSize(pr, 4096)
 	resp, err := http.ReadResponse(br, req)
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		// Interim responses, as DecodeResponse and net/http's client.
+		if trace := httptrace.ContextClientTrace(ctx); trace != nil && trace.Got1xxResponse != nil {
+			if terr := trace.Got1xxResponse(resp.StatusCode, textproto.MIMEHeader(resp.Header)); terr != nil {
+				stop()
+				return nil, terr
+			}
+		}
+		resp, err = http.ReadResponse(br, req)
+	}
 	if err != nil {
 		stop()
 		if e := pr.err; e != nil {

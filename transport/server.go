@@ -740,6 +740,7 @@ func (w *responseWriter) startStream() error {
 		rs.chunked = true
 	}
 	var b bytes.Buffer
+	b.Write(w.interim) // 1xx responses go first, as in a frame
 	if err := writeHead(&b, w.status, h); err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
 	"os"
 	"strconv"
 	"strings"
@@ -200,6 +202,9 @@ func (s *suite) streamFlush(t *testing.T) {
 	svc := unique("sse")
 	seen := make(chan int, 3)
 	s.serve(t, &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
 		w.Header().Set("Content-Type", "text/event-stream")
 		for i := range 3 {
 			fmt.Fprintf(w, "data: event %d\n\n", i)
@@ -215,7 +220,14 @@ func (s *suite) streamFlush(t *testing.T) {
 		}
 	})}, transport.ListenConfig{Service: svc})
 	client, _ := s.client(t)
-	req, _ := http.NewRequestWithContext(s.ctx(t), "GET", "http://"+svc+"/events", nil)
+	var hints atomic.Int32
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+		if code == http.StatusEarlyHints && h.Get("Link") != "" {
+			hints.Add(1)
+		}
+		return nil
+	}}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(s.ctx(t), trace), "GET", "http://"+svc+"/events", nil)
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -238,6 +250,9 @@ func (s *suite) streamFlush(t *testing.T) {
 	}
 	if rest, err := io.ReadAll(br); err != nil || len(rest) != 0 {
 		t.Errorf("after the events: %q, %v", rest, err)
+	}
+	if hints.Load() != 1 {
+		t.Errorf("Got1xxResponse saw %d 103 Early Hints with a Link header, want 1", hints.Load())
 	}
 }
 
