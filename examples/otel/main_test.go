@@ -93,7 +93,7 @@ func checkTrace(t *testing.T, spans []sdktrace.ReadOnlySpan, name string, want m
 	for s, op := range map[sdktrace.ReadOnlySpan]string{client: "send", server: "process"} {
 		got := map[attribute.Key]string{}
 		for _, kv := range s.Attributes() {
-			got[kv.Key] = kv.Value.Emit()
+			got[kv.Key] = kv.Value.String()
 		}
 		for k, v := range want {
 			if got[k] != v {
