@@ -15,7 +15,7 @@
 // transport.Listen reads service= and topics= (comma-separated). Options:
 //
 //	dialect=activemq|rabbitmq   broker rules; default: the CONNECTED frame's server header
-//	prefetch=N                  unacked messages per subscription (default 128)
+//	prefetch=N                  unacked messages per subscription (default: the Server's MaxInFlight, see Listener.SetPrefetch, else 128)
 //	heartbeat=10s               STOMP heart-beats both ways; 0 disables
 //	queue_prefix=/queue/        request destinations are queue_prefix+service
 //	topic_prefix=/topic/        notification destinations start with it
