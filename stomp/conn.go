@@ -98,7 +98,8 @@ func (c *Conn) lost(k *link, err error) {
 
 func (c *Conn) release(*link) {}
 
-// Call implements transport.Conn. It sends req to QueuePrefix+service with
+// Call implements transport.Conn. It sends req to QueuePrefix+service
+// (RabbitMQ, default prefix: /amq/queue/<service>, see the package doc) with
 // content-type, content-length, correlation-id, reply-to, Httpbus-Version
 // and, when the request has a deadline (req.Deadline, else ctx's),
 // Httpbus-Deadline plus expires (ActiveMQ) or expiration (RabbitMQ), and
@@ -139,7 +140,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		stompgo.SendOpt.Header(hdrReplyTo, c.replyTo),
 		stompgo.SendOpt.Header(hdrVersion, transport.Version),
 	}, deadlineHeaders(k.dialect, dl)...)
-	dest := c.s.cfg.QueuePrefix + service
+	dest := callDest(c.s.cfg, k.dialect, service)
 	if err := k.c.Send(dest, ct, req.Body, opts...); err != nil {
 		c.forget(id)
 		if isConnError(err) {
