@@ -60,7 +60,10 @@ type Config struct {
 	// Prefetch is the Listener's basic.qos prefetch count, applied per
 	// consumer (the request queue, and the notification queue when the
 	// service subscribes to topics): the in-flight limit the broker
-	// enforces. Zero means DefaultPrefetch; negative means no limit.
+	// enforces. Zero means the in-flight bound of the transport.Server that
+	// serves the Listener (Listener.SetPrefetch), and DefaultPrefetch
+	// before a Server serves it; negative means no limit. A non-zero value
+	// (or prefetch= in the URL) is kept whatever the Server's bound.
 	Prefetch int
 
 	// Exchange is the topic exchange notifications are published to and

@@ -19,7 +19,7 @@
 //
 //	queue_prefix=         QueuePrefix: prefix of request queue names (default "": the queue is the service name)
 //	durable=true          !Transient: durable queues, persistent notifications (default true)
-//	prefetch=128          Prefetch: basic.qos per consumer, the in-flight limit (default 128; 0 means no limit)
+//	prefetch=128          Prefetch: basic.qos per consumer, the in-flight limit (default: the Server's MaxInFlight, see SetPrefetch, else 128; 0 means no limit)
 //	exchange=httpbus.notify   Exchange: topic exchange for notifications (default "httpbus.notify")
 //	dead_letter_exchange= DeadLetterExchange: x-dead-letter-exchange of the declared queues (default none)
 //	max_message_size=134217728  MaxMessageBytes: largest message body sent, bytes (default 128 MiB, RabbitMQ's max_message_size; 0 means no limit)

@@ -51,6 +51,8 @@ type Listener struct {
 	// push is the Server's serve function (transport.Pusher): once set,
 	// the pumps serve deliveries themselves on a pool of workers.
 	push atomic.Pointer[func(*transport.Delivery)]
+	// prefetchN is the prefetch set by SetPrefetch (prefetch.go); 0: none.
+	prefetchN atomic.Int32
 
 	mu            sync.Mutex
 	draining      bool
@@ -197,7 +199,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
 	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc)
-	if p := l.cfg.prefetch(); p > 0 {
+	if p := l.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
 		}

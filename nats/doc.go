@@ -69,6 +69,14 @@
 // takes them, which it does while fewer than MaxInFlight requests run; so
 // the in-flight limit bounds goroutines and the pending limits bound
 // memory. Past them nats.go drops messages as a slow consumer (logged).
+// NATS core has no prefetch: the server hands each request to one member of
+// the queue group without regard to how busy it is, and the pending limits
+// drop what exceeds them rather than leave it to another instance. So the
+// Listener does not implement transport.Prefetcher and its pending limits
+// do not follow MaxInFlight (that would turn a burst into lost requests):
+// a slow instance gets its share of requests and queues them. Balance by
+// load with more instances, or with a MaxInFlight that matches each
+// instance's capacity.
 // Drain (Server.Shutdown) unsubscribes at the server, confirms with a
 // flush, and serves the messages already received before Receive returns
 // transport.ErrClosed. Close instead hands the requests it holds back to

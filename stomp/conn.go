@@ -104,7 +104,8 @@ func (c *Conn) lost(k *link, err error) {
 
 func (c *Conn) release(*link) {}
 
-// Call implements transport.Conn. It sends req to QueuePrefix+service with
+// Call implements transport.Conn. It sends req to QueuePrefix+service
+// (RabbitMQ, default prefix: /amq/queue/<service>, see the package doc) with
 // content-type, content-length, correlation-id, reply-to, Httpbus-Version
 // and, when the request has a deadline (req.Deadline, else ctx's),
 // Httpbus-Deadline plus expires (ActiveMQ) or expiration (RabbitMQ), and
@@ -148,7 +149,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if h := headerOpt(req.Header); h != nil {
 		opts = append(opts, h)
 	}
-	dest := c.s.cfg.QueuePrefix + service
+	dest := callDest(c.s.cfg, k.dialect, service)
 	if err := k.c.Send(dest, ct, req.Body, opts...); err != nil {
 		c.forget(id)
 		if isConnError(err) {

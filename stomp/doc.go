@@ -16,7 +16,7 @@
 // transport.Listen reads service= and topics= (comma-separated). Options:
 //
 //	dialect=activemq|rabbitmq   broker rules; default: the CONNECTED frame's server header
-//	prefetch=N                  unacked messages per subscription (default 128)
+//	prefetch=N                  unacked messages per subscription (default: the Server's MaxInFlight, see Listener.SetPrefetch, else 128)
 //	heartbeat=10s               STOMP heart-beats both ways; 0 disables
 //	queue_prefix=/queue/        request destinations are queue_prefix+service
 //	topic_prefix=/topic/        notification destinations start with it
@@ -86,11 +86,27 @@
 // while no instance runs (on RabbitMQ the queue is durable: delete it when
 // the service no longer subscribes).
 //
-// Requests for a service that no instance ever listened to wait in its
-// queue until they expire: STOMP cannot tell the caller that nobody
-// listens, so the caller sees 504 at its deadline, not 503 (the
-// conformance suite's NoRespondersStatus). On RabbitMQ the queue
-// /queue/<service> is durable, created by the first SEND or SUBSCRIBE.
+// STOMP cannot tell a caller that nobody listens: a request for a service
+// with no instance ends as 504 at the caller's deadline, not 503 (the
+// conformance suite's NoRespondersStatus), on both brokers. What a call for
+// a service no instance ever listened to (a misspelt name) leaves behind
+// differs:
+//   - RabbitMQ: nothing. With the default queue_prefix a Conn sends to
+//     /amq/queue/<service>, the queue Listeners declare (durable) by
+//     subscribing to /queue/<service>; a SEND there declares nothing, and
+//     the broker drops a request for a queue that does not exist (a SEND to
+//     /queue/<service> would create a durable queue that stays). A 503 at
+//     once is not possible over STOMP: RabbitMQ's STOMP has no mandatory
+//     flag, and the destinations that do check (/exchange/amq.default/...,
+//     a SUBSCRIBE to /amq/queue/<missing>) answer with an ERROR that closes
+//     the connection, failing every call on it. The amqp backend answers 503
+//     at once (a mandatory publish comes back).
+//   - ActiveMQ: the SEND creates the queue (auto-creation; the request
+//     expires in it at its deadline); the empty queue stays until the
+//     broker restarts or deletes inactive destinations (policyEntry
+//     gcInactiveDestinations="true" inactiveTimoutBeforeGC="…" in
+//     activemq.xml), or it is deleted from the web console or JMX. A STOMP
+//     client cannot delete it.
 //
 // The connection is watched by heart-beats (every HeartBeat/2; silence for
 // 2.25×HeartBeat means dead) and by every subscription: on a socket drop,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	stompgo "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -32,6 +33,9 @@ type Listener struct {
 	draining bool
 	wake     chan struct{} // signalled when queue grows or the state changes
 	done     chan struct{} // closed by Close
+
+	prefetchExplicit bool         // Config.Prefetch set: SetPrefetch keeps it (prefetch.go)
+	prefetchN        atomic.Int32 // the prefetch set by SetPrefetch; 0: none
 }
 
 // token is a delivery's bookkeeping: where it came from and where to reply.
@@ -59,6 +63,7 @@ func newListener(ctx context.Context, conn *stompgo.Conn, owned bool, lc transpo
 		}
 		return nil, errors.New("transport/stomp: no service name")
 	}
+	explicit := cfg.Prefetch > 0
 	cfg = cfg.withDefaults()
 	l := &Listener{
 		service: lc.Service,
@@ -67,6 +72,7 @@ func newListener(ctx context.Context, conn *stompgo.Conn, owned bool, lc transpo
 		done:    make(chan struct{}),
 		holding: map[*token]struct{}{},
 	}
+	l.prefetchExplicit = explicit
 	l.s = newSession(cfg, "listener "+lc.Service, l)
 	l.in = newInbox(l.s)
 	if err := l.s.start(ctx, conn, owned); err != nil {
@@ -122,7 +128,7 @@ func publishDest(cfg Config, d Dialect, topic string) string {
 
 func (l *Listener) setup(ctx context.Context, k *link) error {
 	cfg := l.s.cfg
-	prefetch := strconv.Itoa(cfg.Prefetch)
+	prefetch := strconv.Itoa(l.prefetch())
 	common := []func(*frame.Frame) error{
 		stompgo.SubscribeOpt.Header("activemq.prefetchSize", prefetch),
 		stompgo.SubscribeOpt.Header("prefetch-count", prefetch),
@@ -169,6 +175,12 @@ func (l *Listener) enqueue(k *link, m *stompgo.Message, topic string) {
 		d.Header = headerOf(h)
 	}
 	l.mu.Lock()
+	if k.isDead() {
+		// The link was declared lost (lost has run or runs next): the
+		// broker redelivers what it sent on it.
+		l.mu.Unlock()
+		return
+	}
 	if l.draining {
 		l.held = append(l.held, tok)
 	} else {

@@ -88,8 +88,10 @@ type Config struct {
 
 	// Prefetch is the number of unacknowledged messages the broker sends a
 	// Listener per subscription (activemq.prefetchSize, prefetch-count): the
-	// in-flight limit seen from the broker. Zero means
-	// transport.DefaultMaxInFlight (128). Match it to Server.MaxInFlight.
+	// in-flight limit seen from the broker. Zero means the in-flight bound
+	// of the transport.Server that serves the Listener (Listener.SetPrefetch),
+	// and transport.DefaultMaxInFlight (128) before a Server serves it. A
+	// value set here (or prefetch= in the URL) is kept whatever the bound.
 	Prefetch int
 
 	// HeartBeat is the STOMP heart-beat interval asked of the broker in both

@@ -10,7 +10,16 @@
 //
 // # URLs
 //
-//	tcp://127.0.0.1:8080                 Listen on it; Dial: send every request there
+//	tcp://127.0.0.1:8080?service=orders  Listen on it, serving service orders: a request
+//	                                     whose Host names another service gets 503
+//	tcp://127.0.0.1:8080                 Listen: serve whatever Host; Dial: send every
+//	                                     request there
+//	tcp://?service=orders@127.0.0.1:8081&service=billing@127.0.0.1:8082
+//	                                     Dial: each service= maps a service name to its
+//	                                     address (repeatable, or comma-separated; one
+//	                                     address per service); a service not listed
+//	                                     goes to the URL's host:port if it has one,
+//	                                     else gets 503 at once
 //	tcp://                               Dial: each service name is dialed as host:port
 //	tcp://127.0.0.1:8080?reuseport=true  Listen with SO_REUSEPORT (Linux): several
 //	                                     servers of one service share the address,
@@ -33,7 +42,27 @@
 // # Delivery
 //
 // There is no broker: a request is served by whichever server accepted the
-// connection, once. The caller's deadline travels in the Httpbus-Deadline
+// connection, once. So that one program runs on a broker or on tcp by URL
+// alone, the caller maps service names to addresses (service= in the Dial
+// URL, or Conn.Resolve) and a listener opened with service= refuses
+// requests for other services (503, Httpbus-Error, as a broker with no
+// server of that service answers).
+//
+// Load balancing: none of its own. One address is one service; several
+// servers share it only with reuseport=true on one host (the kernel spreads
+// connections, not requests: a keep-alive connection stays with its
+// server), and across hosts only behind a balancer of your own (one address
+// per service in the Dial URL). There is no queue: a request nobody accepts
+// is refused (503), never held until a server comes back, and a server that
+// dies mid-request loses it (the caller gets 502).
+//
+// Notifications: no broker fans them out. The publisher sends a NOTIFY to
+// every address listed for the topic (subscriber=topic@host:port in the
+// Dial URL, Config.Subscribers), one after another, and a listener accepts
+// the topics it was given. A subscriber added later must be added to every
+// publisher's URL; a subscriber that is down misses the notification (the
+// publisher gets an error; nothing is retried or stored); with reuseport
+// each notification reaches one of the servers sharing the address. The caller's deadline travels in the Httpbus-Deadline
 // header (Unix milliseconds); a request without it (curl) has no deadline
 // beyond the server's timeouts. A notification is an HTTP request with
 // method NOTIFY and the topic as Host, sent to each configured subscriber
@@ -109,6 +138,13 @@ type Config struct {
 	// Subscribers maps a topic to the host:port addresses that Publish
 	// sends its notifications to.
 	Subscribers map[string][]string
+	// Service, on the server side, is the name of the service the Listener
+	// serves: a request whose Host is another name gets 503 with
+	// Httpbus-Error (transport.ErrNoResponders), as on a broker where no
+	// server of that service listens. A Host that is an address (an IP, or
+	// host:port, as curl sends) is served whatever it names. Empty serves
+	// every Host. The URL opener sets it from service=.
+	Service string
 	// Logger receives connection errors; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -218,6 +254,10 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RemoteAddr: r.RemoteAddr,
 		Request:    r,
 	}
+	if r.Method != transport.MethodNotify && !l.serves(r.Host) {
+		writeErr(w, fmt.Errorf("transport/tcp: this server serves %q, not %q: %w", l.cfg.Service, r.Host, transport.ErrNoResponders))
+		return
+	}
 	if r.Method == transport.MethodNotify {
 		if l.topics != nil && !l.topics[r.Host] {
 			http.Error(w, "transport/tcp: not subscribed to topic "+r.Host, http.StatusNotFound)
@@ -259,6 +299,20 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	<-tok.done
+}
+
+// serves reports whether a request with this Host is for the Listener's
+// service (Config.Service).
+func (l *Listener) serves(host string) bool {
+	if l.cfg.Service == "" || strings.EqualFold(host, l.cfg.Service) {
+		return true
+	}
+	// An address rather than a name: curl, or a caller that dials the
+	// service's address as its name (tcp:// with no host).
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return true
+	}
+	return net.ParseIP(strings.Trim(host, "[]")) != nil
 }
 
 func writeErr(w http.ResponseWriter, err error) {
@@ -647,15 +701,44 @@ func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (tran
 	if u.Host == "" {
 		return nil, fmt.Errorf("transport/tcp: URL %q has no host:port to listen on", u.Redacted())
 	}
+	cfg.Service = lc.Service
 	return Listen(ctx, u.Host, lc.Topics, cfg)
 }
 
 func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
-	cfg, err := parseConfig(u, false)
+	o := transport.NewOptions("transport/tcp", u)
+	services := map[string]string{}
+	for _, s := range o.Strings("service") {
+		name, addr, ok := strings.Cut(s, "@")
+		if !ok || name == "" || addr == "" {
+			return nil, fmt.Errorf("transport/tcp: bad service %q in URL %q: want name@host:port", s, u.Redacted())
+		}
+		if prev, dup := services[name]; dup && prev != addr {
+			return nil, fmt.Errorf("transport/tcp: service %q mapped twice in URL %q (%s and %s): one address per service", name, u.Redacted(), prev, addr)
+		}
+		services[name] = addr
+	}
+	// parseConfig reads the other options; service= is read above.
+	q := u.Query()
+	q.Del("service")
+	rest := *u
+	rest.RawQuery = q.Encode()
+	cfg, err := parseConfig(&rest, false)
 	if err != nil {
 		return nil, err
 	}
 	c := NewConn(cfg)
 	c.Addr = u.Host
+	if len(services) > 0 {
+		c.Resolve = func(service string) (string, error) {
+			if addr, ok := services[service]; ok {
+				return addr, nil
+			}
+			if u.Host != "" {
+				return u.Host, nil
+			}
+			return "", fmt.Errorf("transport/tcp: service %q is not in the URL's service= list: %w", service, transport.ErrNoResponders)
+		}
+	}
 	return c, nil
 }

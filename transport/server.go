@@ -150,6 +150,9 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 	}
 	release := func() { <-sem; s.inFlight.Done() }
 
+	if pf, ok := l.(Prefetcher); ok {
+		pf.SetPrefetch(n) // before anything is taken: the broker's prefetch follows MaxInFlight
+	}
 	p, pusher := l.(Pusher)
 	if pusher {
 		p.Push(func(d *Delivery) {

@@ -195,6 +195,19 @@ type Pusher interface {
 	Push(serve func(*Delivery))
 }
 
+// Prefetcher is implemented by a Listener whose broker pushes up to a
+// prefetch count of unacknowledged messages to each consumer (amqp: basic.qos;
+// stomp: activemq.prefetchSize and prefetch-count). Server.Serve calls
+// SetPrefetch once, before its first Receive (and before Push), with its
+// in-flight bound (Server.MaxInFlight, or DefaultMaxInFlight), so that a
+// busy instance does not hoard requests an idle one could serve. A prefetch
+// set explicitly (in the backend's Config or the URL) wins: the listener
+// then ignores the call. n is a message count, at least 1. The listener
+// logs a failure to apply it and keeps its previous prefetch.
+type Prefetcher interface {
+	SetPrefetch(n int)
+}
+
 // SizeLimiter is implemented by a Listener or Conn whose broker caps the
 // size of one message. The core checks frames against it before sending
 // and answers 413 instead.
