@@ -122,8 +122,11 @@ func (m *mux) loop() {
 				m.close(err)
 				return
 			}
-			// A lost connection: the backend reconnects; streams in flight
-			// fail at their deadline or by their peer's abort.
+			// A lost connection: the backend reconnects (with a new inbox
+			// where the broker's inbox died with the connection). Parts of
+			// the streams in flight may be lost: fail them now, as a
+			// version-1 call in flight fails, rather than at their deadline.
+			m.failAll(fmt.Errorf("%w: inbox: %w", ErrUnavailable, err))
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
@@ -146,11 +149,18 @@ func (m *mux) close(err error) {
 	muxes.Delete(m.st)
 	m.mu.Lock()
 	m.err = err
+	m.mu.Unlock()
+	m.failAll(fmt.Errorf("%w: inbox closed: %w", ErrStreamBroken, err))
+}
+
+// failAll fails every stream in flight; later streams register anew.
+func (m *mux) failAll(err error) {
+	m.mu.Lock()
 	ss := m.streams
 	m.streams = map[string]*stream{}
 	m.mu.Unlock()
 	for _, s := range ss {
-		s.fail(fmt.Errorf("%w: inbox closed: %w", ErrStreamBroken, err))
+		s.fail(err)
 	}
 }
 
