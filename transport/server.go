@@ -556,10 +556,10 @@ func (w *trackingWriter) ReadFrom(r io.Reader) (int64, error) {
 // a stream, with the rules of net/http's server (src/net/http/server.go,
 // response and chunkWriter):
 //   - the header is fixed at the first WriteHeader, Write or Flush;
-//   - a 1xx status other than 101 is an interim response, sent in the frame
-//     before the final response with the header as it is then; the header
-//     map is kept for the final response (RFC 8297). A response that becomes
-//     a stream drops them (the stream's reader takes one response);
+//   - a 1xx status other than 101 is an interim response, sent before the
+//     final response (in the frame, or ahead of a stream's head) with the
+//     header as it is then; the header map is kept for the final response
+//     (RFC 8297);
 //   - a missing Content-Type (no "Content-Type" key at all) is sniffed when
 //     the head is fixed (first Flush, start of a stream, or the frame) from
 //     the bytes written by then, unless Content-Encoding or
