@@ -159,7 +159,7 @@ func (s *suite) streamSlowReader(t *testing.T) {
 	var written atomic.Int64
 	s.serve(t, &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		buf := make([]byte, 32<<10)
-		for i := 0; i < 1024; i++ { // 32 MiB
+		for i := 0; i < 512; i++ { // 16 MiB
 			if _, err := w.Write(buf); err != nil {
 				return
 			}
@@ -178,7 +178,7 @@ func (s *suite) streamSlowReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The caller stops reading. Observe the handler for a while: without
-	// flow control it would write all 32 MiB in this time.
+	// flow control it would write all 16 MiB in this time.
 	var last int64
 	for range 20 {
 		time.Sleep(25 * time.Millisecond)
@@ -190,8 +190,8 @@ func (s *suite) streamSlowReader(t *testing.T) {
 	}
 	t.Logf("caller read %d KiB and stopped; handler wrote %d KiB", read>>10, last>>10)
 	rest, err := io.Copy(io.Discard, resp.Body)
-	if err != nil || read+rest != 32<<20 {
-		t.Errorf("rest of the body: %d bytes, %v; want %d", rest, err, 32<<20-read)
+	if err != nil || read+rest != 16<<20 {
+		t.Errorf("rest of the body: %d bytes, %v; want %d", rest, err, 16<<20-read)
 	}
 }
 
