@@ -1,6 +1,7 @@
 package nats_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"github.com/httpbus/httpbus/internal/natsserver"
 	natstransport "github.com/httpbus/httpbus/nats"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // TestForeignMessage: a plain NATS request (as "nats req" sends it), with
@@ -97,7 +99,9 @@ func TestMaxPayload(t *testing.T) {
 	}
 	serve(t, &transport.Server{Handler: h, Logger: discardLogger()}, l)
 	conn := dial(t, connect(t, url))
-	client := transport.NewClient(conn)
+	// A version-1 caller: one message per request and answer. (A version-2
+	// caller streams what does not fit: the stream conformance cases.)
+	client := transport.NewClient(transporttest.Version1(conn))
 	do := func(path string, body []byte) (*http.Response, time.Duration) {
 		t.Helper()
 		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+svc+path, strings.NewReader(string(body)))
@@ -123,6 +127,24 @@ func TestMaxPayload(t *testing.T) {
 	}
 	if el > 5*time.Second {
 		t.Errorf("413 for a response over max_payload took %v", el)
+	}
+	// A version-2 caller streams both.
+	streaming := transport.NewClient(conn)
+	for _, path := range []string{"/big-request", "/big-response"} {
+		body := make([]byte, 2*maxPayload)
+		if path == "/big-response" {
+			body = nil
+		}
+		req, _ := http.NewRequestWithContext(ctxTimeout(t, 10*time.Second), "POST", "http://"+svc+path, bytes.NewReader(body))
+		resp, err := streaming.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil || n != int64(2*maxPayload) {
+			t.Errorf("%s over a version-2 caller: %d, %d bytes, %v; want 200 with %d bytes", path, resp.StatusCode, n, err, 2*maxPayload)
+		}
 	}
 	// Conn.Call reports the typed error itself.
 	_, err := conn.Call(ctxTimeout(t, 5*time.Second), svc, &transport.Message{Body: make([]byte, maxPayload), ContentType: transport.MediaType})
