@@ -221,6 +221,7 @@ fi
 # /usr/bin/time -v. Idle baseline: the same two processes doing a 256 B
 # exchange each way. Throughput: a separate pair alternating httpbus and the
 # broker's raw publish for the same bytes (-raw), so both see the same noise.
+nats_label=
 streamrows=$work/stream.md
 : >"$streamrows"
 bigrows=$work/stream1g.md
@@ -332,6 +333,7 @@ else
 		if [ $s_rc -eq 0 ]; then
 			broker=$(json_val broker "$work/sc.json")
 			[ -n "$broker" ] && label="$label ($broker)"
+			[ "$b" = nats ] && nats_label=$label
 			raw_mbps=$(fmtnum "$(json_val raw_mbps "$work/sc.json")")
 			raw_msg=$(json_val raw_msg_bytes "$work/sc.json")
 			declare -A tp=([up]=$(fmtnum "$(json_val up_mbps "$work/sc.json")") [down]=$(fmtnum "$(json_val down_mbps "$work/sc.json")"))
@@ -362,10 +364,11 @@ else
 	done
 	if [ "$stream_1gib" = 1 ]; then
 		gib=1073741824
+		nats_label=${nats_label:-nats}
 		log "stream, nats: 1 GiB download, two processes"
 		stream_pair nats "$nats_url" httpbus-stream-nats 1gib -stream down -size "$gib" -rounds 1
 		if [ $s_rc -eq 0 ] && [ -n "$s_ckb" ] && [ -n "$s_skb" ]; then
-			echo "| nats ($(json_val broker "$work/sc.json" || true)) | down | $gib | $(fmtnum "$(json_val down_seconds "$work/sc.json")" 1) | $(fmtnum "$(json_val down_mbps "$work/sc.json")") | every byte checked | $(mib "$s_ckb") | $(mib "$s_skb") |" >>"$bigrows"
+			echo "| $nats_label | down | $gib | $(fmtnum "$(json_val down_seconds "$work/sc.json")" 1) | $(fmtnum "$(json_val down_mbps "$work/sc.json")") | every byte checked | $(mib "$s_ckb") | $(mib "$s_skb") |" >>"$bigrows"
 		else
 			failed=1
 			echo "| nats | down | $gib | failed (exit $s_rc): $(errline "$work/sc.err") | | | | |" >>"$bigrows"
