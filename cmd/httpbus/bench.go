@@ -270,6 +270,13 @@ func echoHandler() http.Handler {
 		if r.ContentLength >= 0 {
 			h.Set("Content-Length", strconv.FormatInt(r.ContentLength, 10))
 		}
+		// An HTTP/1 server (net/http, hence tcp since it streams request
+		// bodies) closes the request body once the response header is out
+		// (past ~2 KiB of response), unless the handler says it reads and
+		// writes at once. Elsewhere that is not supported and not needed.
+		if r.ContentLength < 0 || r.ContentLength > 2048 {
+			http.NewResponseController(w).EnableFullDuplex() //nolint:errcheck // see above
+		}
 		io.Copy(w, r.Body) //nolint:errcheck // the caller sees a short body
 	})
 }

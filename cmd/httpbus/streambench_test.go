@@ -162,3 +162,18 @@ func TestRawStreamers(t *testing.T) {
 		})
 	}
 }
+
+// TestBenchEchoTCPFullDuplex: over tcp, which streams request bodies as
+// net/http does, the echo of a body larger than net/http's response buffer
+// works (the handler enables full duplex), for httpbus and its raw twin.
+func TestBenchEchoTCPFullDuplex(t *testing.T) {
+	r := runCmd(t, "", "bench", "-url", "tcp://"+freeTCPAddr(t), "-raw", "-c", "1", "-n", "2", "-d", "30s", "-warmup", "0", "-rounds", "1", "-size", fmt.Sprint(64<<10), "-json")
+	r.want(t, exitOK)
+	var rep Report
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Httpbus.Requests != 2 || rep.Raw == nil || rep.Raw.Requests != 2 {
+		t.Errorf("64 KiB echo over tcp: httpbus %+v raw %+v", rep.Httpbus, rep.Raw)
+	}
+}
