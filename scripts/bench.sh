@@ -19,6 +19,14 @@
 #   BENCH_GOTEST_TIME  -benchtime of the go test benchmarks (1s)
 #   BENCH_BIG_SIZE   body of the peak-RSS runs (67108864 = 64 MiB)
 #   BENCH_OUT        output file (BENCHMARKS.md at the repo root)
+#   BENCH_PARTS      sections to run: rr gotest rss stream (all); a section
+#                    not run says so in the output
+#   BENCH_STREAM_SIZE    body of the stream runs (67108864 = 64 MiB)
+#   BENCH_STREAM_ROUNDS  rounds alternating httpbus and raw publish (3)
+#   BENCH_STREAM_1GIB    1: also download 1 GiB over NATS (two processes)
+#   BENCH_STREAM_PROFILES  a directory: both processes of every stream run
+#                    write a heap profile taken at their largest live heap
+#                    there (-memprofile), named BACKEND-DIRECTION-SIDE.pprof
 #
 # Exit status: 0 when every run worked, 1 when any failed (the failure is
 # still recorded in the table).
@@ -37,6 +45,11 @@ tcp_addr=${BENCH_TCP_ADDR:-127.0.0.1:18080}
 gotest_time=${BENCH_GOTEST_TIME:-1s}
 big=${BENCH_BIG_SIZE:-67108864}
 out=${BENCH_OUT:-$root/BENCHMARKS.md}
+parts=${BENCH_PARTS:-rr gotest rss stream}
+stream_size=${BENCH_STREAM_SIZE:-67108864}
+stream_rounds=${BENCH_STREAM_ROUNDS:-3}
+stream_1gib=${BENCH_STREAM_1GIB:-0}
+stream_profiles=${BENCH_STREAM_PROFILES:-}
 nats_url=${HTTPBUS_TEST_NATS_URL:-nats://127.0.0.1:4222}
 amqp_url=${HTTPBUS_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
 activemq=${HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR:-127.0.0.1:61614}
@@ -72,10 +85,12 @@ backend_label() {
 	esac
 }
 redact() { sed -E 's#(://[^:/@]*:)[^@]*@#\1xxxxx@#g'; }
+part() { case " $parts " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 rows=$work/rows.md
 : >"$rows"
-for b in $backends; do
+part rr || echo "| (not run: BENCH_PARTS=\"$parts\") | | | | | | | | | | |" >>"$rows"
+part rr && for b in $backends; do
 	url=$(backend_url "$b")
 	raw=-raw
 	[ "$b" = mem ] && raw= # inmem has no raw twin
@@ -99,12 +114,16 @@ for b in $backends; do
 	done
 done
 
-log "go test -bench (frame codec, inmem round trip)"
 gobench=$work/gobench.txt
-set +e
-go test -run '^$' -bench . -benchmem -benchtime "$gotest_time" ./transport/ ./inmem/ >"$gobench" 2>&1
-rc=$?
-set -e
+: >"$gobench"
+rc=0
+if part gotest; then
+	log "go test -bench (frame codec, inmem round trip)"
+	set +e
+	go test -run '^$' -bench . -benchmem -benchtime "$gotest_time" ./transport/ ./inmem/ >"$gobench" 2>&1
+	rc=$?
+	set -e
+fi
 if [ $rc -ne 0 ]; then
 	failed=1
 	log "go test -bench failed"
@@ -151,7 +170,9 @@ rss_run() { # label url size maxbody
 	fi
 	echo "| $label | $sz | $((kb / 1024)) | $(awk -v k="$kb" -v s="$sz" 'BEGIN { if (s >= 1048576) printf "%.2f", k * 1024 / s; else print "—" }') | ${reqs:-?} |" >>"$rssrows"
 }
-if [ -x "$timebin" ]; then
+if ! part rss; then
+	echo "| (not run: BENCH_PARTS=\"$parts\") | | | | |" >>"$rssrows"
+elif [ -x "$timebin" ]; then
 	for b in mem tcp; do
 		case " $backends " in *" $b "*) ;; *) continue ;; esac
 		url=$(backend_url "$b")
@@ -195,9 +216,170 @@ else
 	echo "| — | — | /usr/bin/time not available (Debian package \`time\`) | | |" >>"$rssrows"
 fi
 
+# Streams (issue 10): per backend, the server (httpbus serve) and the
+# caller (httpbus bench -stream -target) as two processes, each under
+# /usr/bin/time -v. Idle baseline: the same two processes doing a 256 B
+# exchange each way. Throughput: a separate pair alternating httpbus and the
+# broker's raw publish for the same bytes (-raw), so both see the same noise.
+nats_label=
+streamrows=$work/stream.md
+: >"$streamrows"
+bigrows=$work/stream1g.md
+: >"$bigrows"
+# json_val KEY FILE: a string or number field of bench -json's flat output.
+json_val() { sed -n -e "s/^ *\"$1\": \"\(.*\)\",\{0,1\}$/\1/p" -e "s/^ *\"$1\": \([-0-9.eE+]*\),\{0,1\}$/\1/p" "$2" | head -n 1; }
+fmtnum() { printf "%.${2:-0}f" "${1:-0}" 2>/dev/null || echo "?"; }
+maxrss() { awk -F': ' '/Maximum resident set size/ { print $2 }' "$1"; }
+mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
+errline() { { grep '^httpbus' "$1" || grep -v '^$' "$1" | grep -v '^	' || true; } | head -n 1 | redact | tr '|' '/' | cut -c1-200; }
+# stream_pair BACKEND URL SERVICE TAG BENCH-ARGS… → s_rc, s_ckb, s_skb;
+# the caller's JSON in $work/sc.json, its stderr in $work/sc.err.
+stream_pair() {
+	local b=$1 url=$2 svc=$3 tag=$4
+	shift 4
+	local sprof=() cprof=()
+	if [ -n "$stream_profiles" ]; then
+		mkdir -p "$stream_profiles"
+		sprof=(-memprofile "$stream_profiles/$b-$tag-server.pprof")
+		cprof=(-memprofile "$stream_profiles/$b-$tag-caller.pprof")
+	fi
+	: >"$work/ss.out"
+	"$timebin" -v "$bin" serve -url "$url" -service "$svc" "${sprof[@]}" >"$work/ss.out" 2>"$work/ss.err" &
+	local spid=$!
+	for _ in $(seq 100); do grep -q serving "$work/ss.out" 2>/dev/null && break; sleep 0.1; done
+	set +e
+	"$timebin" -v "$bin" bench -url "$url" -target "$svc" -service "$svc" "$@" "${cprof[@]}" -json >"$work/sc.json" 2>"$work/sc.err"
+	s_rc=$?
+	# time(1) ignores SIGINT while it waits: signal the server itself.
+	kill -TERM $(ps -o pid= --ppid "$spid") 2>/dev/null || kill -TERM "$spid"
+	wait "$spid"
+	set -e
+	s_ckb=$(maxrss "$work/sc.err")
+	s_skb=$(maxrss "$work/ss.err")
+}
+# stream_one URL SERVICE TAG BENCH-ARGS… (mem: caller and server in one process)
+stream_one() {
+	local url=$1 svc=$2 tag=$3
+	shift 3
+	local cprof=()
+	if [ -n "$stream_profiles" ]; then
+		mkdir -p "$stream_profiles"
+		cprof=(-memprofile "$stream_profiles/mem-$tag-both.pprof")
+	fi
+	set +e
+	"$timebin" -v "$bin" bench -url "$url" -service "$svc" "$@" "${cprof[@]}" -json >"$work/sc.json" 2>"$work/sc.err"
+	s_rc=$?
+	set -e
+	s_ckb=$(maxrss "$work/sc.err")
+	s_skb=
+}
+# verdict CALLER-DELTA-KIB SERVER-DELTA-KIB → the target column (16 MiB).
+verdict() {
+	awk -v c="$1" -v s="${2:-0}" 'BEGIN {
+		lim = 16 * 1024; worst = (c > s) ? c : s
+		if (worst <= lim) print "met"
+		else {
+			out = "**missed** by"
+			if (c > lim) out = out sprintf(" %.1f MiB (caller)", (c - lim) / 1024)
+			if (s > lim) out = out sprintf(" %.1f MiB (server)", (s - lim) / 1024)
+			print out
+		}
+	}'
+}
+rssdelta() { # idle peak → "idle → peak (+Δ)"
+	echo "$(mib "$1") → $(mib "$2") (+$(mib $(($2 - $1))))"
+}
+if ! part stream; then
+	echo "| (not run: BENCH_PARTS=\"$parts\") | | | | | | | | |" >>"$streamrows"
+elif [ ! -x "$timebin" ]; then
+	echo "| — | | /usr/bin/time not available (Debian package \`time\`) | | | | | | |" >>"$streamrows"
+else
+	for b in $backends; do
+		url=$(backend_url "$b")
+		label=$(backend_label "$b")
+		svc="httpbus-stream-$b"
+		if [ "$b" = mem ]; then
+			log "stream, mem (one process): idle baseline, then $stream_size B up and down"
+			stream_one "$url" "$svc" idle -stream both -size 256 -rounds 1
+			if [ $s_rc -ne 0 ] || [ -z "$s_ckb" ]; then
+				failed=1
+				echo "| mem | idle | failed (exit $s_rc): $(errline "$work/sc.err") | | | | | | |" >>"$streamrows"
+				continue
+			fi
+			idle=$s_ckb
+			for dir in up down; do
+				stream_one "$url" "$svc" "$dir" -stream "$dir" -size "$stream_size" -rounds 1
+				if [ $s_rc -ne 0 ] || [ -z "$s_ckb" ]; then
+					failed=1
+					echo "| mem | $dir | failed (exit $s_rc): $(errline "$work/sc.err") | | | | | | |" >>"$streamrows"
+					continue
+				fi
+				mbps=$(json_val "${dir}_mbps" "$work/sc.json")
+				echo "| mem | $dir | — | $(fmtnum "$mbps") | — | — | $(rssdelta "$idle" "$s_ckb") (caller and server in one process) | — | $(verdict $((s_ckb - idle)) 0) |" >>"$streamrows"
+			done
+			continue
+		fi
+		log "stream, $b: idle baseline (256 B each way), two processes"
+		stream_pair "$b" "$url" "$svc" idle -stream both -size 256 -rounds 1
+		if [ $s_rc -ne 0 ] || [ -z "$s_ckb" ] || [ -z "$s_skb" ]; then
+			failed=1
+			echo "| $label ($b) | idle | failed (exit $s_rc): $(errline "$work/sc.err") | | | | | | |" >>"$streamrows"
+			continue
+		fi
+		cidle=$s_ckb
+		sidle=$s_skb
+		log "stream, $b: $stream_size B both ways next to raw publish, $stream_rounds rounds"
+		stream_pair "$b" "$url" "$svc" ratio -stream both -size "$stream_size" -rounds "$stream_rounds" -raw
+		if [ $s_rc -eq 0 ]; then
+			broker=$(json_val broker "$work/sc.json")
+			[ -n "$broker" ] && label="$label ($broker)"
+			[ "$b" = nats ] && nats_label=$label
+			raw_mbps=$(fmtnum "$(json_val raw_mbps "$work/sc.json")")
+			raw_msg=$(json_val raw_msg_bytes "$work/sc.json")
+			declare -A tp=([up]=$(fmtnum "$(json_val up_mbps "$work/sc.json")") [down]=$(fmtnum "$(json_val down_mbps "$work/sc.json")"))
+			declare -A ratio=([up]=$(fmtnum "$(json_val ratio_up "$work/sc.json")" 2) [down]=$(fmtnum "$(json_val ratio_down "$work/sc.json")" 2))
+			[ -n "$raw_msg" ] && [ "$raw_msg" != 0 ] && raw_mbps="$raw_mbps ($((raw_msg / 1024)) KiB msgs)"
+		else
+			failed=1
+			msg=$(errline "$work/sc.err")
+			[ -n "$msg" ] || msg=$(json_val first_error "$work/sc.json" | redact | tr '|' '/' | cut -c1-200)
+			log "$b stream throughput failed (exit $s_rc): $msg"
+			raw_mbps="failed: $msg"
+			declare -A tp=([up]=failed [down]=failed)
+			declare -A ratio=([up]=— [down]=—)
+		fi
+		for dir in up down; do
+			log "stream, $b: $stream_size B $dir, peak RSS of both processes"
+			stream_pair "$b" "$url" "$svc" "$dir" -stream "$dir" -size "$stream_size" -rounds 1
+			if [ $s_rc -ne 0 ] || [ -z "$s_ckb" ] || [ -z "$s_skb" ]; then
+				failed=1
+				msg=$(errline "$work/sc.err")
+				[ -n "$msg" ] || msg=$(json_val first_error "$work/sc.json" | redact | tr '|' '/' | cut -c1-200)
+				echo "| $label | $dir | ${tp[$dir]} | failed (exit $s_rc): $msg | $raw_mbps | ${ratio[$dir]} | | | |" >>"$streamrows"
+				continue
+			fi
+			alone=$(fmtnum "$(json_val "${dir}_mbps" "$work/sc.json")")
+			echo "| $label | $dir | ${tp[$dir]} | $alone | $raw_mbps | ${ratio[$dir]} | $(rssdelta "$cidle" "$s_ckb") | $(rssdelta "$sidle" "$s_skb") | $(verdict $((s_ckb - cidle)) $((s_skb - sidle))) |" >>"$streamrows"
+		done
+	done
+	if [ "$stream_1gib" = 1 ]; then
+		gib=1073741824
+		nats_label=${nats_label:-nats}
+		log "stream, nats: 1 GiB download, two processes"
+		stream_pair nats "$nats_url" httpbus-stream-nats 1gib -stream down -size "$gib" -rounds 1
+		if [ $s_rc -eq 0 ] && [ -n "$s_ckb" ] && [ -n "$s_skb" ]; then
+			echo "| $nats_label | down | $gib | $(fmtnum "$(json_val down_seconds "$work/sc.json")" 1) | $(fmtnum "$(json_val down_mbps "$work/sc.json")") | every byte checked | $(mib "$s_ckb") | $(mib "$s_skb") |" >>"$bigrows"
+		else
+			failed=1
+			echo "| nats | down | $gib | failed (exit $s_rc): $(errline "$work/sc.err") | | | | |" >>"$bigrows"
+		fi
+	fi
+fi
+[ -s "$bigrows" ] || echo "| (not run: BENCH_STREAM_1GIB=1 runs it) | | | | | | | |" >>"$bigrows"
+
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || echo unknown)
-brokers=$(grep -o '([^()]*/[^()]*)\|(nats-server [^)]*)\|(RabbitMQ [^)]*)' "$rows" | sort -u | tr -d '()' | paste -sd ';' - | sed 's/;/; /g' || true)
+brokers=$(grep -o '([^()]*/[^()]*)\|(nats-server [^)]*)\|(RabbitMQ [^)]*)' "$rows" "$streamrows" | sort -u | tr -d '()' | paste -sd ';' - | sed 's/;/; /g' || true)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
 
@@ -259,6 +441,45 @@ divided by the body size (issue 6 asks for about 2× heap, per side). The
 |---|---:|---:|---:|---:|
 $(cat "$rssrows")
 
+## Streams
+
+One body of $stream_size B through the stream protocol (issue 10: parts of at
+most 128 KiB, a credit window of 16 parts), up (\`POST /upload\`: the handler
+reads, counts and CRC-32C-checks it) and down (\`GET /download?n=…\`: the handler
+writes it in 32 KiB writes; the caller checks every byte). The body is
+generated and checked on the fly, never held whole. Server and caller are
+**two processes**, \`httpbus serve\` and \`httpbus bench -stream -target\`,
+each under \`/usr/bin/time -v\`:
+
+- *RSS MiB idle → peak (+Δ)*: the peak RSS of a fresh pair of processes that
+  made a 256 B exchange each way (idle), then that of a fresh pair that made
+  the one big transfer; the target (issue 10) is Δ ≤ 16 MiB on both sides.
+  mem cannot be split (its registry is per process): one process holds both
+  sides there, against the same 16 MiB.
+- *httpbus MB/s*: a third pair moving the body up and down in
+  $stream_rounds rounds alternating with the *raw publish* of the same bytes
+  by the broker's bare client (caller process, publisher and counting
+  subscriber on two connections, no flow control but the broker's and TCP's),
+  so both see the same machine noise; *ratio* is httpbus / raw. *MB/s alone*
+  is the figure of the RSS run. MB = 10^6 bytes.
+
+Raw publish: nats — nats.go \`Publish\` of max_payload-sized messages to a
+\`Subscribe\` (no pending limits); amqp — amqp091 transient publish, no
+confirms, to an exclusive queue with a no-ack consumer; stomp — go-stomp
+\`SEND\` to \`/queue/…\`, auto-ack subscription; tcp — net/http \`POST\` of the
+body to a net/http server that counts it.
+
+| backend | direction | httpbus MB/s | MB/s alone | raw publish MB/s | ratio | caller RSS MiB idle → peak (+Δ) | server RSS MiB idle → peak (+Δ) | target Δ ≤ 16 MiB |
+|---|---|---:|---:|---:|---:|---:|---:|---|
+$(cat "$streamrows")
+
+1 GiB download over NATS with the broker's default settings (max_payload 1 MiB),
+two processes as above (\`BENCH_STREAM_1GIB=1\`):
+
+| backend | direction | bytes | seconds | MB/s | check | caller peak RSS MiB | server peak RSS MiB |
+|---|---|---:|---:|---:|---|---:|---:|
+$(cat "$bigrows")
+
 ## Reproduce
 
 \`\`\`sh
@@ -267,6 +488,9 @@ BENCH_DURATION=$duration scripts/bench.sh
 # one backend by hand:
 go build -o /tmp/httpbus ./cmd/httpbus
 /tmp/httpbus bench -url nats://127.0.0.1:4222 -c 32 -d 10s -size 256 -raw
+# a stream by hand: a server process, then a caller process
+/tmp/httpbus serve -url nats://127.0.0.1:4222 -service files &
+/tmp/httpbus bench -url nats://127.0.0.1:4222 -target files -stream both -size 67108864 -raw
 \`\`\`
 EOF
 } | redact >"$out"

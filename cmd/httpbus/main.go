@@ -7,7 +7,8 @@
 //
 //	httpbus call  [-X METHOD] [-H 'K: V']... [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value]... URL
 //	httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json] [-cpuprofile FILE]
-//	httpbus serve -url URL [-service NAME] [-max-body BYTES]
+//	httpbus bench -url URL -stream up|down|both [-size BYTES] [-n 1] [-rounds 3] [-raw] [-target SERVICE] [-json] [-memprofile FILE]
+//	httpbus serve -url URL [-service NAME] [-max-body BYTES] [-memprofile FILE]
 //	httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
 //	httpbus bridge -url 'URL?service=NAME' -upstream http://HOST:PORT
 //
@@ -63,6 +64,17 @@
 // -json prints one JSON object instead of the table (scripts/bench.sh reads
 // it). -cpuprofile writes a CPU profile of the measured rounds.
 //
+// With -stream, bench instead moves one -size body through the stream
+// protocol: up is a POST /upload that the service reads, counts and
+// checksums (CRC-32C); down is a GET /download?n=SIZE that it writes in
+// 32 KiB writes. The body is generated on the fly and checked on the fly
+// on both sides, so neither process holds it. bench prints MB/s per
+// direction, the process's idle and peak RSS, and with -raw the broker's
+// bare publish throughput for the same bytes in the same run (messages of
+// -raw-msg, default 1 MiB, to a subscriber that counts them) and the
+// ratio httpbus/raw. -memprofile writes a heap profile taken at the
+// largest live heap.
+//
 // # gateway
 //
 // gateway puts the bus behind an HTTP server (package gateway): curl and
@@ -98,8 +110,9 @@
 //
 // # serve
 //
-// serve runs the echo service that bench uses until interrupted, for
-// bench -target or for trying call.
+// serve runs the echo service that bench uses, with GET /download and
+// POST /upload for bench -stream, until interrupted, for bench -target or
+// for trying call.
 package main
 
 import (
@@ -129,7 +142,8 @@ func main() {
 const usageText = `usage:
   httpbus call  [-X METHOD] [-H 'K: V'] [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value] URL
   httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json]
-  httpbus serve -url URL [-service NAME]
+  httpbus bench -url URL -stream up|down|both [-size BYTES] [-raw] [-target SERVICE] [-json]
+  httpbus serve -url URL [-service NAME] [-memprofile FILE]
   httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
   httpbus bridge  -url 'URL?service=NAME' -upstream http://HOST:PORT
 Run "httpbus COMMAND -h" for a command's flags.

@@ -35,18 +35,7 @@ type rawAMQP struct {
 const rawPrefetch = 128
 
 func openRawAMQP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
-	v := *u
-	v.RawQuery, v.Fragment = "", ""
-	addr := v.String()
-	dial := func(role string) (*amqp091.Connection, error) {
-		c, err := amqp091.DialConfig(addr, amqp091.Config{
-			Properties: amqp091.Table{"connection_name": "httpbus-bench-raw-" + role},
-		})
-		if err != nil {
-			return nil, fmt.Errorf("dial %s: %w", u.Redacted(), err)
-		}
-		return c, nil
-	}
+	dial := func(role string) (*amqp091.Connection, error) { return dialRawAMQP(u, role) }
 	r := &rawAMQP{queue: "httpbus-bench-raw." + name, body: body}
 	var err error
 	if r.srvConn, err = dial("responder"); err != nil {
@@ -61,6 +50,20 @@ func openRawAMQP(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 		return nil, err
 	}
 	return r, nil
+}
+
+// dialRawAMQP opens a connection named httpbus-bench-raw-ROLE to u without
+// its query (httpbus options).
+func dialRawAMQP(u *url.URL, role string) (*amqp091.Connection, error) {
+	v := *u
+	v.RawQuery, v.Fragment = "", ""
+	c, err := amqp091.DialConfig(v.String(), amqp091.Config{
+		Properties: amqp091.Table{"connection_name": "httpbus-bench-raw-" + role},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", u.Redacted(), err)
+	}
+	return c, nil
 }
 
 func (r *rawAMQP) start() error {

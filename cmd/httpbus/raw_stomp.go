@@ -41,28 +41,7 @@ type rawSTOMP struct {
 }
 
 func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
-	// As the stomp backend reads its URL: login only when the URL has one,
-	// the virtual host from option vhost (default "/").
-	vhost := u.Query().Get("vhost")
-	if vhost == "" {
-		vhost = "/"
-	}
-	opts := []func(*stompgo.Conn) error{stompgo.ConnOpt.Host(vhost), stompgo.ConnOpt.AcceptVersion(stompgo.V12, stompgo.V11)}
-	if u.User != nil {
-		pass, _ := u.User.Password()
-		opts = append(opts, stompgo.ConnOpt.Login(u.User.Username(), pass))
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "61613")
-	}
-	dial := func() (*stompgo.Conn, error) {
-		c, err := stompgo.DialWithContext(ctx, "tcp", addr, opts...)
-		if err != nil {
-			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
-		}
-		return c, nil
-	}
+	dial := func() (*stompgo.Conn, error) { return dialRawSTOMP(ctx, u) }
 	r := &rawSTOMP{
 		dest:    "/queue/httpbus-bench-raw." + name,
 		replyTo: "/temp-queue/httpbus-bench-raw-reply." + name,
@@ -81,6 +60,30 @@ func openRawSTOMP(ctx context.Context, u *url.URL, name string, body []byte, cfg
 		return nil, err
 	}
 	return r, nil
+}
+
+// dialRawSTOMP connects to the broker of a stomp URL as the stomp backend
+// reads it: login only when the URL has one, the virtual host from option
+// vhost (default "/"), port 61613 when none is given.
+func dialRawSTOMP(ctx context.Context, u *url.URL) (*stompgo.Conn, error) {
+	vhost := u.Query().Get("vhost")
+	if vhost == "" {
+		vhost = "/"
+	}
+	opts := []func(*stompgo.Conn) error{stompgo.ConnOpt.Host(vhost), stompgo.ConnOpt.AcceptVersion(stompgo.V12, stompgo.V11)}
+	if u.User != nil {
+		pass, _ := u.User.Password()
+		opts = append(opts, stompgo.ConnOpt.Login(u.User.Username(), pass))
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "61613")
+	}
+	c, err := stompgo.DialWithContext(ctx, "tcp", addr, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
+	}
+	return c, nil
 }
 
 func (r *rawSTOMP) isRabbitMQ() bool { return strings.HasPrefix(r.cli.Server(), "RabbitMQ") }
