@@ -32,21 +32,18 @@ func NewConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
 	if err := checkSubject("prefix", cfg.prefix()); err != nil {
 		return nil, err
 	}
-	return newConn(nc, false, cfg), nil
-}
-
-func newConn(nc *natsgo.Conn, own bool, cfg Config) *Conn {
-	return &Conn{nc: nc, own: own, cfg: cfg, inbox: inbox{nc: nc, cfg: cfg, log: cfg.logger()}}
+	return &Conn{nc: nc, cfg: cfg, inbox: inbox{nc: nc, cfg: cfg, log: cfg.logger()}}, nil
 }
 
 // Call implements transport.Conn. It sends req to the service's subject
 // with each req.Header entry and Content-Type, Httpbus-Version and
 // Httpbus-Deadline (from req.Deadline, else ctx's deadline) as NATS
-// headers, and waits for the reply until ctx ends. The reply's NATS headers
-// are in its Header (canonical keys, Content-Type included). Errors: transport.ErrNoResponders at once when no server
-// subscribes (NATS no-responders status), transport.ErrTimeout when ctx's
-// deadline passes, ctx's error when it is cancelled, *transport.TooLargeError
-// for a message over max_payload (nothing is sent), transport.ErrClosed
+// headers, and waits for the reply until ctx ends. The reply's NATS
+// headers are in its Header (canonical keys, Content-Type included).
+// Errors: transport.ErrNoResponders at once when no server subscribes
+// (NATS no-responders status), transport.ErrTimeout when ctx's deadline
+// passes, ctx's error when it is cancelled, *transport.TooLargeError for a
+// message over max_payload (nothing is sent), transport.ErrClosed
 // after Close, transport.ErrUnavailable for other connection failures.
 func (c *Conn) Call(ctx context.Context, service string, req *transport.Message) (*transport.Message, error) {
 	if c.closed.Load() {
