@@ -160,7 +160,11 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		return rt.failure(req, err)
 	}
 	done = true
-	sb := &streamBody{rc: resp.Body, pr: pr, br: br, end: func() {
+	sb := &streamBody{rc: resp.Body, pr: pr, br: br, cancel: func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.control(ctx, controlCancel, nil)
+		cancel()
+	}, end: func() {
 		stop()
 		mx.unregister(s)
 		s.fail(errExchangeDone) // ends a request body sender still waiting for credit
@@ -366,16 +370,18 @@ func sendRequestBody(ctx context.Context, s *stream, req *http.Request, rest []b
 	}
 }
 
-// streamBody is a response body read from a stream. At the HTTP message's
-// end it checks that the stream ended there; Close before the end cancels
-// the exchange at the server.
+// streamBody is a message body read from a stream's parts (a response at
+// the caller, a request at the server). At the HTTP message's end it checks
+// that the stream ended there; end runs once, at the end or at Close, and
+// cancel (if set) first when Close comes before the end.
 type streamBody struct {
-	rc   io.ReadCloser
-	pr   *partsReader
-	br   *bufio.Reader
-	once sync.Once
-	end  func()
-	err  error
+	rc     io.ReadCloser
+	pr     *partsReader
+	br     *bufio.Reader
+	once   sync.Once
+	end    func()
+	cancel func()
+	err    error
 }
 
 func (b *streamBody) Read(p []byte) (int, error) {
@@ -399,18 +405,27 @@ func (b *streamBody) Read(p []byte) (int, error) {
 
 func (b *streamBody) finish() error {
 	err := b.pr.finish(b.br)
-	b.once.Do(b.end)
+	b.done()
 	return err
 }
 
-func (b *streamBody) Close() error {
+func (b *streamBody) done() {
 	b.once.Do(func() {
-		if !b.pr.end || len(b.pr.cur) > 0 {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			b.pr.s.control(ctx, controlCancel, nil)
-			cancel()
+		if b.end != nil {
+			b.end()
 		}
-		b.end()
 	})
+}
+
+func (b *streamBody) Close() error {
+	if b.cancel != nil && (!b.pr.end || len(b.pr.cur) > 0) {
+		b.once.Do(func() {
+			b.cancel()
+			if b.end != nil {
+				b.end()
+			}
+		})
+	}
+	b.done()
 	return b.rc.Close()
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -225,39 +224,9 @@ func (ex *exchange) decodeStreamedRequest(ctx context.Context, lim Limits) (*htt
 	if max := lim.body(); max >= 0 && req.ContentLength > max {
 		return nil, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength}
 	}
-	req.Body = &requestStreamBody{rc: req.Body, pr: pr, br: br}
+	req.Body = &streamBody{rc: req.Body, pr: pr, br: br}
 	return req, nil
 }
-
-// requestStreamBody is a request body read from parts; at the HTTP
-// message's end it checks that the stream ended there.
-type requestStreamBody struct {
-	rc  io.ReadCloser
-	pr  *partsReader
-	br  *bufio.Reader
-	err error
-}
-
-func (b *requestStreamBody) Read(p []byte) (int, error) {
-	if b.err != nil {
-		return 0, b.err
-	}
-	n, err := b.rc.Read(p)
-	if errors.Is(err, io.EOF) {
-		if ferr := b.pr.finish(b.br); ferr != nil {
-			b.err = ferr
-			return n, ferr
-		}
-	} else if err != nil {
-		if b.pr.err != nil {
-			err = b.pr.err
-		}
-		b.err = err
-	}
-	return n, err
-}
-
-func (b *requestStreamBody) Close() error { return b.rc.Close() }
 
 // respStream writes a response that became a stream: the head, then the
 // body in the chunked coding (or as is, under a Content-Length the handler
