@@ -199,6 +199,7 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		return nil // answered already; nothing to settle in memory
 	}
 	if disp == transport.Requeue && resp == nil {
+		d.Redelivered = true
 		go func() {
 			select {
 			case c.svc.requests <- d:

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/httpbus/httpbus/stomp"
 	"github.com/httpbus/httpbus/transport"
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
@@ -39,6 +40,15 @@ func harness(t *testing.T, b broker, addr string) transporttest.Harness {
 			// A STOMP broker keeps a request for a service nobody
 			// listens to in its queue: the caller cannot be told.
 			NoRespondersStatus: http.StatusGatewayTimeout,
+			RequeueAtClose:     requeueAtClose(b),
 		},
 	}
+}
+
+// requeueAtClose is ActiveMQ's Requeue rule (stomp/doc.go).
+func requeueAtClose(b broker) string {
+	if b.dialect == stomp.DialectActiveMQ {
+		return "ActiveMQ's STOMP NACK dead-letters, so a requeued request stays unacknowledged until the listener closes"
+	}
+	return ""
 }

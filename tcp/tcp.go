@@ -94,6 +94,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -415,9 +416,13 @@ type Conn struct {
 	// Returning an error matching transport.ErrNoResponders means no server.
 	Resolve func(service string) (string, error)
 
-	cfg Config
-	rt  *http.Transport
+	cfg    Config
+	rt     *http.Transport
+	closed atomic.Bool
 }
+
+// errClosed is the error of a Conn used after Close.
+var errClosed = fmt.Errorf("transport/tcp: conn: %w", transport.ErrClosed)
 
 // NewConn returns a client side. The caller sets Addr or Resolve before use.
 func NewConn(cfg Config) *Conn {
@@ -455,6 +460,12 @@ func (c *Conn) resolve(service string) (string, error) {
 // with the context deadline in Httpbus-Deadline. Errors match
 // transport.ErrNoResponders, ErrTimeout or ErrUnavailable.
 func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
+	if c.closed.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errClosed
+	}
 	service := req.URL.Host
 	addr, err := c.resolve(service)
 	if err != nil {
@@ -512,6 +523,9 @@ func classify(ctx context.Context, service string, err error) error {
 // transport.ErrMalformedFrame without being sent: on a stream it would
 // become a different request.
 func (c *Conn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	if c.closed.Load() {
+		return nil, errClosed
+	}
 	var req *http.Request
 	if transport.IsFrame(m.ContentType) {
 		r, err := transport.DecodeRequest(m.Body, transport.Limits{MaxHeaderBytes: -1, MaxBodyBytes: -1})
@@ -591,6 +605,9 @@ func (c *Conn) callRaw(ctx context.Context, service string, b []byte) (*transpor
 // as the body) as a NOTIFY request with Host topic to every address in
 // Config.Subscribers[topic], and fails if any does not answer 2xx.
 func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
+	if c.closed.Load() {
+		return errClosed
+	}
 	var errs []error
 	for _, addr := range c.cfg.Subscribers[topic] {
 		var req *http.Request
@@ -621,6 +638,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 
 // Close implements transport.Conn: it closes idle connections.
 func (c *Conn) Close() error {
+	c.closed.Store(true)
 	c.rt.CloseIdleConnections()
 	return nil
 }

@@ -128,15 +128,26 @@ func (m *mux) loop() {
 			// version-1 call in flight fails, rather than at their deadline.
 			m.failAll(fmt.Errorf("%w: inbox: %w", ErrUnavailable, err))
 			time.Sleep(20 * time.Millisecond)
+			m.refresh()
 			continue
-		}
-		if addr, err := m.st.Inbox(context.Background()); err == nil && addr != m.addr {
-			m.mu.Lock()
-			m.addr = addr
-			m.mu.Unlock()
 		}
 		m.dispatch(msg)
 	}
+}
+
+// refresh takes the endpoint's inbox address anew after a loss (the
+// backend opens a new inbox after it reconnects), so that new streams
+// advertise the live one.
+func (m *mux) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	addr, err := m.st.Inbox(ctx)
+	if err != nil {
+		return
+	}
+	m.mu.Lock()
+	m.addr = addr
+	m.mu.Unlock()
 }
 
 func (m *mux) address() string {

@@ -60,6 +60,11 @@ type Features struct {
 	// Timeout scales the suite's waits for slow brokers; zero means 10 s.
 	Timeout time.Duration
 
+	// RequeueAtClose, when set, is why Reply(nil, Requeue) leaves the
+	// request with the listener until it closes (ActiveMQ, whose STOMP
+	// NACK dead-letters) instead of redelivering it at once.
+	RequeueAtClose string
+
 	// StreamBytes is the body size of the stream download and upload
 	// cases, in bytes; zero means $HTTPBUS_STREAM_BYTES if set, else
 	// 64 MiB (8 MiB under the race detector, which slows copying about
@@ -94,6 +99,12 @@ type Case struct {
 // Cases lists the conformance cases in the order Run runs them.
 func Cases() []Case {
 	return []Case{
+		{"ContractReceiveReply", (*suite).contractReceiveReply},
+		{"ContractHold", (*suite).contractHold},
+		{"ContractRequeue", (*suite).contractRequeue},
+		{"ContractReject", (*suite).contractReject},
+		{"ContractDrainClose", (*suite).contractDrainClose},
+		{"ContractInbox", (*suite).contractInbox},
 		{"RoundTrip", (*suite).roundTrip},
 		{"LargeBody", (*suite).largeBody},
 		{"Concurrent", (*suite).concurrent},
