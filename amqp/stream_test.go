@@ -260,9 +260,9 @@ func TestStreamerClosed(t *testing.T) {
 	}
 }
 
-// TestInboxAfterReconnect: when the connection is lost, Inbox returns a new
-// address once reconnected, which works; a Send to the old one is not an
-// error.
+// TestInboxAfterReconnect: when the connection is lost, a waiting
+// ReceiveInbox reports it (ErrUnavailable), and Inbox returns a new address
+// once reconnected, which works; a Send to the old one is not an error.
 func TestInboxAfterReconnect(t *testing.T) {
 	url := brokertest.AMQP(t)
 	ctx := testCtx(t)
@@ -270,8 +270,17 @@ func TestInboxAfterReconnect(t *testing.T) {
 	c := dialConn(t, url, amqp.Config{ConnectionName: name, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
 	peer := dialConn(t, url, amqp.Config{})
 	old := inbox(t, ctx, c)
+	waiting := make(chan error, 1)
+	rctx := ctx
+	go func() {
+		_, err := c.ReceiveInbox(rctx)
+		waiting <- err
+	}()
 	closeConnection(t, name) // rabbitmqctl may take seconds
 	ctx = testCtx(t)
+	if err := <-waiting; !errors.Is(err, transport.ErrUnavailable) || errors.Is(err, transport.ErrClosed) {
+		t.Errorf("ReceiveInbox waiting when the inbox was lost: %v, want ErrUnavailable", err)
+	}
 	var addr string
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
