@@ -29,7 +29,8 @@ type Conn struct {
 	discarded atomic.Uint64
 	closeOnce sync.Once
 
-	inboxc chan *transport.Message // the inbox's messages (Streamer), across generations
+	inboxc    chan *transport.Message // the inbox's messages (Streamer), across generations
+	inboxLost chan error              // the loss of an open inbox, for ReceiveInbox
 }
 
 // Dial connects to the broker at rawURL (amqp:// or amqps://, see the
@@ -57,7 +58,7 @@ func NewConn(ctx context.Context, conn *amqp091.Connection, cfg Config) (*Conn, 
 }
 
 func newConn(ctx context.Context, conn *amqp091.Connection, dialURL string, cfg Config) (*Conn, error) {
-	c := &Conn{cfg: cfg, idTag: randomID(6), inboxc: make(chan *transport.Message)}
+	c := &Conn{cfg: cfg, idTag: randomID(6), inboxc: make(chan *transport.Message), inboxLost: make(chan error, 1)}
 	name := cfg.ConnectionName
 	if name == "" {
 		name = "httpbus client"
@@ -127,7 +128,7 @@ func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGe
 	if err = declareExchange(g.notes, &c.cfg); err != nil {
 		return nil, err
 	}
-	g.inbox = newInbox(g.calls, &c.cfg, g.stop, c.inboxc)
+	g.inbox = newInbox(g.calls, &c.cfg, g.stop, c.inboxc, c.inboxLost)
 	g.lostc, _ = watch(g.stop, conn, g.calls, g.notes)
 	blockings := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 	g.wg.Add(1)

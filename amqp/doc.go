@@ -120,7 +120,10 @@
 // client of the broker reaches through the default exchange with the name
 // as routing key, and which only this connection consumes. When the
 // connection is lost the queue goes with it (and with it any message not yet
-// taken by ReceiveInbox); Inbox then returns a new name. ReceiveInbox
+// taken by ReceiveInbox): ReceiveInbox returns once an error matching
+// transport.ErrUnavailable, so that the streams bound to the old address
+// can fail at once rather than at their deadline, and Inbox then returns a
+// new name. ReceiveInbox
 // returns the next message with Header mapped as for a foreign message
 // (the headers table plus Amqp-* properties) and Deadline from
 // Httpbus-Deadline. Send publishes to the default exchange with routing key

@@ -25,6 +25,7 @@ type inbox struct {
 	cfg  *Config
 	stop <-chan struct{} // the generation's: closed at teardown
 	out  chan<- *transport.Message
+	lost chan<- error   // told (without blocking) when an open inbox is lost
 	wg   sync.WaitGroup // the goroutine opening and pumping the inbox
 
 	mu    sync.Mutex
@@ -34,8 +35,18 @@ type inbox struct {
 	dead  bool          // teardown began: nothing more starts
 }
 
-func newInbox(ch *amqp091.Channel, cfg *Config, stop <-chan struct{}, out chan<- *transport.Message) *inbox {
-	return &inbox{ch: ch, cfg: cfg, stop: stop, out: out}
+func newInbox(ch *amqp091.Channel, cfg *Config, stop <-chan struct{}, out chan<- *transport.Message, lost chan<- error) *inbox {
+	return &inbox{ch: ch, cfg: cfg, stop: stop, out: out, lost: lost}
+}
+
+// lose reports the loss of the open inbox name to ReceiveInbox; b.mu is
+// held. A loss not yet taken is not reported twice.
+func (b *inbox) lose(name, why string) {
+	err := fmt.Errorf("transport/amqp: inbox %q lost (%s); Inbox returns a new address: %w", name, why, transport.ErrUnavailable)
+	select {
+	case b.lost <- err:
+	default:
+	}
 }
 
 // address returns the inbox's queue name, declaring and consuming the queue
@@ -120,6 +131,9 @@ func (b *inbox) pump(name string, deliveries <-chan amqp091.Delivery) {
 				b.mu.Lock()
 				if b.name == name {
 					b.name, b.ready = "", nil
+					if !b.dead {
+						b.lose(name, "the broker cancelled its consumer")
+					}
 				}
 				b.mu.Unlock()
 				return
@@ -137,10 +151,15 @@ func (b *inbox) pump(name string, deliveries <-chan amqp091.Delivery) {
 	}
 }
 
-// kill stops new openings; call it before closing the channel, then wait.
+// kill stops new openings and reports the loss of an open inbox; call it
+// before closing the channel, then wait.
 func (b *inbox) kill() {
 	b.mu.Lock()
 	b.dead = true
+	if b.name != "" {
+		b.lose(b.name, "the connection or its channel closed")
+		b.name = ""
+	}
 	b.mu.Unlock()
 }
 
@@ -149,8 +168,9 @@ func (b *inbox) kill() {
 func (b *inbox) wait() { b.wg.Wait() }
 
 // receiveInbox is ReceiveInbox of a Conn or Listener: the next message of
-// in, or transport.ErrClosed once closed is closed, or ctx's error.
-func receiveInbox(ctx context.Context, in <-chan *transport.Message, closed <-chan struct{}) (*transport.Message, error) {
+// in, the loss of the inbox (an error matching transport.ErrUnavailable),
+// transport.ErrClosed once closed is closed, or ctx's error.
+func receiveInbox(ctx context.Context, in <-chan *transport.Message, lost <-chan error, closed <-chan struct{}) (*transport.Message, error) {
 	select {
 	case <-closed:
 		return nil, transport.ErrClosed
@@ -159,6 +179,13 @@ func receiveInbox(ctx context.Context, in <-chan *transport.Message, closed <-ch
 	select {
 	case m := <-in:
 		return m, nil
+	case err := <-lost:
+		select {
+		case <-closed:
+			return nil, transport.ErrClosed
+		default:
+		}
+		return nil, err
 	case <-closed:
 		return nil, transport.ErrClosed
 	case <-ctx.Done():
@@ -215,10 +242,14 @@ func (c *Conn) Inbox(ctx context.Context) (string, error) {
 // ReceiveInbox implements transport.Streamer: the next message that reached
 // the inbox, with Body, ContentType, Header (the headers table and the
 // properties, as for a foreign message: see the package doc) and Deadline
-// (from Httpbus-Deadline). It waits across reconnections; it returns
-// transport.ErrClosed after Close and ctx.Err() when ctx ends first.
+// (from Httpbus-Deadline). When an open inbox is lost (the connection or
+// channel closed, or the queue was deleted), it returns once an error
+// matching transport.ErrUnavailable: streams bound to the old address are
+// broken, and Inbox returns a new one. It waits across reconnections; it
+// returns transport.ErrClosed after Close and ctx.Err() when ctx ends
+// first.
 func (c *Conn) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return receiveInbox(ctx, c.inboxc, c.sup.ctx.Done())
+	return receiveInbox(ctx, c.inboxc, c.inboxLost, c.sup.ctx.Done())
 }
 
 // Send implements transport.Streamer: it publishes m to the default exchange
@@ -264,7 +295,7 @@ func (l *Listener) Inbox(ctx context.Context) (string, error) {
 
 // ReceiveInbox implements transport.Streamer as Conn.ReceiveInbox does.
 func (l *Listener) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return receiveInbox(ctx, l.inboxc, l.done)
+	return receiveInbox(ctx, l.inboxc, l.inboxLost, l.done)
 }
 
 // Send implements transport.Streamer as Conn.Send does, publishing on the

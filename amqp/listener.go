@@ -44,6 +44,7 @@ type Listener struct {
 
 	in        chan *transport.Delivery
 	inboxc    chan *transport.Message // the inbox's messages (Streamer), across generations
+	inboxLost chan error              // the loss of an open inbox, for ReceiveInbox
 	done      chan struct{}           // closed by Close
 	closeOnce sync.Once
 	pumps     sync.WaitGroup // pumps handing deliveries to Receive (not workers serving pushed ones)
@@ -87,13 +88,14 @@ func NewListener(ctx context.Context, conn *amqp091.Connection, lc transport.Lis
 
 func newListener(ctx context.Context, conn *amqp091.Connection, dialURL string, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	l := &Listener{
-		cfg:     cfg,
-		lc:      lc,
-		queue:   cfg.queue(lc.Service),
-		in:      make(chan *transport.Delivery),
-		inboxc:  make(chan *transport.Message),
-		done:    make(chan struct{}),
-		drained: make(chan struct{}),
+		cfg:       cfg,
+		lc:        lc,
+		queue:     cfg.queue(lc.Service),
+		in:        make(chan *transport.Delivery),
+		inboxc:    make(chan *transport.Message),
+		inboxLost: make(chan error, 1),
+		done:      make(chan struct{}),
+		drained:   make(chan struct{}),
 	}
 	if lc.Service == "" {
 		return nil, errors.New("transport/amqp: no service name (the URL's service parameter)")
@@ -198,7 +200,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 		return nil, fmt.Errorf("transport/amqp: open channel: %w: %w", transport.ErrUnavailable, err)
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
-	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc)
+	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc, l.inboxLost)
 	if p := l.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)

@@ -260,9 +260,9 @@ func TestStreamerClosed(t *testing.T) {
 	}
 }
 
-// TestInboxAfterReconnect: when the connection is lost, Inbox returns a new
-// address once reconnected, which works; a Send to the old one is not an
-// error.
+// TestInboxAfterReconnect: when the connection is lost, a waiting
+// ReceiveInbox reports it (ErrUnavailable), and Inbox returns a new address
+// once reconnected, which works; a Send to the old one is not an error.
 func TestInboxAfterReconnect(t *testing.T) {
 	url := brokertest.AMQP(t)
 	ctx := testCtx(t)
@@ -270,8 +270,17 @@ func TestInboxAfterReconnect(t *testing.T) {
 	c := dialConn(t, url, amqp.Config{ConnectionName: name, ReconnectMin: 10 * time.Millisecond, ReconnectMax: 50 * time.Millisecond})
 	peer := dialConn(t, url, amqp.Config{})
 	old := inbox(t, ctx, c)
+	waiting := make(chan error, 1)
+	rctx := ctx
+	go func() {
+		_, err := c.ReceiveInbox(rctx)
+		waiting <- err
+	}()
 	closeConnection(t, name) // rabbitmqctl may take seconds
 	ctx = testCtx(t)
+	if err := <-waiting; !errors.Is(err, transport.ErrUnavailable) || errors.Is(err, transport.ErrClosed) {
+		t.Errorf("ReceiveInbox waiting when the inbox was lost: %v, want ErrUnavailable", err)
+	}
 	var addr string
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
@@ -502,4 +511,58 @@ func headerEqual(a, b http.Header) bool {
 		}
 	}
 	return true
+}
+
+// TestHoldNotCoveredByCoalescedAcks: deliveries newer than a held one are
+// acked (coalesced acks stop below it), and the held one is not: closed,
+// the Listener leaves exactly the held request to be redelivered.
+func TestHoldNotCoveredByCoalescedAcks(t *testing.T) {
+	url := brokertest.AMQP(t)
+	ctx := testCtx(t)
+	c := dialConn(t, url, amqp.Config{})
+	l := listen(t, url, amqp.Config{})
+	svc := l.Queue()
+	rc := call(ctx, c, svc, &transport.Message{Body: []byte("held"), ContentType: transport.MediaType})
+	held, err := l.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Reply(ctx, held, &transport.Message{Body: []byte("first")}, transport.Hold); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-rc; r.err != nil {
+		t.Fatal(r.err)
+	}
+	for i := range 20 {
+		rc := call(ctx, c, svc, &transport.Message{Body: []byte("newer " + strconv.Itoa(i)), ContentType: transport.MediaType})
+		d, err := l.Receive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Reply(ctx, d, &transport.Message{Body: []byte("ok")}, transport.Ack); err != nil {
+			t.Fatal(err)
+		}
+		if r := <-rc; r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	l.Close()
+	if n := readyMessages(t, url, svc); n != 1 {
+		t.Fatalf("%d messages ready after Close, want 1: the held one", n)
+	}
+	l2, err := amqp.Listen(ctx, url, transport.ListenConfig{Service: svc}, amqp.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	d, err := l2.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(d.Body) != "held" || !d.Redelivered {
+		t.Errorf("redelivered %q (flag %t), want the held request", d.Body, d.Redelivered)
+	}
+	if err := l2.Reply(ctx, d, nil, transport.Ack); err != nil {
+		t.Fatal(err)
+	}
 }
