@@ -294,7 +294,9 @@ func TestUnknownRepliesDiscarded(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	c := dialConn(t, url, amqp.Config{})
-	client := transport.NewClient(c)
+	// A version-1 caller: the late reply comes to the Conn's reply path (a
+	// version-2 caller's late stream message is dropped by the core).
+	client := transport.NewClient(transporttest.Version1(c))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	resp, err := get(ctx, client, "http://"+svc+"/slow")
 	cancel()
@@ -357,7 +359,9 @@ func TestMessageSizeLimit(t *testing.T) {
 		io.WriteString(w, "small")
 	}))
 	c := dialConn(t, url, amqp.Config{MaxMessageBytes: limit})
-	client := transport.NewClient(c)
+	// A version-1 caller (one message each way); a version-2 caller streams
+	// what does not fit (the stream conformance cases).
+	client := transport.NewClient(transporttest.Version1(c))
 	// Caller's path: refused before sending.
 	req, _ := http.NewRequest("POST", "http://"+svc+"/upload", strings.NewReader(big))
 	resp, err := client.Do(req)

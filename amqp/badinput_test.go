@@ -82,7 +82,9 @@ func TestBadInputCatalogue(t *testing.T) {
 		{"content-length longer than body", "POST /x HTTP/1.1\r\n" + host + "Content-Length: 100\r\n\r\nshort", 400},
 		{"content-length shorter than body", "POST /x HTTP/1.1\r\n" + host + "Content-Length: 2\r\n\r\nlonger body", 400},
 		{"header block over 1 MiB", "GET /x HTTP/1.1\r\n" + host + "X-Big: " + strings.Repeat("a", 1<<20+10) + "\r\n\r\n", 431},
-		{"body over 10 MiB", "POST /x HTTP/1.1\r\n" + host + "Content-Length: 10485761\r\n\r\n" + strings.Repeat("b", 10<<20+1), 413},
+		// No "body over 10 MiB": there is no default body cap (as with
+		// net/http); a server's own MaxBodyBytes is the BodyTooLarge
+		// conformance case.
 		{"smuggled second request", "POST /x HTTP/1.1\r\n" + host + "Content-Length: 0\r\n\r\nGET /y HTTP/1.1\r\n" + host + "\r\n", 400},
 	} {
 		t.Run(c.name, func(t *testing.T) {
