@@ -26,6 +26,9 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	if err != nil {
 		return rt.failure(req, err)
 	}
+	if _, err := mx.current(ctx); err != nil {
+		return rt.failure(req, err)
+	}
 	size := partBytes(rt.Conn)
 	maxBody := rt.limits().body()
 	if maxBody >= 0 && req.ContentLength > maxBody {

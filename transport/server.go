@@ -320,6 +320,14 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		return
 	}
 	ex := newExchange(s, base, l, d) // nil for a version-1 caller
+	if ex != nil && d.Redelivered {
+		// The caller may have heard from the instance that died (a
+		// "continue") and now waits on its inbox, not on the reply path:
+		// announce this instance at once, and answer through the inbox.
+		if err := ex.announce(0); err != nil {
+			s.logger().Warn("transport: continue not sent", "service", d.Service, "err", err)
+		}
+	}
 	// send answers with one whole frame and settles d.
 	send := func(frame []byte, disp Disposition) {
 		if ex != nil {

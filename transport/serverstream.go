@@ -64,6 +64,9 @@ func (ex *exchange) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if _, err := mx.current(ctx); err != nil {
+		return err
+	}
 	s := newStream(mx, ex.id)
 	s.log = ex.srv.logger()
 	s.setPeer(ex.peer)
@@ -139,6 +142,11 @@ func (ex *exchange) sendPart(ctx context.Context, body []byte, seq int64, end bo
 		return ex.l.Reply(rctx, ex.d, &Message{Body: body, ContentType: MediaType, Header: h}, Hold)
 	}
 	s := ex.s
+	if seq == 0 {
+		// After a "continue" on the reply path, which the caller may not
+		// have heard (a redelivered request), part 0 says who answers.
+		h.Set(HeaderReplyTo, ex.mx.address())
+	}
 	ex.mu.Unlock()
 	if err := s.waitCredit(ctx, seq, ex.srv.replyTimeout()); err != nil {
 		return err
@@ -208,6 +216,10 @@ func (ex *exchange) abort(err error) {
 func (ex *exchange) decodeStreamedRequest(ctx context.Context, lim Limits) (*http.Request, error) {
 	if _, err := checkHeader(ex.d.Body, lim); err != nil {
 		return nil, err
+	}
+	if ex.d.Redelivered {
+		// The parts after the first went to the instance that died.
+		return nil, fmt.Errorf("%w: the instance that took this streamed request went away; its body cannot be replayed", ErrUnavailable)
 	}
 	if err := ex.announce(DefaultWindow); err != nil {
 		return nil, err

@@ -141,13 +141,20 @@ func (m *mux) loop() {
 func (m *mux) refresh() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	m.current(ctx) //nolint:errcheck // the next exchange tries again
+}
+
+// current asks the endpoint for its inbox address (a new one after a
+// reconnect; backends answer from a cache otherwise) and returns it.
+func (m *mux) current(ctx context.Context) (string, error) {
 	addr, err := m.st.Inbox(ctx)
 	if err != nil {
-		return
+		return "", err
 	}
 	m.mu.Lock()
 	m.addr = addr
 	m.mu.Unlock()
+	return addr, nil
 }
 
 func (m *mux) address() string {
@@ -215,6 +222,7 @@ type stream struct {
 	peer    string      // the peer's inbox, from its first message with HeaderReplyTo
 	limit   int64       // this end may send parts with seq < limit
 	failed  error       //
+	gotPart bool        // a part arrived: the peer may no longer change
 	onAbort func(error) // the server's cancel of the handler context
 
 	// The channels are made on first use (most exchanges never stream, and
@@ -246,11 +254,20 @@ func (s *stream) receive(msg *Message) {
 		switch {
 		case s.peer == "":
 			s.peer = p
+		case s.peer != p && !s.gotPart:
+			// The request was redelivered to another instance before the
+			// first one sent any of the response: the new one takes over.
+			s.peer = p
 		case s.peer != p:
 			s.mu.Unlock()
-			s.fail(fmt.Errorf("%w: a second instance answered (the request was redelivered)", ErrStreamBroken))
+			s.fail(fmt.Errorf("%w: a second instance answered mid-stream (the request was redelivered)", ErrStreamBroken))
 			return
 		}
+		s.mu.Unlock()
+	}
+	if msg.Header.Get(HeaderSeq) != "" {
+		s.mu.Lock()
+		s.gotPart = true
 		s.mu.Unlock()
 	}
 	switch msg.Header.Get(HeaderControl) {
