@@ -220,7 +220,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	return nil
 }
 
-// Publish implements transport.Listener.
+// Publish sends a notification to topic, as Conn.Publish does (an extra:
+// transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	return l.bus.publish(ctx, topic, m)
 }

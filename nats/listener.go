@@ -352,7 +352,8 @@ func (l *Listener) requeue(m *natsgo.Msg) error {
 	return l.publish(&natsgo.Msg{Subject: m.Subject, Reply: m.Reply, Header: h, Data: m.Data})
 }
 
-// Publish implements transport.Listener: it publishes m to topic's subject.
+// Publish publishes m to topic's subject, as Conn.Publish does (an extra:
+// transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	if l.isClosed() {
 		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)

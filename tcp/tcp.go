@@ -366,7 +366,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	return nil
 }
 
-// Publish implements transport.Listener: NOTIFY to Config.Subscribers.
+// Publish sends NOTIFY to topic's Config.Subscribers, as Conn.Publish does
+// (an extra: transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	return l.pub.Publish(ctx, topic, m)
 }
