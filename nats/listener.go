@@ -53,9 +53,11 @@ type Listener struct {
 }
 
 // NewListener subscribes to lc.Service's subject and lc.Topics' subjects on
-// nc, which the caller owns (Close leaves it open). Errors: an empty or
-// invalid service or topic name, a failed subscription.
-func NewListener(nc *natsgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+// nc, which the caller owns (Close leaves it open). It does not wait for
+// the server: ctx is there so that every backend opens with one shape.
+// Errors: a nil nc, an empty or invalid service or topic name, a failed
+// subscription.
+func NewListener(ctx context.Context, nc *natsgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	return newListener(nc, false, lc, cfg)
 }
 
