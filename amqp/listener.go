@@ -560,7 +560,8 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 	return nil
 }
 
-// Publish implements transport.Listener: as Conn.Publish.
+// Publish sends a notification to topic, as Conn.Publish does, over the
+// Listener's connection (an extra: transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	if l.sup.ctx.Err() != nil {
 		return transport.ErrClosed

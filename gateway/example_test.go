@@ -16,18 +16,19 @@ import (
 // A Gateway puts services on the bus in front of HTTP clients: the first
 // path segment names the service.
 func ExampleGateway() {
+	ctx := context.Background()
 	bus := inmem.NewBus() // or transport.Dial(ctx, "nats://127.0.0.1:4222")
 
 	// A service on the bus.
-	l, _ := bus.Listen(transport.ListenConfig{Service: "orders"})
+	l, _ := bus.Listen(ctx, transport.ListenConfig{Service: "orders"})
 	srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s for %s\n", r.Method, r.URL.Path, r.Header.Get("X-Forwarded-For"))
 	})}
 	go srv.Serve(l)
-	defer srv.Shutdown(context.Background())
+	defer srv.Shutdown(ctx)
 
 	// The gateway, as an http.Server would run it.
-	conn := bus.Dial()
+	conn, _ := bus.Dial(ctx)
 	defer conn.Close()
 	web := httptest.NewServer(&gateway.Gateway{Conn: conn, Allow: []string{"orders"}})
 	defer web.Close()
@@ -54,13 +55,14 @@ func ExampleBridge() {
 	defer app.Close()
 	upstream, _ := url.Parse(app.URL)
 
+	ctx := context.Background()
 	bus := inmem.NewBus() // or transport.Listen(ctx, "nats://127.0.0.1:4222?service=orders")
-	l, _ := bus.Listen(transport.ListenConfig{Service: "orders"})
+	l, _ := bus.Listen(ctx, transport.ListenConfig{Service: "orders"})
 	srv := &transport.Server{Handler: &gateway.Bridge{Upstream: upstream}}
 	go srv.Serve(l)
-	defer srv.Shutdown(context.Background())
+	defer srv.Shutdown(ctx)
 
-	conn := bus.Dial()
+	conn, _ := bus.Dial(ctx)
 	defer conn.Close()
 	client := transport.NewClient(conn)
 	resp, err := client.Get("http://orders/items/42")

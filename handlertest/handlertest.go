@@ -50,7 +50,11 @@ type Bus struct {
 // NewBus returns an empty bus closed at the end of the test.
 func NewBus(t TB) *Bus {
 	b := &Bus{t: t, bus: inmem.NewBus()}
-	b.conn = b.bus.Dial()
+	conn, err := b.bus.Dial(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.conn = conn
 	b.Client = transport.NewClient(b.conn)
 	t.Cleanup(func() { b.conn.Close() })
 	return b
@@ -82,7 +86,7 @@ func (b *Bus) Serve(name string, h http.Handler, topics ...string) *Service {
 // bound); srv.Logger defaults to t.Log.
 func (b *Bus) ServeWith(name string, srv *transport.Server, topics ...string) *Service {
 	b.t.Helper()
-	l, err := b.bus.Listen(transport.ListenConfig{Service: name, Topics: topics})
+	l, err := b.bus.Listen(context.Background(), transport.ListenConfig{Service: name, Topics: topics})
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -30,14 +30,17 @@ func echo(w http.ResponseWriter, r *http.Request) {
 // startEcho serves echo on a fresh bus and returns a client for it.
 func startEcho(b *testing.B) *http.Client {
 	bus := inmem.NewBus()
-	l, err := bus.Listen(transport.ListenConfig{Service: "echo"})
+	l, err := bus.Listen(b.Context(), transport.ListenConfig{Service: "echo"})
 	if err != nil {
 		b.Fatal(err)
 	}
 	srv := &transport.Server{Handler: http.HandlerFunc(echo), MaxBodyBytes: -1}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(l) }()
-	conn := bus.Dial()
+	conn, err := bus.Dial(b.Context())
+	if err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() {
 		conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

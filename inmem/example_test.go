@@ -14,20 +14,24 @@ import (
 // Serve an http.Handler as service "orders" on a private bus and call it:
 // the same frames as on a broker, with no broker.
 func Example() {
+	ctx := context.Background()
 	bus := inmem.NewBus()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "item %s\n", r.PathValue("id"))
 	})
-	l, err := bus.Listen(transport.ListenConfig{Service: "orders"})
+	l, err := bus.Listen(ctx, transport.ListenConfig{Service: "orders"})
 	if err != nil {
 		log.Fatal(err)
 	}
 	srv := &transport.Server{Handler: mux}
 	go srv.Serve(l)
-	defer srv.Shutdown(context.Background())
+	defer srv.Shutdown(ctx)
 
-	c := bus.Dial()
+	c, err := bus.Dial(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer c.Close()
 	resp, err := transport.NewClient(c).Get("http://orders/items/42")
 	if err != nil {

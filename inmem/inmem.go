@@ -70,34 +70,39 @@ type call struct {
 	held  bool // a transport.Hold reply went out: the final Reply only settles
 }
 
-// Listen returns a server side for cfg.Service on b, subscribed to
-// cfg.Topics. Errors: an empty service name.
-func (b *Bus) Listen(cfg transport.ListenConfig) (*Listener, error) {
-	if cfg.Service == "" {
+// Listen returns a server side for lc.Service on b, subscribed to
+// lc.Topics. It does not block; ctx is there so that every backend opens
+// with one shape (ctx first). Errors: an empty service name.
+func (b *Bus) Listen(ctx context.Context, lc transport.ListenConfig) (*Listener, error) {
+	if lc.Service == "" {
 		return nil, fmt.Errorf("transport/inmem: no service name")
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	svc := b.services[cfg.Service]
+	svc := b.services[lc.Service]
 	if svc == nil {
 		svc = &service{
-			name:     cfg.Service,
+			name:     lc.Service,
 			requests: make(chan *transport.Delivery),
 			notes:    make(chan *transport.Delivery, NotificationQueue),
 			topics:   map[string]int{},
 			gone:     make(chan struct{}),
 		}
-		b.services[cfg.Service] = svc
+		b.services[lc.Service] = svc
 	}
 	svc.listeners++
-	for _, t := range cfg.Topics {
+	for _, t := range lc.Topics {
 		svc.topics[t]++
 	}
-	return &Listener{bus: b, svc: svc, topics: cfg.Topics, done: make(chan struct{})}, nil
+	return &Listener{bus: b, svc: svc, topics: lc.Topics, done: make(chan struct{})}, nil
 }
 
-// Dial returns a client side of b.
-func (b *Bus) Dial() *Conn { return &Conn{bus: b, done: make(chan struct{})} }
+// Dial returns a client side of b. It does not block and the error is
+// always nil: both are there so that every backend opens with one shape
+// (ctx first, an error last).
+func (b *Bus) Dial(ctx context.Context) (*Conn, error) {
+	return &Conn{bus: b, done: make(chan struct{})}, nil
+}
 
 func (b *Bus) lookup(name string) *service {
 	b.mu.Lock()
@@ -220,7 +225,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	return nil
 }
 
-// Publish implements transport.Listener.
+// Publish sends a notification to topic, as Conn.Publish does (an extra:
+// transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	return l.bus.publish(ctx, topic, m)
 }
@@ -306,19 +312,19 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-func listenURL(_ context.Context, u *url.URL, cfg transport.ListenConfig) (transport.Listener, error) {
+func listenURL(ctx context.Context, u *url.URL, cfg transport.ListenConfig) (transport.Listener, error) {
 	if cfg.Service == "" {
 		cfg.Service = u.Host
 	}
 	if err := transport.NewOptions("transport/inmem", u).Err(); err != nil {
 		return nil, err
 	}
-	return Default.Listen(cfg)
+	return Default.Listen(ctx, cfg)
 }
 
-func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
+func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
 	if err := transport.NewOptions("transport/inmem", u).Err(); err != nil {
 		return nil, err
 	}
-	return Default.Dial(), nil
+	return Default.Dial(ctx)
 }

@@ -16,13 +16,19 @@ func TestConformance(t *testing.T) {
 	bus := inmem.NewBus()
 	transporttest.Run(t, transporttest.Harness{
 		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
-			l, err := bus.Listen(cfg)
+			l, err := bus.Listen(t.Context(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return l
 		},
-		Dial: func(t testing.TB) transport.Conn { return bus.Dial() },
+		Dial: func(t testing.TB) transport.Conn {
+			c, err := bus.Dial(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
 	})
 }
 
@@ -32,12 +38,18 @@ func TestDifferential(t *testing.T) {
 	bus := inmem.NewBus()
 	transporttest.RunDifferential(t, transporttest.Harness{
 		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
-			l, err := bus.Listen(cfg)
+			l, err := bus.Listen(t.Context(), cfg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return l
 		},
-		Dial: func(t testing.TB) transport.Conn { return bus.Dial() },
+		Dial: func(t testing.TB) transport.Conn {
+			c, err := bus.Dial(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		},
 	})
 }

@@ -24,8 +24,13 @@ type Conn struct {
 }
 
 // NewConn returns a client side over nc, which the caller owns (Close
-// leaves it open).
-func NewConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
+// leaves it open). It does not block: ctx is there so that every backend
+// opens with one shape. Errors: a nil nc, an invalid Config.Prefix.
+func NewConn(ctx context.Context, nc *natsgo.Conn, cfg Config) (*Conn, error) {
+	return newConn(nc, cfg)
+}
+
+func newConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
 	if nc == nil {
 		return nil, errors.New("transport/nats: nil connection")
 	}

@@ -7,6 +7,8 @@
 //	c, _ := transport.Dial(ctx, "nats://127.0.0.1:4222")
 //	resp, _ := transport.NewClient(c).Get("http://orders/items/42")
 //
+// Listen and Dial of this package open the same URLs and take a Config for
+// what a URL cannot say (Logger); the URL's options override its fields.
 // NewListener and NewConn take a *natsgo.Conn the caller owns instead.
 //
 // # URLs

@@ -73,7 +73,7 @@ func ExampleNewListener() {
 	}
 	defer nc.Close()
 
-	l, err := natstransport.NewListener(nc, transport.ListenConfig{Service: "orders"}, natstransport.Config{Prefix: "acme"})
+	l, err := natstransport.NewListener(context.Background(), nc, transport.ListenConfig{Service: "orders"}, natstransport.Config{Prefix: "acme"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func ExampleNewListener() {
 	go srv.Serve(l) // requests on subject acme.orders, queue group orders
 	defer srv.Shutdown(context.Background())
 
-	c, err := natstransport.NewConn(nc, natstransport.Config{Prefix: "acme"})
+	c, err := natstransport.NewConn(context.Background(), nc, natstransport.Config{Prefix: "acme"})
 	if err != nil {
 		log.Fatal(err)
 	}

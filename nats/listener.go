@@ -53,9 +53,11 @@ type Listener struct {
 }
 
 // NewListener subscribes to lc.Service's subject and lc.Topics' subjects on
-// nc, which the caller owns (Close leaves it open). Errors: an empty or
-// invalid service or topic name, a failed subscription.
-func NewListener(nc *natsgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+// nc, which the caller owns (Close leaves it open). It does not wait for
+// the server: ctx is there so that every backend opens with one shape.
+// Errors: a nil nc, an empty or invalid service or topic name, a failed
+// subscription.
+func NewListener(ctx context.Context, nc *natsgo.Conn, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	return newListener(nc, false, lc, cfg)
 }
 
@@ -352,7 +354,8 @@ func (l *Listener) requeue(m *natsgo.Msg) error {
 	return l.publish(&natsgo.Msg{Subject: m.Subject, Reply: m.Reply, Header: h, Data: m.Data})
 }
 
-// Publish implements transport.Listener: it publishes m to topic's subject.
+// Publish publishes m to topic's subject, as Conn.Publish does (an extra:
+// transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	if l.isClosed() {
 		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)

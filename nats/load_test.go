@@ -56,7 +56,7 @@ func listen(t testing.TB, nc *natsgo.Conn, lc transport.ListenConfig, cfg natstr
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	l, err := natstransport.NewListener(nc, lc, cfg)
+	l, err := natstransport.NewListener(t.Context(), nc, lc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func listen(t testing.TB, nc *natsgo.Conn, lc transport.ListenConfig, cfg natstr
 
 func dial(t testing.TB, nc *natsgo.Conn) *natstransport.Conn {
 	t.Helper()
-	c, err := natstransport.NewConn(nc, natstransport.Config{})
+	c, err := natstransport.NewConn(t.Context(), nc, natstransport.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -82,14 +82,14 @@ func TestConformanceEmbedded(t *testing.T) {
 	url := embedded(t, natsserver.Config{})
 	transporttest.Run(t, transporttest.Harness{
 		Listen: func(t testing.TB, cfg transport.ListenConfig) transport.Listener {
-			l, err := natstransport.NewListener(connect(t, url), cfg, natstransport.Config{Logger: testLogger(t)})
+			l, err := natstransport.NewListener(t.Context(), connect(t, url), cfg, natstransport.Config{Logger: testLogger(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return l
 		},
 		Dial: func(t testing.TB) transport.Conn {
-			c, err := natstransport.NewConn(connect(t, url), natstransport.Config{})
+			c, err := natstransport.NewConn(t.Context(), connect(t, url), natstransport.Config{})
 			if err != nil {
 				t.Fatal(err)
 			}

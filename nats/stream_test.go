@@ -67,7 +67,7 @@ func receiveInbox(t *testing.T, s transport.Streamer) *transport.Message {
 func TestInboxAddress(t *testing.T) {
 	eachServer(t, func(t *testing.T, url string) {
 		c, l, _ := endpoints(t, url)
-		custom, err := natstransport.NewConn(connect(t, url, natsgo.CustomInboxPrefix("_INBOX_httpbus_test")), natstransport.Config{})
+		custom, err := natstransport.NewConn(t.Context(), connect(t, url, natsgo.CustomInboxPrefix("_INBOX_httpbus_test")), natstransport.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -304,7 +304,7 @@ func TestInboxSlowConsumer(t *testing.T) {
 	url := brokertest.NATS(t)
 	var logs syncBuffer
 	rnc := connect(t, url)
-	r, err := natstransport.NewConn(rnc, natstransport.Config{InboxPendingBytes: 1000, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	r, err := natstransport.NewConn(t.Context(), rnc, natstransport.Config{InboxPendingBytes: 1000, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -32,7 +31,9 @@ type dialSpec struct {
 	timeout time.Duration
 }
 
-func parseURL(u *url.URL, defaultName string) (*dialSpec, error) {
+// parseURL reads u; its options override base's fields, which fill in the
+// rest (Logger, InboxPendingBytes).
+func parseURL(u *url.URL, defaultName string, base Config) (*dialSpec, error) {
 	const pkg = "transport/nats"
 	scheme := strings.ToLower(u.Scheme)
 	if u.Host == "" {
@@ -42,11 +43,11 @@ func parseURL(u *url.URL, defaultName string) (*dialSpec, error) {
 		return nil, fmt.Errorf("%s: URL %q has a path; NATS URLs have none (use ?prefix= for the subject prefix)", pkg, u.Redacted())
 	}
 	o := transport.NewOptions(pkg, u)
-	sp := &dialSpec{}
-	sp.cfg.Prefix = o.String("prefix", "")
-	sp.cfg.Queue = o.String("queue", "")
-	sp.cfg.PendingMsgs = o.Int("pending_msgs", 0)
-	sp.cfg.PendingBytes = int64(o.Int("pending_bytes", 0))
+	sp := &dialSpec{cfg: base}
+	sp.cfg.Prefix = o.String("prefix", base.Prefix)
+	sp.cfg.Queue = o.String("queue", base.Queue)
+	sp.cfg.PendingMsgs = o.Int("pending_msgs", base.PendingMsgs)
+	sp.cfg.PendingBytes = int64(o.Int("pending_bytes", int(base.PendingBytes)))
 	name := o.String("name", defaultName)
 	creds := o.String("creds", "")
 	nkey := o.String("nkey", "")
@@ -111,7 +112,7 @@ func parseURL(u *url.URL, defaultName string) (*dialSpec, error) {
 }
 
 // connect opens the connection described by sp, logging its disconnects,
-// reconnects and asynchronous errors to slog.Default().
+// reconnects and asynchronous errors to sp.cfg's Logger (else slog.Default()).
 func (sp *dialSpec) connect(ctx context.Context, redacted string) (*natsgo.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, transport.ContextError(ctx)
@@ -120,7 +121,7 @@ func (sp *dialSpec) connect(ctx context.Context, redacted string) (*natsgo.Conn,
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
-	log := slog.Default()
+	log := sp.cfg.logger()
 	opts := append([]natsgo.Option{
 		natsgo.Timeout(timeout),
 		natsgo.DisconnectErrHandler(func(nc *natsgo.Conn, err error) {
@@ -146,13 +147,64 @@ func (sp *dialSpec) connect(ctx context.Context, redacted string) (*natsgo.Conn,
 	return nc, nil
 }
 
-// listenURL opens a Listener from a URL:
-// nats://[user:pass@]host:port[,host:port...]?prefix=&queue=&...
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
+	l, err := listen(ctx, u, lc, Config{})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return l, nil
+}
+
+func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
+	c, err := dial(ctx, u, Config{})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Listen connects to the NATS servers of rawURL (nats:// or tls://, see the
+// package doc, # URLs) and serves lc.Service, subscribed to lc.Topics. The
+// URL's options override cfg's fields, which supply the rest (Logger,
+// InboxPendingBytes). The Listener owns the connection: Close closes it.
+// The connection is made before Listen returns, within ctx and the URL's
+// connect_timeout. Errors: a malformed URL or option, an empty or invalid
+// service or topic name, transport.ErrUnavailable when no server answers,
+// a failed subscription.
+func Listen(ctx context.Context, rawURL string, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return listen(ctx, u, lc, cfg)
+}
+
+// Dial connects to the NATS servers of rawURL, as Listen does, and returns
+// the client side; the Conn owns the connection: Close closes it. Errors: a
+// malformed URL or option, transport.ErrUnavailable when no server answers.
+func Dial(ctx context.Context, rawURL string, cfg Config) (*Conn, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return dial(ctx, u, cfg)
+}
+
+func parse(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("transport/nats: malformed URL %q", transport.Redact(rawURL))
+	}
+	return u, nil
+}
+
+// listen opens a Listener from a URL:
+// nats://[user:pass@]host:port[,host:port...]?prefix=&queue=&...
+func listen(ctx context.Context, u *url.URL, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	if err := checkService(lc.Service); err != nil {
 		return nil, fmt.Errorf("%w (set ?service= in the URL)", err)
 	}
-	sp, err := parseURL(u, "httpbus "+lc.Service)
+	sp, err := parseURL(u, "httpbus "+lc.Service, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +220,9 @@ func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (tran
 	return l, nil
 }
 
-// dialURL opens a Conn from a URL.
-func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
-	sp, err := parseURL(u, "httpbus client")
+// dial opens a Conn from a URL.
+func dial(ctx context.Context, u *url.URL, cfg Config) (*Conn, error) {
+	sp, err := parseURL(u, "httpbus client", cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +230,7 @@ func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := NewConn(nc, sp.cfg)
+	c, err := newConn(nc, sp.cfg)
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -31,7 +31,7 @@ func TestWireStreamPython(t *testing.T) {
 	}
 	nc := connect(t, raw)
 	svc := "wire-stream-" + strings.ReplaceAll(t.Name(), "/", "-")
-	l, err := natstransport.NewListener(nc, transport.ListenConfig{Service: svc}, natstransport.Config{})
+	l, err := natstransport.NewListener(t.Context(), nc, transport.ListenConfig{Service: svc}, natstransport.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -414,7 +414,8 @@ func nack(k *link, m *stompgo.Message, requeue bool) error {
 	return k.c.Send("", "", nil, rawFrame("NACK", hdr...))
 }
 
-// Publish implements transport.Listener; see Conn.Publish.
+// Publish sends a notification to topic, as Conn.Publish does (an extra:
+// transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	return publish(ctx, l.s, topic, m, l.MaxMessageBytes())
 }

@@ -14,7 +14,7 @@ import (
 // curl) calls it directly, and the httpbus client calls it by service name.
 func Example() {
 	ctx := context.Background()
-	l, err := tcp.Listen(ctx, "127.0.0.1:0", nil, tcp.Config{})
+	l, err := tcp.Listen(ctx, "tcp://127.0.0.1:0", transport.ListenConfig{}, tcp.Config{})
 	if err != nil {
 		panic(err)
 	}
@@ -34,7 +34,10 @@ func Example() {
 	fmt.Println(string(b) == "hello from "+l.Addr().String())
 
 	// The httpbus client: the URL host is the service name.
-	conn, _ := transport.Dial(ctx, "tcp://"+l.Addr().String())
+	conn, err := tcp.Dial(ctx, "tcp://"+l.Addr().String(), tcp.Config{})
+	if err != nil {
+		panic(err)
+	}
 	defer conn.Close()
 	resp, err = transport.NewClient(conn).Get("http://orders/")
 	if err != nil {

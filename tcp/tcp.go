@@ -39,6 +39,12 @@
 // Other options: read_header_timeout, read_timeout, write_timeout,
 // idle_timeout (durations), max_header_bytes and max_body_bytes (bytes).
 //
+// transport.Listen and transport.Dial open these URLs once the package is
+// imported; Listen and Dial of this package do the same and take a Config
+// for what a URL cannot say (Logger, a tls.Config); the URL's options
+// override its fields. NewListener serves on a net.Listener the caller
+// made; NewConn takes a Config alone.
+//
 // # Delivery
 //
 // There is no broker: a request is served by whichever server accepted the
@@ -180,32 +186,77 @@ type Listener struct {
 	serve    func(*transport.Delivery) // set by Push
 }
 
-// Listen listens on addr ("host:port"; port 0 picks one) and returns the
-// server side. topics, if any, restricts the NOTIFY topics accepted (others
-// get 404); none accepts every topic.
-func Listen(ctx context.Context, addr string, topics []string, cfg Config) (*Listener, error) {
-	lc := net.ListenConfig{}
-	if cfg.ReusePort {
-		lc.Control = reusePort
+// Listen listens on the host:port of rawURL (tcp:// or tcp+tls://, see the
+// package doc, # URLs; port 0 picks one, see Addr) and returns the server
+// side of lc.Service (empty: every Host, see Config.Service). lc.Topics, if
+// any, restricts the NOTIFY topics accepted (others get 404); none accepts
+// every topic. The URL's options override cfg's fields, which supply the
+// rest (Logger, a TLSConfig for tcp+tls:// without tls_cert). Errors: a
+// malformed URL or option, a URL with no host:port, the socket's error
+// from net.ListenConfig.Listen.
+func Listen(ctx context.Context, rawURL string, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
 	}
-	ln, err := lc.Listen(ctx, "tcp", addr)
+	return listen(ctx, u, lc, cfg)
+}
+
+func listen(ctx context.Context, u *url.URL, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	cfg, err := parseConfig(u, true, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("transport/tcp: URL %q has no host:port to listen on", u.Redacted())
+	}
+	addr := u.Host
+	nlc := net.ListenConfig{}
+	if cfg.ReusePort {
+		nlc.Control = reusePort
+	}
+	ln, err := nlc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("transport/tcp: listen %s: %w", addr, err)
 	}
 	if cfg.TLSConfig != nil {
 		ln = tls.NewListener(ln, cfg.TLSConfig)
 	}
-	return NewListener(ln, topics, cfg), nil
+	return NewListener(ctx, ln, lc, cfg)
 }
 
-// NewListener serves on ln, which the Listener owns from then on.
-func NewListener(ln net.Listener, topics []string, cfg Config) *Listener {
+// parse parses rawURL, which must have the scheme tcp or tcp+tls.
+func parse(rawURL string) (*url.URL, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("transport/tcp: malformed URL %q", transport.Redact(rawURL))
+	}
+	if s := strings.ToLower(u.Scheme); s != "tcp" && s != "tcp+tls" {
+		return nil, fmt.Errorf("transport/tcp: URL %q: want scheme tcp or tcp+tls", u.Redacted())
+	}
+	return u, nil
+}
+
+// NewListener serves lc.Service (empty: every Host; it overrides
+// cfg.Service when set) on ln, which the Listener owns from then on (Close
+// closes it); lc.Topics as in Listen. It does not block: ctx is there so
+// that every backend opens with one shape. cfg.TLSConfig and
+// cfg.ReusePort are not applied to ln (wrap it with tls.NewListener
+// yourself). Errors: a nil ln.
+func NewListener(ctx context.Context, ln net.Listener, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+	if ln == nil {
+		return nil, errors.New("transport/tcp: NewListener with a nil net.Listener")
+	}
+	if lc.Service != "" {
+		cfg.Service = lc.Service
+	}
+	topics := lc.Topics
 	l := &Listener{
 		cfg:     cfg,
 		ln:      ln,
 		ch:      make(chan *transport.Delivery),
 		stopped: make(chan struct{}),
-		pub:     NewConn(Config{Subscribers: cfg.Subscribers, TLSConfig: cfg.TLSConfig}),
+		pub:     newConn(Config{Subscribers: cfg.Subscribers, TLSConfig: cfg.TLSConfig}),
 	}
 	if len(topics) > 0 {
 		l.topics = map[string]bool{}
@@ -240,7 +291,7 @@ func NewListener(ln net.Listener, topics []string, cfg Config) *Listener {
 			cfg.logger().Error("transport/tcp: serve", "addr", ln.Addr().String(), "err", err)
 		}
 	}()
-	return l
+	return l, nil
 }
 
 // Addr returns the listening address.
@@ -366,7 +417,8 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	return nil
 }
 
-// Publish implements transport.Listener: NOTIFY to Config.Subscribers.
+// Publish sends NOTIFY to topic's Config.Subscribers, as Conn.Publish does
+// (an extra: transport.Listener has no Publish).
 func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	return l.pub.Publish(ctx, topic, m)
 }
@@ -424,8 +476,30 @@ type Conn struct {
 // errClosed is the error of a Conn used after Close.
 var errClosed = fmt.Errorf("transport/tcp: conn: %w", transport.ErrClosed)
 
-// NewConn returns a client side. The caller sets Addr or Resolve before use.
-func NewConn(cfg Config) *Conn {
+// NewConn returns a client side configured by cfg alone (no URL). tcp has
+// no connection for the caller to own (net/http dials per request), so
+// NewConn takes none; it does not block and the error is always nil: ctx
+// and the error are there so that every backend opens with one shape. The
+// caller sets Addr or Resolve before use.
+func NewConn(ctx context.Context, cfg Config) (*Conn, error) {
+	return newConn(cfg), nil
+}
+
+// Dial returns the client side described by rawURL (tcp:// or tcp+tls://,
+// see the package doc, # URLs: the URL's host:port becomes Addr, its
+// service= entries Resolve). The URL's options override cfg's fields,
+// which supply the rest (Logger, TLSConfig, Subscribers, to which the
+// URL's subscriber= entries are added). It does not block: connections
+// are made per request. Errors: a malformed URL or option.
+func Dial(ctx context.Context, rawURL string, cfg Config) (*Conn, error) {
+	u, err := parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return dial(ctx, u, cfg)
+}
+
+func newConn(cfg Config) *Conn {
 	rt := http.DefaultTransport.(*http.Transport).Clone()
 	rt.Proxy = nil
 	rt.MaxIdleConnsPerHost = 256
@@ -643,14 +717,18 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// tlsConfig reads the tls_* options; it returns nil for plain tcp://.
-func tlsConfig(u *url.URL, o *transport.Options, server bool) (*tls.Config, error) {
+// tlsConfig reads the tls_* options; it returns base for plain tcp://, and
+// for tcp+tls:// without tls_* options when base is set.
+func tlsConfig(u *url.URL, o *transport.Options, server bool, base *tls.Config) (*tls.Config, error) {
 	ca, cert, key, name := o.Strings("tls_ca"), o.String("tls_cert", ""), o.String("tls_key", ""), o.String("tls_server_name", "")
-	if u.Scheme != "tcp+tls" {
+	if !strings.EqualFold(u.Scheme, "tcp+tls") {
 		if len(ca) > 0 || cert != "" || key != "" || name != "" {
 			return nil, fmt.Errorf("transport/tcp: tls_* options in URL %q need the tcp+tls scheme", u.Redacted())
 		}
-		return nil, nil
+		return base, nil
+	}
+	if base != nil && len(ca) == 0 && cert == "" && key == "" && name == "" {
+		return base, nil
 	}
 	if (cert == "") != (key == "") {
 		return nil, fmt.Errorf("transport/tcp: URL %q: tls_cert and tls_key go together", u.Redacted())
@@ -682,21 +760,30 @@ func tlsConfig(u *url.URL, o *transport.Options, server bool) (*tls.Config, erro
 	return cfg, nil
 }
 
-func parseConfig(u *url.URL, server bool) (Config, error) {
+// parseConfig reads u's options over base: an option in the URL overrides
+// base's field, base supplies the rest; subscriber= entries are added to
+// base's Subscribers (copied, never modified).
+func parseConfig(u *url.URL, server bool, base Config) (Config, error) {
 	o := transport.NewOptions("transport/tcp", u)
-	tc, err := tlsConfig(u, o, server)
+	tc, err := tlsConfig(u, o, server, base.TLSConfig)
 	if err != nil {
 		return Config{}, err
 	}
-	cfg := Config{
-		ReadHeaderTimeout: o.Duration("read_header_timeout", 0),
-		ReadTimeout:       o.Duration("read_timeout", 0),
-		WriteTimeout:      o.Duration("write_timeout", 0),
-		IdleTimeout:       o.Duration("idle_timeout", 0),
-		MaxHeaderBytes:    o.Int("max_header_bytes", 0),
-		MaxBodyBytes:      int64(o.Int("max_body_bytes", 0)),
-		ReusePort:         o.Bool("reuseport", false),
-		TLSConfig:         tc,
+	cfg := base
+	cfg.ReadHeaderTimeout = o.Duration("read_header_timeout", base.ReadHeaderTimeout)
+	cfg.ReadTimeout = o.Duration("read_timeout", base.ReadTimeout)
+	cfg.WriteTimeout = o.Duration("write_timeout", base.WriteTimeout)
+	cfg.IdleTimeout = o.Duration("idle_timeout", base.IdleTimeout)
+	cfg.MaxHeaderBytes = o.Int("max_header_bytes", base.MaxHeaderBytes)
+	cfg.MaxBodyBytes = int64(o.Int("max_body_bytes", int(base.MaxBodyBytes)))
+	cfg.ReusePort = o.Bool("reuseport", base.ReusePort)
+	cfg.TLSConfig = tc
+	cfg.Subscribers = nil
+	for topic, addrs := range base.Subscribers {
+		if cfg.Subscribers == nil {
+			cfg.Subscribers = map[string][]string{}
+		}
+		cfg.Subscribers[topic] = append([]string(nil), addrs...)
 	}
 	for _, s := range o.Strings("subscriber") {
 		topic, addr, ok := strings.Cut(s, "@")
@@ -712,18 +799,22 @@ func parseConfig(u *url.URL, server bool) (Config, error) {
 }
 
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
-	cfg, err := parseConfig(u, true)
+	l, err := listen(ctx, u, lc, Config{})
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return l, nil
+}
+
+func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
+	c, err := dial(ctx, u, Config{})
 	if err != nil {
 		return nil, err
 	}
-	if u.Host == "" {
-		return nil, fmt.Errorf("transport/tcp: URL %q has no host:port to listen on", u.Redacted())
-	}
-	cfg.Service = lc.Service
-	return Listen(ctx, u.Host, lc.Topics, cfg)
+	return c, nil
 }
 
-func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
+func dial(_ context.Context, u *url.URL, base Config) (*Conn, error) {
 	o := transport.NewOptions("transport/tcp", u)
 	services := map[string]string{}
 	for _, s := range o.Strings("service") {
@@ -741,11 +832,11 @@ func dialURL(_ context.Context, u *url.URL) (transport.Conn, error) {
 	q.Del("service")
 	rest := *u
 	rest.RawQuery = q.Encode()
-	cfg, err := parseConfig(&rest, false)
+	cfg, err := parseConfig(&rest, false, base)
 	if err != nil {
 		return nil, err
 	}
-	c := NewConn(cfg)
+	c := newConn(cfg)
 	c.Addr = u.Host
 	if len(services) > 0 {
 		c.Resolve = func(service string) (string, error) {

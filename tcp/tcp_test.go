@@ -35,7 +35,7 @@ func (h *harness) listen(t testing.TB, cfg transport.ListenConfig) transport.Lis
 	if !shared {
 		addr = "127.0.0.1:0"
 	}
-	l, err := tcp.Listen(context.Background(), addr, cfg.Topics, tcp.Config{ReusePort: true})
+	l, err := tcp.Listen(t.Context(), "tcp://"+addr, transport.ListenConfig{Topics: cfg.Topics}, tcp.Config{ReusePort: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,10 @@ func (h *harness) dial(t testing.TB) transport.Conn {
 		subs[k] = append([]string(nil), v...)
 	}
 	h.mu.Unlock()
-	c := tcp.NewConn(tcp.Config{Subscribers: subs})
+	c, err := tcp.NewConn(t.Context(), tcp.Config{Subscribers: subs})
+	if err != nil {
+		t.Fatal(err)
+	}
 	c.Resolve = func(service string) (string, error) {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -76,7 +79,7 @@ func TestConformance(t *testing.T) {
 // With MaxInFlight 1 a pushing listener still serves, one request at a time
 // (the receive loop must not hold the only slot while it waits).
 func TestMaxInFlightOne(t *testing.T) {
-	l, err := tcp.Listen(context.Background(), "127.0.0.1:0", nil, tcp.Config{})
+	l, err := tcp.Listen(t.Context(), "tcp://127.0.0.1:0", transport.ListenConfig{}, tcp.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +97,10 @@ func TestMaxInFlightOne(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
-	conn := tcp.NewConn(tcp.Config{})
+	conn, err := tcp.NewConn(t.Context(), tcp.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	conn.Addr = l.Addr().String()
 	defer conn.Close()
 	client := &http.Client{Transport: transport.NewRoundTripper(conn), Timeout: 5 * time.Second}

@@ -133,7 +133,9 @@ const (
 )
 
 // Listener is the server side of a transport: what a Server needs to serve
-// one service.
+// one service. It receives notifications but does not send them: a program
+// publishes through a Conn (Conn.Publish, or a NOTIFY request through
+// RoundTripper).
 //
 // All methods are safe for concurrent use. After Close, Receive returns
 // ErrClosed and the other methods return errors matching ErrClosed.
@@ -147,9 +149,6 @@ type Listener interface {
 	// nil, and then settles d as disp. The response is sent before the
 	// delivery is acknowledged: a request is never acked unanswered.
 	Reply(ctx context.Context, d *Delivery, resp *Message, disp Disposition) error
-
-	// Publish sends a notification to every service subscribed to topic.
-	Publish(ctx context.Context, topic string, m *Message) error
 
 	// Close stops intake and releases the listener. Deliveries taken but not
 	// settled return to the broker where it can redeliver them.

@@ -37,7 +37,7 @@ func uniqueService(t *testing.T) string {
 // until the test ends.
 func serveMem(t *testing.T, service string, h http.Handler) {
 	t.Helper()
-	l, err := inmem.Default.Listen(transport.ListenConfig{Service: service})
+	l, err := inmem.Default.Listen(t.Context(), transport.ListenConfig{Service: service})
 	if err != nil {
 		t.Fatal(err)
 	}
