@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"net/http"
 	"net/url"
 	"strings"
@@ -83,11 +84,12 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	}
 	defer conn.Close()
-	ln, err := net.Listen("tcp", *listen)
+	tl, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintf(stderr, "httpbus gateway: %v\n", err)
 		return exitFailure
 	}
+	ln := &closeOnce{Listener: tl}
 	srv := &http.Server{
 		Handler: &gateway.Gateway{
 			Conn: conn, Route: r, Allow: services, Timeout: *timeout, MaxBodyBytes: *maxBody,
@@ -119,6 +121,7 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		return exitFailure
 	case <-ctx.Done():
 	}
+	ln.Close() // refuse new connections before saying so
 	logger.Info("httpbus gateway: draining", "drain", *drain)
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
 	defer cancel()
@@ -197,4 +200,18 @@ func cmdBridge(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	<-served
 	return exitOK
+}
+
+// closeOnce is a net.Listener whose Close closes it once and returns nil
+// afterwards, so that the gateway can stop accepting before
+// http.Server.Shutdown closes it again.
+type closeOnce struct {
+	net.Listener
+	once sync.Once
+	err  error
+}
+
+func (c *closeOnce) Close() error {
+	c.once.Do(func() { c.err = c.Listener.Close() })
+	return c.err
 }
