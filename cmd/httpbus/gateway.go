@@ -9,10 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/httpbus/httpbus/gateway"
