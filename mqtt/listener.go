@@ -93,7 +93,9 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 	m, err := received(p)
 	if err != nil {
 		l.log.Warn("transport/mqtt: bad message", "topic", p.Topic, "err", err)
-		l.answer(tok, &transport.Message{Body: transport.ErrorResponse(err)})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		l.answer(ctx, tok, &transport.Message{Body: transport.ErrorResponse(err)})
+		cancel()
 		l.ack(tok)
 		return
 	}
@@ -159,7 +161,7 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		tok.held.Store(true)
 	}
 	if resp != nil && d.Topic == "" {
-		if err := l.answer(tok, resp); err != nil {
+		if err := l.answer(ctx, tok, resp); err != nil {
 			return err
 		}
 	}
@@ -176,15 +178,13 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 }
 
 // answer publishes resp to tok's Response Topic, if any.
-func (l *Listener) answer(tok *token, resp *transport.Message) error {
+func (l *Listener) answer(ctx context.Context, tok *token, resp *transport.Message) error {
 	pp := tok.pub.Properties
 	if pp == nil || pp.ResponseTopic == "" {
 		return nil
 	}
 	props := properties(&transport.Message{ContentType: resp.ContentType, Header: resp.Header})
 	props.CorrelationData = pp.CorrelationData
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	_, err := l.publish(ctx, &paho.Publish{Topic: pp.ResponseTopic, Payload: resp.Body, Properties: props})
 	return err
 }

@@ -218,7 +218,9 @@ type endpoint struct {
 	inboxQ  chan *transport.Message
 	filters []paho.SubscribeOptions
 	route   func(paho.PublishReceived)
-	done    chan struct{} // closed by close
+	done    chan struct{} // closed by shutdown
+	stopped context.Context
+	stop    context.CancelFunc // cancels stopped, at shutdown
 
 	mu      sync.Mutex
 	ready   chan struct{} // closed while connected and subscribed
@@ -238,6 +240,7 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 	e.inboxQ = make(chan *transport.Message, DefaultInboxQueue)
 	e.filters = append(e.filters, paho.SubscribeOptions{Topic: e.inbox, QoS: 0})
 	e.done = make(chan struct{})
+	e.stopped, e.stop = context.WithCancel(context.Background())
 	e.ready = make(chan struct{})
 	rm := e.cfg.ReceiveMaximum
 	if rm == 0 {
@@ -380,6 +383,9 @@ func (e *endpoint) publishQoS(ctx context.Context, p *paho.Publish, qos byte) (n
 		return false, &transport.TooLargeError{What: "message (MQTT packet size)", Limit: lim, Size: int64(len(p.Payload))}
 	}
 	p.QoS = qos
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(e.stopped, cancel)()
 	for {
 		if err := e.await(ctx); err != nil {
 			if errors.Is(err, transport.ErrClosed) {
@@ -393,10 +399,10 @@ func (e *endpoint) publishQoS(ctx context.Context, p *paho.Publish, qos byte) (n
 			continue
 		case err == nil:
 			return r.ReasonCode == reasonNoMatchingSubscribers, nil
-		case ctx.Err() != nil:
-			return false, transport.ContextError(ctx)
 		case e.closing.Load():
 			return false, fmt.Errorf("transport/mqtt: publish to %q: %w: %w", p.Topic, transport.ErrClosed, err)
+		case ctx.Err() != nil:
+			return false, transport.ContextError(ctx)
 		case r != nil && r.ReasonCode == 0x95:
 			return false, fmt.Errorf("transport/mqtt: publish to %q: %w: %w", p.Topic, transport.ErrTooLarge, err)
 		}
@@ -440,6 +446,7 @@ func (e *endpoint) shutdown() {
 		return
 	}
 	close(e.done)
+	e.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.cm.Disconnect(ctx); err != nil {
