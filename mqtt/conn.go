@@ -2,7 +2,6 @@ package mqtt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -102,7 +101,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	p := &paho.Publish{Topic: ServiceTopic(c.cfg.Prefix, service), Payload: m.Body, Properties: properties(&m)}
 	p.Properties.ResponseTopic = c.reply
 	p.Properties.CorrelationData = corr
-	nobody, err := c.publish(ctx, p)
+	nobody, err := c.publish(ctx, p, 1)
 	switch {
 	case err != nil && ctx.Err() != nil:
 		return nil, transport.ContextError(ctx)
@@ -116,47 +115,20 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		return r, nil
 	case <-ctx.Done():
 		return nil, transport.ContextError(ctx)
-	case <-c.done:
+	case <-c.stopped.Done():
 		return nil, fmt.Errorf("transport/mqtt: call: %w", transport.ErrClosed)
 	}
 }
 
-// Publish implements transport.Conn: it publishes m (QoS 1) to
-// "<Prefix>/notify/<topic>" and returns once the broker has acknowledged
-// it.
-func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) error {
-	return publishNotification(ctx, &c.endpoint, topic, m)
-}
-
-func publishNotification(ctx context.Context, e *endpoint, topic string, m *transport.Message) error {
+// Publish implements transport.Conn and transport.Listener: it publishes
+// m (QoS 1) to "<Prefix>/notify/<topic>" and returns once the broker has
+// acknowledged it.
+func (e *endpoint) Publish(ctx context.Context, topic string, m *transport.Message) error {
 	if err := checkName("topic", topic, true); err != nil {
 		return err
 	}
-	_, err := e.publish(ctx, &paho.Publish{Topic: NotifyTopic(e.cfg.Prefix, topic), Payload: m.Body, Properties: properties(m)})
-	if err != nil && ctx.Err() != nil && !errors.Is(err, transport.ErrClosed) {
-		return transport.ContextError(ctx)
-	}
+	_, err := e.publish(ctx, &paho.Publish{Topic: NotifyTopic(e.cfg.Prefix, topic), Payload: m.Body, Properties: properties(m)}, 1)
 	return err
-}
-
-// Inbox implements transport.Streamer: "<Prefix>/inbox/<client id>",
-// subscribed at QoS 0 since the connection came up (and again after each
-// reconnect), for the Conn's life. Errors: transport.ErrClosed.
-func (c *Conn) Inbox(ctx context.Context) (string, error) { return c.address(ctx) }
-
-// ReceiveInbox implements transport.Streamer: the next message published
-// to the inbox, user properties in Header (canonical keys), ContentType
-// and Deadline set. Errors: ctx's error, transport.ErrClosed after Close.
-func (c *Conn) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return c.receiveInbox(ctx)
-}
-
-// Send implements transport.Streamer: it publishes m (QoS 1) to topic
-// addr with the properties of Call (no Response Topic) and returns once
-// the broker has acknowledged it. MQTT does not tell whether anyone
-// subscribes to addr.
-func (c *Conn) Send(ctx context.Context, addr string, m *transport.Message) error {
-	return c.send(ctx, addr, m)
 }
 
 // Close implements transport.Conn: calls in flight return

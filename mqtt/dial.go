@@ -2,14 +2,11 @@ package mqtt
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/url"
-	"strings"
 	"syscall"
 
 	"github.com/eclipse/paho.golang/autopaho"
-	"github.com/eclipse/paho.golang/packets"
 )
 
 // quickAckConn acknowledges received TCP data at once (Linux
@@ -27,34 +24,19 @@ func (c *quickAckConn) Read(b []byte) (int, error) {
 	return c.TCPConn.Read(b)
 }
 
-// attempt dials one server for autopaho: TCP (quick ACKs unless
-// Config.NoQuickAck), TLS on top for mqtts.
-func (e *endpoint) attempt(ctx context.Context, ac autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+// dialQuickAck dials one plain TCP server for autopaho (not used with
+// TLS, nor with Config.NoQuickAck).
+func dialQuickAck(ctx context.Context, _ autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", u.Host)
 	if err != nil {
 		return nil, err
 	}
-	conn := c
-	if tc, ok := c.(*net.TCPConn); ok && !e.cfg.NoQuickAck {
-		raw, err := tc.SyscallConn()
-		if err != nil {
-			tc.Close()
-			return nil, err
-		}
-		conn = &quickAckConn{TCPConn: tc, raw: raw}
-	}
-	if !strings.EqualFold(u.Scheme, "mqtts") {
-		return conn, nil
-	}
-	cfg := ac.TlsCfg.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = u.Hostname()
-	}
-	t := tls.Client(conn, cfg)
-	if err := t.HandshakeContext(ctx); err != nil {
-		t.Close()
+	tc := c.(*net.TCPConn)
+	raw, err := tc.SyscallConn()
+	if err != nil {
+		tc.Close()
 		return nil, err
 	}
-	return packets.NewThreadSafeConn(t), nil
+	return &quickAckConn{TCPConn: tc, raw: raw}, nil
 }

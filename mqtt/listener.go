@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,8 +35,7 @@ type Listener struct {
 	topics  map[string]string // notification topic name → topic
 	queue   chan *transport.Delivery
 
-	mu       sync.Mutex
-	draining bool
+	draining atomic.Bool
 	drained  chan struct{} // closed by Drain
 }
 
@@ -131,7 +129,7 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 		return d, nil
 	case <-l.drained:
 		return nil, transport.ErrClosed
-	case <-l.done:
+	case <-l.stopped.Done():
 		return nil, transport.ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -185,14 +183,14 @@ func (l *Listener) answer(ctx context.Context, tok *token, resp *transport.Messa
 	}
 	props := properties(&transport.Message{ContentType: resp.ContentType, Header: resp.Header})
 	props.CorrelationData = pp.CorrelationData
-	_, err := l.publish(ctx, &paho.Publish{Topic: pp.ResponseTopic, Payload: resp.Body, Properties: props})
+	_, err := l.publish(ctx, &paho.Publish{Topic: pp.ResponseTopic, Payload: resp.Body, Properties: props}, 1)
 	return err
 }
 
 func (l *Listener) requeue(ctx context.Context, p *paho.Publish) error {
 	props := *p.Properties
 	props.User = append(slices.Clone(props.User), paho.UserProperty{Key: transport.HeaderRedelivered, Value: "true"})
-	_, err := l.publish(ctx, &paho.Publish{Topic: p.Topic, Payload: p.Payload, Properties: &props})
+	_, err := l.publish(ctx, &paho.Publish{Topic: p.Topic, Payload: p.Payload, Properties: &props}, 1)
 	return err
 }
 
@@ -205,40 +203,21 @@ func (l *Listener) ack(tok *token) {
 	}
 }
 
-// Publish implements transport.Listener: as Conn.Publish.
-func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Message) error {
-	return publishNotification(ctx, &l.endpoint, topic, m)
-}
-
-// Inbox implements transport.Streamer (see Conn.Inbox).
-func (l *Listener) Inbox(ctx context.Context) (string, error) { return l.address(ctx) }
-
-// ReceiveInbox implements transport.Streamer (see Conn.ReceiveInbox).
-func (l *Listener) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return l.receiveInbox(ctx)
-}
-
-// Send implements transport.Streamer (see Conn.Send).
-func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) error {
-	return l.send(ctx, addr, m)
-}
-
 // Drain implements transport.Drainer: it unsubscribes from the service
 // and notification topics (the inbox stays, for streams in flight) and
 // waits for UNSUBACK; Receive then returns what was already received and
 // then transport.ErrClosed.
 func (l *Listener) Drain() error {
-	l.mu.Lock()
-	if l.draining {
-		l.mu.Unlock()
+	if !l.draining.CompareAndSwap(false, true) {
 		return nil
 	}
-	l.draining = true
-	l.mu.Unlock()
+	l.mu.Lock()
 	var filters []string
 	for _, f := range l.filters[:len(l.filters)-1] { // the inbox is last
 		filters = append(filters, f.Topic)
 	}
+	l.filters = l.filters[len(l.filters)-1:] // a reconnect subscribes to the inbox only
+	l.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := l.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters})

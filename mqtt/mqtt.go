@@ -121,12 +121,6 @@ func NotifyTopic(prefix, topic string) string {
 	return Config{Prefix: prefix}.prefix() + "/notify/" + topic
 }
 
-// InboxTopic returns the stream inbox topic of the endpoint with MQTT
-// client id under prefix; its reply topic (Conn) is "<Prefix>/reply/<id>".
-func InboxTopic(prefix, id string) string {
-	return Config{Prefix: prefix}.prefix() + "/inbox/" + id
-}
-
 // checkName reports whether s is usable as a topic name (or, with
 // level false, as one topic level): non-empty, valid UTF-8, no wildcard,
 // no NUL, not starting with "$".
@@ -218,9 +212,8 @@ type endpoint struct {
 	inboxQ  chan *transport.Message
 	filters []paho.SubscribeOptions
 	route   func(paho.PublishReceived)
-	done    chan struct{} // closed by shutdown
-	stopped context.Context
-	stop    context.CancelFunc // cancels stopped, at shutdown
+	stopped context.Context    // done at shutdown
+	stop    context.CancelFunc // cancels stopped
 
 	mu      sync.Mutex
 	ready   chan struct{} // closed while connected and subscribed
@@ -236,10 +229,9 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 	if e.id == "" {
 		e.id = randomID()
 	}
-	e.inbox = InboxTopic(e.cfg.Prefix, e.id)
+	e.inbox = e.cfg.prefix() + "/inbox/" + e.id
 	e.inboxQ = make(chan *transport.Message, DefaultInboxQueue)
 	e.filters = append(e.filters, paho.SubscribeOptions{Topic: e.inbox, QoS: 0})
-	e.done = make(chan struct{})
 	e.stopped, e.stop = context.WithCancel(context.Background())
 	e.ready = make(chan struct{})
 	rm := e.cfg.ReceiveMaximum
@@ -257,8 +249,8 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 		ac.ReconnectBackoff = autopaho.NewExponentialBackoff(50*time.Millisecond, 5*time.Second, 100*time.Millisecond, 2)
 	}
 	ac.ClientID = e.id
-	if ac.AttemptConnection == nil {
-		ac.AttemptConnection = e.attempt
+	if ac.AttemptConnection == nil && ac.TlsCfg == nil && !e.cfg.NoQuickAck {
+		ac.AttemptConnection = dialQuickAck
 	}
 	ac.EnableManualAcknowledgment = manual
 	ac.SendAcksInterval = 10 * time.Millisecond
@@ -323,11 +315,14 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 func (e *endpoint) subscribe(cm *autopaho.ConnectionManager) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: e.filters})
+	e.mu.Lock()
+	filters := e.filters
+	e.mu.Unlock()
+	sa, err := cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: filters})
 	if err == nil {
 		for i, rc := range sa.Reasons {
 			if rc >= 0x80 {
-				err = fmt.Errorf("subscription %q refused with reason code %#x", e.filters[i].Topic, rc)
+				err = fmt.Errorf("subscription %q refused with reason code %#x", filters[i].Topic, rc)
 			}
 		}
 	}
@@ -351,7 +346,7 @@ func (e *endpoint) await(ctx context.Context) error {
 	select {
 	case <-ready:
 		return nil
-	case <-e.done:
+	case <-e.stopped.Done():
 		return transport.ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
@@ -367,15 +362,10 @@ func (e *endpoint) toInbox(p *paho.Publish) {
 	}
 }
 
-// publish sends p at QoS 1, waiting (up to ctx) for a connection. It
-// reports whether the broker said that no subscription matched.
-func (e *endpoint) publish(ctx context.Context, p *paho.Publish) (nobody bool, err error) {
-	return e.publishQoS(ctx, p, 1)
-}
-
-// publishQoS sends p at qos (QoS 0: returns once written), waiting (up
-// to ctx) for a connection.
-func (e *endpoint) publishQoS(ctx context.Context, p *paho.Publish, qos byte) (nobody bool, err error) {
+// publish sends p at qos (0: returns once written; 1: once the broker
+// acknowledged it), waiting (up to ctx) for a connection. It reports
+// whether the broker said that no subscription matched.
+func (e *endpoint) publish(ctx context.Context, p *paho.Publish, qos byte) (nobody bool, err error) {
 	if e.closing.Load() {
 		return false, fmt.Errorf("transport/mqtt: publish to %q: %w", p.Topic, transport.ErrClosed)
 	}
@@ -410,30 +400,38 @@ func (e *endpoint) publishQoS(ctx context.Context, p *paho.Publish, qos byte) (n
 	}
 }
 
-// send implements transport.Streamer.Send.
-func (e *endpoint) send(ctx context.Context, addr string, m *transport.Message) error {
+// Send implements transport.Streamer: it publishes m (QoS 0) to topic
+// addr with the properties of a request (no Response Topic) and returns
+// once the message is written. MQTT does not tell whether anyone
+// subscribes to addr. Errors: a bad addr, ctx's error,
+// *transport.TooLargeError, transport.ErrClosed, transport.ErrUnavailable.
+func (e *endpoint) Send(ctx context.Context, addr string, m *transport.Message) error {
 	if err := checkName("inbox address", addr, true); err != nil {
 		return err
 	}
-	_, err := e.publishQoS(ctx, &paho.Publish{Topic: addr, Payload: m.Body, Properties: properties(m)}, 0)
+	_, err := e.publish(ctx, &paho.Publish{Topic: addr, Payload: m.Body, Properties: properties(m)}, 0)
 	return err
 }
 
-// receiveInbox implements transport.Streamer.ReceiveInbox.
-func (e *endpoint) receiveInbox(ctx context.Context) (*transport.Message, error) {
+// ReceiveInbox implements transport.Streamer: the next message published
+// to the inbox, user properties in Header (canonical keys), ContentType
+// and Deadline set. Errors: ctx's error, transport.ErrClosed after Close.
+func (e *endpoint) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
 	select {
 	case m := <-e.inboxQ:
 		return m, nil
-	case <-e.done:
+	case <-e.stopped.Done():
 		return nil, fmt.Errorf("transport/mqtt: inbox: %w", transport.ErrClosed)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
 }
 
-// address implements transport.Streamer.Inbox: the inbox topic, subscribed
-// since the connection came up, the same for the endpoint's life.
-func (e *endpoint) address(ctx context.Context) (string, error) {
+// Inbox implements transport.Streamer: "<Prefix>/inbox/<client id>",
+// subscribed at QoS 0 since the connection came up (again after each
+// reconnect), the same for the endpoint's life. Errors:
+// transport.ErrClosed.
+func (e *endpoint) Inbox(ctx context.Context) (string, error) {
 	if e.closing.Load() {
 		return "", fmt.Errorf("transport/mqtt: inbox: %w", transport.ErrClosed)
 	}
@@ -445,7 +443,6 @@ func (e *endpoint) shutdown() {
 	if e.closing.Swap(true) {
 		return
 	}
-	close(e.done)
 	e.stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
