@@ -250,7 +250,7 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 	}
 	ac.ClientID = e.id
 	if ac.AttemptConnection == nil && ac.TlsCfg == nil && !e.cfg.NoQuickAck {
-		ac.AttemptConnection = dialQuickAck
+		ac.AttemptConnection = DialQuickAck
 	}
 	ac.EnableManualAcknowledgment = manual
 	ac.SendAcksInterval = 10 * time.Millisecond
