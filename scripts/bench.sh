@@ -7,6 +7,7 @@
 #   AMQP      $HTTPBUS_TEST_AMQP_URL             (amqp://guest:guest@127.0.0.1:5672/)
 #   STOMP     $HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR  (127.0.0.1:61614)
 #             $HTTPBUS_TEST_STOMP_RABBITMQ_ADDR  (127.0.0.1:61613)
+#   MQTT      $HTTPBUS_TEST_MQTT_URL             (mqtt://127.0.0.1:1883)
 #
 # Knobs (environment):
 #   BENCH_DURATION   measured time per run, shared by httpbus and raw (10s)
@@ -14,7 +15,7 @@
 #   BENCH_ROUNDS     alternating rounds per run (3)
 #   BENCH_CALLERS    concurrencies (1 32)
 #   BENCH_SIZE       request and reply body, bytes (256)
-#   BENCH_BACKENDS   mem tcp nats amqp stomp-activemq stomp-rabbitmq
+#   BENCH_BACKENDS   mem tcp nats amqp stomp-activemq stomp-rabbitmq mqtt
 #   BENCH_TCP_ADDR   where the tcp backend listens (127.0.0.1:18080)
 #   BENCH_GOTEST_TIME  -benchtime of the go test benchmarks (1s)
 #   BENCH_BIG_SIZE   body of the peak-RSS runs (67108864 = 64 MiB)
@@ -40,7 +41,7 @@ warmup=${BENCH_WARMUP:-1s}
 rounds=${BENCH_ROUNDS:-3}
 callers=${BENCH_CALLERS:-1 32}
 size=${BENCH_SIZE:-256}
-backends=${BENCH_BACKENDS:-mem tcp nats amqp stomp-activemq stomp-rabbitmq}
+backends=${BENCH_BACKENDS:-mem tcp nats amqp stomp-activemq stomp-rabbitmq mqtt}
 tcp_addr=${BENCH_TCP_ADDR:-127.0.0.1:18080}
 gotest_time=${BENCH_GOTEST_TIME:-1s}
 big=${BENCH_BIG_SIZE:-67108864}
@@ -54,6 +55,7 @@ nats_url=${HTTPBUS_TEST_NATS_URL:-nats://127.0.0.1:4222}
 amqp_url=${HTTPBUS_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
 activemq=${HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR:-127.0.0.1:61614}
 rabbitstomp=${HTTPBUS_TEST_STOMP_RABBITMQ_ADDR:-127.0.0.1:61613}
+mqtt_url=${HTTPBUS_TEST_MQTT_URL:-mqtt://127.0.0.1:1883}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -74,6 +76,7 @@ backend_url() {
 	amqp) echo "$amqp_url" ;;
 	stomp-activemq) echo "stomp://$activemq" ;;
 	stomp-rabbitmq) echo "stomp://$rabbitstomp" ;;
+	mqtt) echo "$mqtt_url" ;;
 	*) log "unknown backend $1"; return 1 ;;
 	esac
 }
@@ -401,8 +404,10 @@ Raw twins: nats — nats.go \`RequestWithContext\` against a \`QueueSubscribe\`
 responder; amqp — amqp091 publish with direct reply-to and correlation ids, the
 responder consuming a queue (prefetch 128, ack after reply); stomp — go-stomp
 SEND with \`reply-to: /temp-queue/…\` and \`correlation-id\`, the responder
-subscribed with client-individual acks (ack after reply); tcp — net/http client
-and server on loopback. mem has no raw twin.
+subscribed with client-individual acks (ack after reply); mqtt — paho.golang
+QoS 1 publish with Response Topic and Correlation Data against a
+shared-subscription responder (both dialled with TCP_QUICKACK, as httpbus is);
+tcp — net/http client and server on loopback. mem has no raw twin.
 
 ## Machine
 
@@ -413,8 +418,9 @@ and server on loopback. mem has no raw twin.
 
 ## Request/reply, httpbus vs raw client
 
-Targets (issue 6): ratio req/s at 32 callers ≥ 0.85 (nats) or ≥ 0.90 (amqp,
-stomp, tcp); ratio p50 at 1 caller ≤ 1.15 (nats) or ≤ 1.10 (others).
+Targets (issue 6; mqtt: issue 14): ratio req/s at 32 callers ≥ 0.85 (nats) or
+≥ 0.90 (amqp, stomp, tcp, mqtt); ratio p50 at 1 caller ≤ 1.15 (nats) or ≤ 1.10
+(others).
 
 $("$bin" bench -md-header)
 $(cat "$rows")

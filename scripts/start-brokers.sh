@@ -11,6 +11,7 @@
 #   HTTPBUS_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/
 #   HTTPBUS_TEST_STOMP_RABBITMQ_ADDR=127.0.0.1:61613
 #   HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR=127.0.0.1:61614
+#   HTTPBUS_TEST_MQTT_URL=mqtt://127.0.0.1:1883
 #
 # Usage:  set -a; eval "$(scripts/start-brokers.sh)"; set +a
 #         scripts/start-brokers.sh nats activemq     # only some brokers
@@ -20,15 +21,19 @@
 #   rabbitmq  rabbitmq-server, AMQP 5672 + STOMP plugin 61613   (pkg rabbitmq-server)
 #   activemq  ActiveMQ 5.17 instance "main", STOMP 61614 with
 #             transport.maxFrameSize=10485760 (10 MiB)         (pkg activemq)
+#   mosquitto Mosquitto 2.0 (MQTT 5), 1883, anonymous,
+#             set_tcp_nodelay true                             (pkg mosquitto)
 #
 # Environment (defaults in brackets):
 #   NATS_PORT [4222]  NATS_STORE_DIR [/var/lib/nats-server]  NATS_LOG [/var/log/nats-server.log]
 #   RABBITMQ_AMQP_PORT [5672]  RABBITMQ_STOMP_PORT [61613]
 #   ACTIVEMQ_STOMP_PORT [61614]  ACTIVEMQ_HEAP [unset: package default 512M]
+#   MOSQUITTO_PORT [1883]  MOSQUITTO_CONF [/etc/mosquitto/httpbus.conf]
 #   START_TIMEOUT seconds per broker [90]
 #
 # Stop (for a restart test; never while others use the brokers):
 #   kill "$(cat /run/nats-server-4222.pid)"; rabbitmqctl stop; kill "$(cat /run/activemq/main.pid)"
+#   kill "$(cat /run/mosquitto-1883.pid)"
 #
 # Needs root only to install or start something.
 set -euo pipefail
@@ -41,6 +46,8 @@ RABBITMQ_AMQP_PORT=${RABBITMQ_AMQP_PORT:-5672}
 RABBITMQ_STOMP_PORT=${RABBITMQ_STOMP_PORT:-61613}
 ACTIVEMQ_STOMP_PORT=${ACTIVEMQ_STOMP_PORT:-61614}
 ACTIVEMQ_FRAME_BYTES=10485760
+MOSQUITTO_PORT=${MOSQUITTO_PORT:-1883}
+MOSQUITTO_CONF=${MOSQUITTO_CONF:-/etc/mosquitto/httpbus.conf}
 TIMEOUT=${START_TIMEOUT:-90}
 APT_LOG=${APT_LOG:-/tmp/httpbus-start-brokers-apt.log}
 APT_UPDATED=0
@@ -213,13 +220,46 @@ start_activemq() {
   echo "HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR=$HOST:$ACTIVEMQ_STOMP_PORT"
 }
 
+start_mosquitto() {
+  WHAT=mosquitto
+  local logf=/var/log/mosquitto-httpbus.log
+  if port_open "$HOST" "$MOSQUITTO_PORT"; then
+    log "already running on $HOST:$MOSQUITTO_PORT"
+  else
+    [ -x /usr/sbin/mosquitto ] || apt_install mosquitto
+    command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+    need_root "start mosquitto"
+    if [ ! -e "$MOSQUITTO_CONF" ]; then
+      mkdir -p "$(dirname "$MOSQUITTO_CONF")"
+      # set_tcp_nodelay: without it Mosquitto's small packets wait for the
+      # client's delayed ACK (the mqtt backend works around it with
+      # TCP_QUICKACK, see mqtt.Config.NoQuickAck).
+      cat >"$MOSQUITTO_CONF" <<CONF
+# written by httpbus scripts/start-brokers.sh: loopback only, anonymous
+listener $MOSQUITTO_PORT $HOST
+allow_anonymous true
+set_tcp_nodelay true
+CONF
+    fi
+    log "starting /usr/sbin/mosquitto -c $MOSQUITTO_CONF"
+    start-stop-daemon --start --background --make-pidfile --pidfile "/run/mosquitto-$MOSQUITTO_PORT.pid" \
+      --exec /usr/sbin/mosquitto -- -c "$MOSQUITTO_CONF" >>"$logf" 2>&1 \
+      || { tail_logs "$logf"; die "start-stop-daemon could not start mosquitto"; }
+    wait_port "$MOSQUITTO_PORT" "$TIMEOUT" \
+      || { tail_logs "$logf"; die "mosquitto did not answer on $HOST:$MOSQUITTO_PORT within ${TIMEOUT}s"; }
+  fi
+  command -v mosquitto_pub >/dev/null || apt_install mosquitto-clients
+  echo "HTTPBUS_TEST_MQTT_URL=mqtt://$HOST:$MOSQUITTO_PORT"
+}
+
 brokers=("$@")
-[ ${#brokers[@]} -gt 0 ] || brokers=(nats rabbitmq activemq)
+[ ${#brokers[@]} -gt 0 ] || brokers=(nats rabbitmq activemq mosquitto)
 for b in "${brokers[@]}"; do
   case $b in
     nats) start_nats ;;
     rabbitmq) start_rabbitmq ;;
     activemq) start_activemq ;;
-    *) die "unknown broker $b (want nats, rabbitmq or activemq)" ;;
+    mosquitto) start_mosquitto ;;
+    *) die "unknown broker $b (want nats, rabbitmq, activemq or mosquitto)" ;;
   esac
 done

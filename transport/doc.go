@@ -34,6 +34,7 @@
 //	nats://127.0.0.1:4222?service=orders      NATS (package nats)
 //	amqp://guest:guest@127.0.0.1:5672/?service=orders   RabbitMQ (package amqp)
 //	stomp://127.0.0.1:61613?service=orders    STOMP (package stomp)
+//	mqtt://127.0.0.1:1883?service=orders      MQTT 5, Mosquitto (package mqtt)
 //
 // # Errors
 //

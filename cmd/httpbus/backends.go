@@ -4,6 +4,7 @@ package main
 import (
 	_ "github.com/httpbus/httpbus/amqp"
 	_ "github.com/httpbus/httpbus/inmem"
+	_ "github.com/httpbus/httpbus/mqtt"
 	_ "github.com/httpbus/httpbus/nats"
 	_ "github.com/httpbus/httpbus/stomp"
 	_ "github.com/httpbus/httpbus/tcp"

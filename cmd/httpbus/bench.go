@@ -114,6 +114,7 @@ var targets = map[string]struct{ rps, p50 float64 }{
 	"amqp":  {0.90, 1.10},
 	"stomp": {0.90, 1.10},
 	"tcp":   {0.90, 1.10},
+	"mqtt":  {0.90, 1.10}, // issue 14
 }
 
 // targetCheck says whether rep meets its target, for the -md row.
@@ -160,7 +161,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.PrintDefaults()
 	}
 	var cfg benchConfig
-	fs.StringVar(&cfg.URL, "url", "", "backend `URL`: mem://bench, tcp://127.0.0.1:8080, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, stomp://127.0.0.1:61613")
+	fs.StringVar(&cfg.URL, "url", "", "backend `URL`: mem://bench, tcp://127.0.0.1:8080, nats://127.0.0.1:4222, amqp://guest:guest@127.0.0.1:5672/, stomp://127.0.0.1:61613, mqtt://127.0.0.1:1883")
 	fs.IntVar(&cfg.Callers, "c", 32, "concurrent callers")
 	fs.DurationVar(&cfg.Duration, "d", 10*time.Second, "measured duration, shared by the rounds of each runner")
 	fs.DurationVar(&cfg.Warmup, "warmup", time.Second, "warm-up per runner before measuring (not recorded)")

@@ -1,7 +1,8 @@
 // Package brokertest resolves a real broker for a test, in this order:
 //
 //  1. an environment variable (HTTPBUS_TEST_NATS_URL, HTTPBUS_TEST_AMQP_URL,
-//     HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR, HTTPBUS_TEST_STOMP_RABBITMQ_ADDR);
+//     HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR, HTTPBUS_TEST_STOMP_RABBITMQ_ADDR,
+//     HTTPBUS_TEST_MQTT_URL);
 //  2. a container started with testcontainers-go when a Docker engine answers
 //     (see container.go): host network, listening on 127.0.0.1 at a free
 //     port, Ryuk disabled, terminated at test cleanup; images overridable
@@ -28,6 +29,7 @@ const (
 	EnvAMQP           = "HTTPBUS_TEST_AMQP_URL"
 	EnvSTOMPActiveMQ  = "HTTPBUS_TEST_STOMP_ACTIVEMQ_ADDR"
 	EnvSTOMPRabbitMQ  = "HTTPBUS_TEST_STOMP_RABBITMQ_ADDR"
+	EnvMQTT           = "HTTPBUS_TEST_MQTT_URL"
 	EnvRequireBrokers = "HTTPBUS_REQUIRE_BROKERS"
 )
 
@@ -89,4 +91,12 @@ func STOMPRabbitMQ(t testing.TB) string {
 func NATS(t testing.TB) string {
 	t.Helper()
 	return resolve(t, EnvNATS, "NATS", containerNATS, embeddedNATS)
+}
+
+// MQTT returns an MQTT 5 broker URL such as mqtt://127.0.0.1:1883
+// (Mosquitto 2.0 or later). It has no container or embedded step: set
+// the variable (scripts/start-brokers.sh prints it).
+func MQTT(t testing.TB) string {
+	t.Helper()
+	return resolve(t, EnvMQTT, "MQTT (Mosquitto)")
 }

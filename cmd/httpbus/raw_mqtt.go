@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+
+	mqtttransport "github.com/httpbus/httpbus/mqtt"
+)
+
+func init() { registerRaw(openRawMQTT, "mqtt") }
+
+// rawMQTT is MQTT 5 request/response with paho.golang and nothing of
+// httpbus: the requester publishes (QoS 1) with a Response Topic and
+// Correlation Data and matches replies in a map; the responder, on a
+// shared subscription (QoS 1, paho's automatic acks), publishes the
+// payload back (QoS 1). Two connections, both dialled with TCP_QUICKACK as
+// httpbus dials them (mqtt.DialQuickAck), so that neither side waits on
+// Mosquitto's Nagle delay.
+type rawMQTT struct {
+	srv, cli *paho.Client
+	topic    string
+	reply    string
+	body     []byte
+	next     atomic.Uint64
+	mu       sync.Mutex
+	pending  map[string]chan []byte
+	broker   string
+}
+
+func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
+	r := &rawMQTT{topic: "httpbus-bench-raw/" + name, reply: "httpbus-bench-raw/reply/" + name, body: body, pending: map[string]chan []byte{}}
+	connect := func(id string, h func(paho.PublishReceived) (bool, error), filter string) (*paho.Client, error) {
+		conn, err := mqtttransport.DialQuickAck(ctx, autopaho.ClientConfig{}, &url.URL{Host: u.Host})
+		if err != nil {
+			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
+		}
+		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){h}})
+		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		if _, err := c.Connect(cctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		if _, err := c.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
+			c.Disconnect(&paho.Disconnect{})
+			return nil, err
+		}
+		return c, nil
+	}
+	var err error
+	r.srv, err = connect("raw-srv-"+name, func(pr paho.PublishReceived) (bool, error) {
+		p := pr.Packet
+		go pr.Client.Publish(context.Background(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: p.Payload, //nolint:errcheck // the requester times out
+			Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData}})
+		return true, nil
+	}, "$share/responders/"+r.topic)
+	if err != nil {
+		return nil, err
+	}
+	version := make(chan string, 1)
+	r.cli, err = connect("raw-cli-"+name, func(pr paho.PublishReceived) (bool, error) {
+		if pr.Packet.Topic == "$SYS/broker/version" {
+			select {
+			case version <- string(pr.Packet.Payload):
+			default:
+			}
+			return true, nil
+		}
+		r.mu.Lock()
+		if pr.Packet.Properties == nil {
+			return true, nil
+		}
+		ch := r.pending[string(pr.Packet.Properties.CorrelationData)]
+		r.mu.Unlock()
+		if ch != nil {
+			ch <- pr.Packet.Payload
+		}
+		return true, nil
+	}, r.reply)
+	if err != nil {
+		r.srv.Disconnect(&paho.Disconnect{})
+		return nil, err
+	}
+	// Mosquitto publishes its version, retained, on $SYS/broker/version.
+	r.broker = "MQTT 5 broker"
+	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if _, err := r.cli.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$SYS/broker/version"}}}); err == nil {
+		select {
+		case r.broker = <-version:
+		case <-sctx.Done():
+		}
+	}
+	return r, nil
+}
+
+func (r *rawMQTT) Do(ctx context.Context) error {
+	corr := strconv.AppendUint(nil, r.next.Add(1), 36)
+	ch := make(chan []byte, 1)
+	r.mu.Lock()
+	r.pending[string(corr)] = ch
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		delete(r.pending, string(corr))
+		r.mu.Unlock()
+	}()
+	if _, err := r.cli.Publish(ctx, &paho.Publish{Topic: r.topic, QoS: 1, Payload: r.body,
+		Properties: &paho.PublishProperties{ResponseTopic: r.reply, CorrelationData: corr}}); err != nil {
+		return err
+	}
+	select {
+	case b := <-ch:
+		if len(b) != len(r.body) {
+			return fmt.Errorf("echo of %d bytes came back with %d", len(r.body), len(b))
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *rawMQTT) Describe() string {
+	return "paho.golang Publish (QoS 1, Response Topic + Correlation Data) against a shared-subscription responder, two connections"
+}
+
+func (r *rawMQTT) Broker() string { return r.broker }
+
+func (r *rawMQTT) Close() error {
+	r.cli.Disconnect(&paho.Disconnect{})
+	r.srv.Disconnect(&paho.Disconnect{})
+	return nil
+}
