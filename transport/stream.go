@@ -73,14 +73,44 @@ func partBytes(endpoint any) int {
 // table of net/rpc's Client, for streams).
 type mux struct {
 	st     Streamer
-	addr   string
 	prefix string // stream ids made here start with it
 	next   atomic.Uint64
 
-	mu         sync.Mutex
-	streams    map[string]*stream
-	err        error    // set when the inbox ended
-	replyToHdr []string // {addr}, shared
+	inbox   atomic.Pointer[inboxAddr] // the address, and it as a header value
+	checked atomic.Int64              // when Inbox was last asked, Unix ns
+
+	// The pending-stream table, sharded by stream id so that concurrent
+	// callers do not queue on one lock.
+	shards [muxShards]muxShard
+
+	ended atomic.Pointer[error] // set when the inbox ended
+}
+
+const muxShards = 16
+
+type muxShard struct {
+	mu      sync.Mutex
+	streams map[string]*stream
+}
+
+type inboxAddr struct {
+	addr string
+	hdr  []string // {addr}, shared read-only by requests
+}
+
+func (m *mux) shard(id string) *muxShard {
+	var h uint32 = 2166136261
+	for i := len(id) - 1; i >= 0 && i >= len(id)-4; i-- {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return &m.shards[h%muxShards]
+}
+
+func (m *mux) setAddr(addr string) {
+	if cur := m.inbox.Load(); cur == nil || cur.addr != addr {
+		m.inbox.Store(&inboxAddr{addr: addr, hdr: []string{addr}})
+	}
+	m.checked.Store(time.Now().UnixNano())
 }
 
 var muxes sync.Map // Streamer → *mux (one inbox reader per endpoint)
@@ -103,7 +133,11 @@ func muxFor(ctx context.Context, st Streamer) (*mux, error) {
 	}
 	b := make([]byte, 6)
 	rand.Read(b)
-	m := &mux{st: st, addr: addr, prefix: hex.EncodeToString(b) + ".", streams: map[string]*stream{}}
+	m := &mux{st: st, prefix: hex.EncodeToString(b) + "."}
+	for i := range m.shards {
+		m.shards[i].streams = map[string]*stream{}
+	}
+	m.setAddr(addr)
 	muxes.Store(st, m)
 	go m.loop()
 	return m, nil
@@ -144,67 +178,79 @@ func (m *mux) refresh() {
 	m.current(ctx) //nolint:errcheck // the next exchange tries again
 }
 
-// current asks the endpoint for its inbox address (a new one after a
-// reconnect; backends answer from a cache otherwise) and returns it.
+// inboxRecheck is how often an exchange asks the endpoint for its inbox
+// address again (a new one after a reconnect).
+const inboxRecheck = 100 * time.Millisecond
+
+// current returns the endpoint's inbox address, asking the endpoint again
+// when the last answer is older than inboxRecheck.
 func (m *mux) current(ctx context.Context) (string, error) {
+	if time.Now().UnixNano()-m.checked.Load() < int64(inboxRecheck) {
+		return m.inbox.Load().addr, nil
+	}
 	addr, err := m.st.Inbox(ctx)
 	if err != nil {
 		return "", err
 	}
-	m.mu.Lock()
-	m.addr = addr
-	m.mu.Unlock()
+	m.setAddr(addr)
 	return addr, nil
 }
 
-func (m *mux) address() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.addr
-}
+func (m *mux) address() string { return m.inbox.Load().addr }
+
+// replyTo is the inbox address as a header value, shared by the requests
+// of this endpoint (read-only).
+func (m *mux) replyTo() []string { return m.inbox.Load().hdr }
 
 func (m *mux) close(err error) {
 	muxes.Delete(m.st)
-	m.mu.Lock()
-	m.err = err
-	m.mu.Unlock()
+	m.ended.Store(&err)
 	m.failAll(fmt.Errorf("%w: inbox closed: %w", ErrStreamBroken, err))
 }
 
 // failAll fails every stream in flight; later streams register anew.
 func (m *mux) failAll(err error) {
-	m.mu.Lock()
-	ss := m.streams
-	m.streams = map[string]*stream{}
-	m.mu.Unlock()
+	var ss []*stream
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, s := range sh.streams {
+			ss = append(ss, s)
+		}
+		sh.streams = map[string]*stream{}
+		sh.mu.Unlock()
+	}
 	for _, s := range ss {
 		s.fail(err)
 	}
 }
 
 func (m *mux) register(s *stream) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.err != nil {
-		return m.err
+	if err := m.ended.Load(); err != nil {
+		return *err
 	}
-	m.streams[s.id] = s
+	sh := m.shard(s.id)
+	sh.mu.Lock()
+	sh.streams[s.id] = s
+	sh.mu.Unlock()
 	return nil
 }
 
 func (m *mux) unregister(s *stream) {
-	m.mu.Lock()
-	if m.streams[s.id] == s {
-		delete(m.streams, s.id)
+	sh := m.shard(s.id)
+	sh.mu.Lock()
+	if sh.streams[s.id] == s {
+		delete(sh.streams, s.id)
 	}
-	m.mu.Unlock()
+	sh.mu.Unlock()
 }
 
 func (m *mux) dispatch(msg *Message) {
 	id := msg.Header.Get(HeaderStream)
-	m.mu.Lock()
-	s := m.streams[id]
-	m.mu.Unlock()
+	sh := m.shard(id)
+	sh.mu.Lock()
+	s := sh.streams[id]
+	sh.mu.Unlock()
 	if s == nil {
 		return // a stream that ended: late credit, a part after cancel
 	}
@@ -585,15 +631,4 @@ func (c chunkWriter) close(trailer http.Header) error {
 	}
 	_, err := io.WriteString(c.w, "\r\n")
 	return err
-}
-
-// replyTo is the inbox address as a header value, shared by the requests
-// of this endpoint (read-only).
-func (m *mux) replyTo() []string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if len(m.replyToHdr) == 0 || m.replyToHdr[0] != m.addr {
-		m.replyToHdr = []string{m.addr}
-	}
-	return m.replyToHdr
 }
