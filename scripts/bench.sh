@@ -332,8 +332,14 @@ else
 		cidle=$s_ckb
 		sidle=$s_skb
 		log "stream, $b: $stream_size B both ways next to raw publish, $stream_rounds rounds"
-		stream_pair "$b" "$url" "$svc" ratio -stream both -size "$stream_size" -rounds "$stream_rounds" -raw
-		if [ $s_rc -eq 0 ]; then
+		sraw=-raw
+		[ "$b" = mqtt ] && sraw= # no raw stream publisher for MQTT yet (issue 14)
+		stream_pair "$b" "$url" "$svc" ratio -stream both -size "$stream_size" -rounds "$stream_rounds" $sraw
+		if [ $s_rc -eq 0 ] && [ -z "$sraw" ]; then
+			declare -A tp=([up]=$(fmtnum "$(json_val up_mbps "$work/sc.json")") [down]=$(fmtnum "$(json_val down_mbps "$work/sc.json")"))
+			declare -A ratio=([up]=— [down]=—)
+			raw_mbps="— (no raw stream publisher)"
+		elif [ $s_rc -eq 0 ]; then
 			broker=$(json_val broker "$work/sc.json")
 			[ -n "$broker" ] && label="$label ($broker)"
 			[ "$b" = nats ] && nats_label=$label
