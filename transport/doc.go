@@ -22,6 +22,21 @@
 // notification) whose body is the payload and whose headers are the broker
 // headers.
 //
+// # Streams
+//
+// A message that does not fit one broker message, a response whose handler
+// calls Flush, and a request body still being produced travel as a stream
+// (binding version 2, WIRE.md §7): a sequence of broker messages whose
+// bodies, in order, are one HTTP/1.1 message, with credit-based flow control
+// (DefaultWindow parts of at most DefaultPartBytes in flight), cancellation
+// (the handler's r.Context ends when the caller gives up) and trailers. The
+// core runs the protocol; a backend implements Streamer (an inbox per
+// endpoint and Send) and the Hold disposition. A lost, duplicated or
+// reordered part fails resp.Body.Read or r.Body.Read with ErrStreamBroken;
+// a body never ends short and clean. There is no default body cap
+// (Limits.MaxBodyBytes zero means none, as with net/http). A handler's 101
+// Switching Protocols gets 501 (ErrUpgrade) over a broker.
+//
 // # URLs
 //
 // Listen and Dial open a backend from a URL whose scheme a backend
