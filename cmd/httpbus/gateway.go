@@ -38,19 +38,9 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	maxHeader := fs.Int("max-header-bytes", 64<<10, "largest request line and header block, `bytes` (over it: 431)")
 	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: no limit)")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long to wait for requests in flight")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "httpbus gateway: "+format+"\n", a...)
-		return exitUsage
-	}
-	if len(pos) > 0 {
-		return usage("unexpected argument %q", pos[0])
+	usage, code, ok := parseNoArgs("gateway", fs, args, stderr)
+	if !ok {
+		return code
 	}
 	if *rawURL == "" {
 		return usage("-url is required")
@@ -115,23 +105,7 @@ func cmdGateway(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	fmt.Fprintf(stdout, "httpbus gateway: listening on %s://%s, routing by %s to %s\n", scheme, ln.Addr(), r, transport.Redact(*rawURL))
 
-	select {
-	case err := <-served:
-		fmt.Fprintf(stderr, "httpbus gateway: %v\n", err)
-		return exitFailure
-	case <-ctx.Done():
-	}
-	ln.Close() // refuse new connections before saying so
-	logger.Info("httpbus gateway: draining", "drain", *drain)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
-	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
-		fmt.Fprintf(stderr, "httpbus gateway: shutdown: %v\n", err)
-		srv.Close()
-		return exitFailure
-	}
-	<-served
-	return exitOK
+	return drainOnSignal(ctx, "gateway", served, stderr, logger, *drain, func() { ln.Close() }, srv.Shutdown, srv.Close)
 }
 
 // cmdBridge serves a gateway.Bridge to -upstream as a service on the bus
@@ -145,19 +119,9 @@ func cmdBridge(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	maxInFlight := fs.Int("max-in-flight", 0, "requests forwarded at once (0: transport default, 128)")
 	maxBody := fs.Int64("max-body", 0, "largest request or response body, `bytes` (0: no limit)")
 	drain := fs.Duration("drain", 30*time.Second, "on SIGTERM, how long to wait for requests in flight")
-	pos, err := parseFlags(fs, args)
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
-	}
-	usage := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "httpbus bridge: "+format+"\n", a...)
-		return exitUsage
-	}
-	if len(pos) > 0 {
-		return usage("unexpected argument %q", pos[0])
+	usage, code, ok := parseNoArgs("bridge", fs, args, stderr)
+	if !ok {
+		return code
 	}
 	if *rawURL == "" || *upstream == "" {
 		return usage("-url and -upstream are required")
@@ -183,23 +147,10 @@ func cmdBridge(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	go func() { served <- srv.Serve(l) }()
 	fmt.Fprintf(stdout, "httpbus bridge: serving %s on %s\n", up.Redacted(), transport.Redact(*rawURL))
 
-	select {
-	case err := <-served:
+	return drainOnSignal(ctx, "bridge", served, stderr, logger, *drain, func() {}, srv.Shutdown, func() error {
 		l.Close()
-		fmt.Fprintf(stderr, "httpbus bridge: %v\n", err)
-		return exitFailure
-	case <-ctx.Done():
-	}
-	logger.Info("httpbus bridge: draining", "drain", *drain)
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
-	defer cancel()
-	if err := srv.Shutdown(dctx); err != nil {
-		fmt.Fprintf(stderr, "httpbus bridge: shutdown: %v\n", err)
-		srv.Close()
-		return exitFailure
-	}
-	<-served
-	return exitOK
+		return srv.Close()
+	})
 }
 
 // closeOnce is a net.Listener whose Close closes it once and returns nil
@@ -214,4 +165,51 @@ type closeOnce struct {
 func (c *closeOnce) Close() error {
 	c.once.Do(func() { c.err = c.Listener.Close() })
 	return c.err
+}
+
+// parseNoArgs parses args into fs for command name, which takes flags only.
+// It returns a printer of usage errors (exit code exitUsage), or ok false
+// with the code to exit with (exitOK for -h, exitUsage for a bad flag or an
+// argument).
+func parseNoArgs(name string, fs *flag.FlagSet, args []string, stderr io.Writer) (usage func(format string, a ...any) int, code int, ok bool) {
+	usage = func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "httpbus "+name+": "+format+"\n", a...)
+		return exitUsage
+	}
+	pos, err := parseFlags(fs, args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return usage, exitOK, false
+	case err != nil:
+		return usage, exitUsage, false
+	case len(pos) > 0:
+		return usage, usage("unexpected argument %q", pos[0]), false
+	}
+	return usage, 0, true
+}
+
+// drainOnSignal waits until the server fails (served; then close and exit
+// 1) or ctx ends (SIGTERM, SIGINT): then it stops intake (stopIntake), logs
+// that it drains, and shuts down within drain. Exit codes: exitOK after a
+// clean drain, exitFailure otherwise.
+func drainOnSignal(ctx context.Context, name string, served <-chan error, stderr io.Writer, logger *slog.Logger, drain time.Duration,
+	stopIntake func(), shutdown func(context.Context) error, closeNow func() error) int {
+	select {
+	case err := <-served:
+		closeNow()
+		fmt.Fprintf(stderr, "httpbus %s: %v\n", name, err)
+		return exitFailure
+	case <-ctx.Done():
+	}
+	stopIntake() // refuse new work before saying so
+	logger.Info("httpbus "+name+": draining", "drain", drain)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+	defer cancel()
+	if err := shutdown(dctx); err != nil {
+		fmt.Fprintf(stderr, "httpbus %s: shutdown: %v\n", name, err)
+		closeNow()
+		return exitFailure
+	}
+	<-served
+	return exitOK
 }

@@ -82,99 +82,99 @@ func responseText(t *testing.T, m *transport.Message) string {
 	return string(b[:n])
 }
 
-// contractReceiveReply: Receive returns the request sent by Call, with its
-// service, body and broker headers; Reply(Ack) answers that Call.
-func (s *suite) contractReceiveReply(t *testing.T) {
-	svc := unique("c-rr")
+// taken is a Call in flight whose request a listener has received.
+type taken struct {
+	t   *testing.T
+	ctx context.Context
+	svc string
+	l   transport.Listener
+	res chan callResult
+	d   *transport.Delivery
+}
+
+// take starts a Call of path on a new service with broker headers h and
+// receives it on the service's listener.
+func (s *suite) take(t *testing.T, prefix, path string, h http.Header) *taken {
+	t.Helper()
+	svc := unique(prefix)
 	l := s.pull(t, svc)
 	_, conn := s.client(t)
 	ctx := s.ctx(t)
-	m := frame(t, svc, "/x")
-	m.Header = http.Header{"Httpbus-Test": {"kept"}}
+	m := frame(t, svc, path)
+	m.Header = h
 	res := s.call(ctx, conn, svc, m)
-	d := receive(ctx, t, l)
-	if d.Service != svc || d.Topic != "" || !transport.IsFrame(d.ContentType) {
-		t.Errorf("delivery: service %q topic %q content type %q", d.Service, d.Topic, d.ContentType)
+	return &taken{t: t, ctx: ctx, svc: svc, l: l, res: res, d: receive(ctx, t, l)}
+}
+
+// reply answers (resp "" for none) and settles the delivery as disp.
+func (c *taken) reply(text string, disp transport.Disposition) {
+	c.t.Helper()
+	var m *transport.Message
+	if text != "" {
+		m = answer(c.t, text)
 	}
-	if _, ok := l.(transport.Streamer); ok && d.Header.Get("Httpbus-Test") != "kept" {
-		t.Errorf("broker header Httpbus-Test lost on the way: %v", d.Header)
+	if err := c.l.Reply(c.ctx, c.d, m, disp); err != nil {
+		c.t.Fatalf("Reply(%q, %v): %v", text, disp, err)
 	}
-	if err := l.Reply(ctx, d, answer(t, "one"), transport.Ack); err != nil {
-		t.Fatalf("Reply: %v", err)
+}
+
+// answered checks that the Call returned the response text.
+func (c *taken) answered(text string) {
+	c.t.Helper()
+	if r := <-c.res; r.err != nil || responseText(c.t, r.m) != text {
+		c.t.Fatalf("Call: %v, want the response %q", r.err, text)
 	}
-	r := <-res
-	if r.err != nil || responseText(t, r.m) != "one" {
-		t.Fatalf("Call: %v", r.err)
+}
+
+// contractReceiveReply: Receive returns the request sent by Call, with its
+// service, body and broker headers; Reply(Ack) answers that Call.
+func (s *suite) contractReceiveReply(t *testing.T) {
+	c := s.take(t, "c-rr", "/x", http.Header{"Httpbus-Test": {"kept"}})
+	if c.d.Service != c.svc || c.d.Topic != "" || !transport.IsFrame(c.d.ContentType) {
+		t.Errorf("delivery: service %q topic %q content type %q", c.d.Service, c.d.Topic, c.d.ContentType)
 	}
+	if _, ok := c.l.(transport.Streamer); ok && c.d.Header.Get("Httpbus-Test") != "kept" {
+		t.Errorf("broker header Httpbus-Test lost on the way: %v", c.d.Header)
+	}
+	c.reply("one", transport.Ack)
+	c.answered("one")
 }
 
 // contractHold: Reply(Hold) answers the Call at once; the later
 // Reply(nil, Ack) only settles.
 func (s *suite) contractHold(t *testing.T) {
-	svc := unique("c-hold")
-	l := s.pull(t, svc)
-	_, conn := s.client(t)
-	ctx := s.ctx(t)
-	res := s.call(ctx, conn, svc, frame(t, svc, "/h"))
-	d := receive(ctx, t, l)
-	if err := l.Reply(ctx, d, answer(t, "held"), transport.Hold); err != nil {
-		t.Fatalf("Reply(Hold): %v", err)
-	}
-	r := <-res
-	if r.err != nil || responseText(t, r.m) != "held" {
-		t.Fatalf("Call after Hold: %v", r.err)
-	}
-	if err := l.Reply(ctx, d, nil, transport.Ack); err != nil {
-		t.Fatalf("Reply(nil, Ack) after Hold: %v", err)
-	}
+	c := s.take(t, "c-hold", "/h", nil)
+	c.reply("held", transport.Hold)
+	c.answered("held")
+	c.reply("", transport.Ack)
 }
 
 // contractRequeue: Reply(nil, Requeue) returns the request to the broker;
 // it is received again, marked Redelivered, and the Call gets the answer
 // to the second delivery.
 func (s *suite) contractRequeue(t *testing.T) {
-	svc := unique("c-requeue")
-	l := s.pull(t, svc)
-	_, conn := s.client(t)
-	ctx := s.ctx(t)
-	res := s.call(ctx, conn, svc, frame(t, svc, "/r"))
-	d := receive(ctx, t, l)
-	if err := l.Reply(ctx, d, nil, transport.Requeue); err != nil {
-		t.Fatalf("Reply(nil, Requeue): %v", err)
-	}
+	c := s.take(t, "c-requeue", "/r", nil)
+	c.reply("", transport.Requeue)
 	if why := s.h.Features.RequeueAtClose; why != "" {
 		t.Logf("requeued at close: %s", why)
-		l2 := s.pull(t, svc)
-		l.Close()
-		l = l2
+		l2 := s.pull(t, c.svc)
+		c.l.Close()
+		c.l = l2
 	}
-	d2 := receive(ctx, t, l)
-	if !d2.Redelivered {
+	c.d = receive(c.ctx, t, c.l)
+	if !c.d.Redelivered {
 		t.Error("a requeued request came back without Redelivered")
 	}
-	if err := l.Reply(ctx, d2, answer(t, "second"), transport.Ack); err != nil {
-		t.Fatalf("Reply: %v", err)
-	}
-	if r := <-res; r.err != nil || responseText(t, r.m) != "second" {
-		t.Fatalf("Call: %v", r.err)
-	}
+	c.reply("second", transport.Ack)
+	c.answered("second")
 }
 
 // contractReject: Reply(resp, Reject) answers the Call and settles the
 // request without requeue.
 func (s *suite) contractReject(t *testing.T) {
-	svc := unique("c-reject")
-	l := s.pull(t, svc)
-	_, conn := s.client(t)
-	ctx := s.ctx(t)
-	res := s.call(ctx, conn, svc, frame(t, svc, "/bad"))
-	d := receive(ctx, t, l)
-	if err := l.Reply(ctx, d, answer(t, "refused"), transport.Reject); err != nil {
-		t.Fatalf("Reply(Reject): %v", err)
-	}
-	if r := <-res; r.err != nil || responseText(t, r.m) != "refused" {
-		t.Fatalf("Call: %v", r.err)
-	}
+	c := s.take(t, "c-reject", "/bad", nil)
+	c.reply("refused", transport.Reject)
+	c.answered("refused")
 }
 
 // contractDrainClose: after Drain, Receive ends with ErrClosed once the
