@@ -378,7 +378,17 @@ func (s *suite) streamCancelBeforeResponse(t *testing.T) {
 		<-r.Context().Done()
 		ended <- time.Now()
 	})}, transport.ListenConfig{Service: svc})
-	client, _ := s.client(t)
+	_, conn := s.client(t)
+	// Over a broker the caller can cancel once the server has announced
+	// itself (its "continue", 20 ms into the handler, ends Call); a native
+	// HTTP backend (tcp) cancels by closing the connection at any time.
+	announced := make(chan struct{})
+	if st, ok := conn.(transport.Streamer); ok {
+		conn = &announcedConn{Conn: conn, Streamer: st, announced: announced}
+	} else {
+		close(announced)
+	}
+	client := &http.Client{Transport: transport.NewRoundTripper(conn)}
 	ctx, cancel := context.WithCancel(s.ctx(t))
 	errc := make(chan error, 1)
 	go func() {
@@ -390,9 +400,11 @@ func (s *suite) streamCancelBeforeResponse(t *testing.T) {
 		errc <- err
 	}()
 	<-started
-	// The handler has run; a caller gives up after a while, as a user
-	// closing a page does (the server announces itself 20 ms in).
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-announced:
+	case <-time.After(s.h.Features.timeout()):
+		t.Fatal("the server never announced the exchange (no continue within the timeout)")
+	}
 	at := time.Now()
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
@@ -531,3 +543,20 @@ func (s *suite) switchingProtocols(t *testing.T) {
 		t.Errorf("101 from the handler arrived as %d with no %s", resp.StatusCode, transport.HeaderError)
 	}
 }
+
+// announcedConn closes announced when a Call returns: for a handler that
+// writes nothing, that is the server's "continue" (WIRE.md §7).
+type announcedConn struct {
+	transport.Conn
+	transport.Streamer
+	announced chan struct{}
+	once      sync.Once
+}
+
+func (c *announcedConn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	r, err := c.Conn.Call(ctx, service, m)
+	c.once.Do(func() { close(c.announced) })
+	return r, err
+}
+
+func (c *announcedConn) Close() error { return c.Conn.Close() }
