@@ -414,19 +414,11 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	body := payload(cfg.Size)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	service := cfg.Target
-	if service == "" {
-		service = cfg.Service
-		echo, err := startEcho(ctx, cfg.URL, service, cfg.MaxBody, logger)
-		if err != nil {
-			return nil, err
-		}
-		defer echo.Close()
-	}
-	conn, err := transport.Dial(ctx, cfg.URL)
+	service, conn, stop, err := benchTarget(ctx, cfg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
+	defer stop()
 	hb := newHTTPBusRunner(conn, service, body, cfg.MaxBody)
 	defer hb.Close()
 	rep.Httpbus = &Result{Name: "httpbus", Client: "net/http Client over transport.RoundTripper"}
@@ -703,4 +695,27 @@ func writeHeapProfile(name string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// benchTarget starts the echo service on cfg.URL (also serving the stream
+// handlers) unless cfg.Target names a running one, and dials cfg.URL. It
+// returns the service to call, the client side, and stop, which closes the
+// echo service; the caller closes conn (or hands it to a runner that does).
+func benchTarget(ctx context.Context, cfg benchConfig, logger *slog.Logger) (service string, conn transport.Conn, stop func(), err error) {
+	stop = func() {}
+	service = cfg.Target
+	if service == "" {
+		service = cfg.Service
+		echo, err := startEcho(ctx, cfg.URL, service, cfg.MaxBody, logger)
+		if err != nil {
+			return "", nil, nil, err
+		}
+		stop = func() { echo.Close() }
+	}
+	conn, err = transport.Dial(ctx, cfg.URL)
+	if err != nil {
+		stop()
+		return "", nil, nil, fmt.Errorf("dial: %w", err)
+	}
+	return service, conn, stop, nil
 }

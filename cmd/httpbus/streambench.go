@@ -316,19 +316,11 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		heap = startPeakHeap()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	service := cfg.Target
-	if service == "" {
-		service = cfg.Service
-		srv, err := startEcho(ctx, cfg.URL, service, cfg.MaxBody, logger)
-		if err != nil {
-			return nil, err
-		}
-		defer srv.Close()
-	}
-	conn, err := transport.Dial(ctx, cfg.URL)
+	service, conn, stop, err := benchTarget(ctx, cfg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("dial: %w", err)
+		return nil, err
 	}
+	defer stop()
 	defer conn.Close()
 	sc := &streamClient{
 		client:  &http.Client{Transport: &transport.RoundTripper{Conn: conn, MaxBodyBytes: cfg.MaxBody}},
