@@ -25,12 +25,7 @@ type rawTCP struct {
 }
 
 func openRawTCP(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
-	host := u.Hostname()
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+	ln, err := listenRaw(ctx, u)
 	if err != nil {
 		return nil, err
 	}
@@ -76,4 +71,15 @@ func (r *rawTCP) Close() error {
 	}
 	r.tr.CloseIdleConnections()
 	return err
+}
+
+// listenRaw listens on a free port of the -url's host (127.0.0.1 when it
+// has none), for a raw net/http twin's server.
+func listenRaw(ctx context.Context, u *url.URL) (net.Listener, error) {
+	host := u.Hostname()
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	var lc net.ListenConfig
+	return lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
 }

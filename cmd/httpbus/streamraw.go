@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -405,12 +404,7 @@ type rawTCPUpload struct {
 }
 
 func openRawTCPUpload(ctx context.Context, u *url.URL, name string, cfg benchConfig) (rawStreamer, error) {
-	host := u.Hostname()
-	if host == "" {
-		host = "127.0.0.1"
-	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, "0"))
+	ln, err := listenRaw(ctx, u)
 	if err != nil {
 		return nil, err
 	}
