@@ -284,7 +284,7 @@ func TestStack(t *testing.T) {
 			svc := b.service(t, "app")
 			down := b.service(t, "down")
 			serveBridge(t, base, svc, app.URL)
-			serveBridge(t, base, down, &url.URL{Scheme: "http", Host: freeAddr(t)})
+			serveBridge(t, base, down, &url.URL{Scheme: "http", Host: hangUp(t)})
 			conn := dial(t, base)
 			var access logBuffer
 			gw := &gateway.Gateway{Conn: conn, AccessLog: slogJSON(&access), Logger: testLogger(t)}
@@ -545,6 +545,28 @@ func freeAddr(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	return l.Addr().String()
+}
+
+// hangUp returns the address of an upstream that is down: it accepts each
+// connection and closes it at once, for the length of the test. A port that
+// was merely free a moment ago is not down for sure: the gateway's own
+// httptest server may take it next, and then the "down" upstream answers.
+func hangUp(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	return l.Addr().String()
 }
 
