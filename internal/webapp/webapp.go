@@ -93,12 +93,25 @@ func Start(t testing.TB) *App {
 	if err := os.WriteFile(filepath.Join(dir, "app.py"), appPy, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freeAddr(t)
+	// gunicorn takes the socket already bound here (fd 3), so that no other
+	// test can take the port between a check and gunicorn's bind.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	sock, err := l.(*net.TCPListener).File()
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
 	log := &syncBuffer{}
-	cmd := exec.Command(gunicorn, "--chdir", dir, "--bind", addr,
+	cmd := exec.Command(gunicorn, "--chdir", dir, "--bind", "fd://3",
 		"--workers", "1", "--worker-class", "gthread", "--threads", "16",
 		"--timeout", "60", "--graceful-timeout", "2", "app:app")
 	cmd.Stdout, cmd.Stderr = log, log
+	cmd.ExtraFiles = []*os.File{sock}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("webapp: start gunicorn: %v", err)
 	}
@@ -144,16 +157,6 @@ func (a *App) waitReady(exited <-chan struct{}, limit time.Duration) error {
 		case <-tick.C:
 		}
 	}
-}
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 type syncBuffer struct {
