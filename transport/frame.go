@@ -84,6 +84,15 @@ func putReader(br *bufio.Reader) {
 // written with spaces instead (net/http's rule), so a value cannot smuggle a
 // header line or a second request. The returned slice is newly allocated.
 func EncodeRequest(r *http.Request, service string, body []byte) ([]byte, error) {
+	size := len(body) + headerEstimate(r.Header) + len(r.URL.Path) + len(r.URL.RawQuery) + len(service) + 64
+	if b, ok := leanRequest(make([]byte, 0, size), r, service, body); ok {
+		return b, nil
+	}
+	return encodeRequestSlow(r, service, body)
+}
+
+// encodeRequestSlow is EncodeRequest through net/http's Request.Write.
+func encodeRequestSlow(r *http.Request, service string, body []byte) ([]byte, error) {
 	out := &http.Request{
 		Method:     r.Method,
 		URL:        &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque},
@@ -142,6 +151,17 @@ func EncodeResponse(status int, header http.Header, body []byte, method string) 
 		buf.WriteString("\r\n")
 		return buf.Bytes(), nil
 	}
+	if length == int64(len(body)) {
+		if b, ok := leanResponse(make([]byte, 0, len(body)+headerEstimate(header)+64), status, header, body, method); ok {
+			return b, nil
+		}
+	}
+	return encodeResponseSlow(status, header, body, method, length)
+}
+
+// encodeResponseSlow is EncodeResponse's final response through net/http's
+// Response.Write.
+func encodeResponseSlow(status int, header http.Header, body []byte, method string, length int64) ([]byte, error) {
 	resp := &http.Response{
 		StatusCode:    status,
 		ProtoMajor:    1,
