@@ -242,15 +242,7 @@ func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, bo
 		if max >= 0 && length > max {
 			return nil, 0, &TooLargeError{What: "body", Limit: max, Size: length}
 		}
-		start := int64(len(frame)) - int64(rd.Len()) - int64(br.Buffered())
-		rest := int64(len(frame)) - start
-		if rest != length {
-			return nil, 0, fmt.Errorf("%w: Content-Length is %d but the frame holds %d body bytes", ErrMalformedFrame, length, rest)
-		}
-		if length == 0 {
-			return http.NoBody, 0, nil
-		}
-		return io.NopCloser(bytes.NewReader(frame[start:])), length, nil
+		return fixedBody(frame, len(frame)-rd.Len()-br.Buffered(), length)
 	}
 	// Chunked: decode now, so that framing errors are a 400, not a handler's
 	// read error.
@@ -271,6 +263,34 @@ func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, bo
 	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 }
 
+// fixedBody is the body of a frame from start on, which must be length
+// bytes.
+func fixedBody(frame []byte, start int, length int64) (io.ReadCloser, int64, error) {
+	if rest := int64(len(frame) - start); rest != length {
+		return nil, 0, fmt.Errorf("%w: Content-Length is %d but the frame holds %d body bytes", ErrMalformedFrame, length, rest)
+	}
+	if length == 0 {
+		return http.NoBody, 0, nil
+	}
+	return io.NopCloser(bytes.NewReader(frame[start:])), length, nil
+}
+
+// leanLength parses a Content-Length value of decimal digits ("" is 0),
+// checking it against the body limit.
+func leanLength(v string, lim Limits) (int64, bool, error) {
+	if v == "" {
+		return 0, true, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, false, nil // net/http's error
+	}
+	if max := lim.body(); max >= 0 && n > max {
+		return 0, true, &TooLargeError{What: "body", Limit: max, Size: n}
+	}
+	return n, true, nil
+}
+
 // DecodeRequest reads a request frame with net/http's http.ReadRequest.
 // The returned request's Body reads from frame without copying (the caller
 // must not modify frame while the body is in use). A chunked body is
@@ -279,8 +299,21 @@ func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, bo
 // lim, ErrMalformedFrame for anything http.ReadRequest refuses and for a
 // Content-Length that disagrees with the frame.
 func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
-	if _, err := checkHeader(frame, lim); err != nil {
+	end, err := checkHeader(frame, lim)
+	if err != nil {
 		return nil, err
+	}
+	if req, length, ok := leanParseRequest(string(frame[:end])); ok && validHost(req.Host) {
+		n, ok, err := leanLength(length, lim)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if req.Body, req.ContentLength, err = fixedBody(frame, end, n); err != nil {
+				return nil, err
+			}
+			return req, nil
+		}
 	}
 	rd := bytes.NewReader(frame)
 	br := getReader(rd)
@@ -317,8 +350,21 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 // ["chunked"], as from net/http's client. Errors as DecodeRequest's.
 func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response, error) {
 	for {
-		if _, err := checkHeader(frame, lim); err != nil {
+		end, err := checkHeader(frame, lim)
+		if err != nil {
 			return nil, err
+		}
+		if resp, length, ok := leanParseResponse(string(frame[:end]), req); ok {
+			n, ok, err := leanLength(length, lim)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				if resp.Body, resp.ContentLength, err = fixedBody(frame, end, n); err != nil {
+					return nil, err
+				}
+				return resp, nil
+			}
 		}
 		rd := bytes.NewReader(frame)
 		br := getReader(rd)

@@ -177,3 +177,220 @@ func isTokenByte(c byte) bool {
 func leanHost(s string) bool {
 	return s != "" && validHost(s) && strings.IndexByte(s, '[') < 0 && strings.IndexByte(s, '%') < 0
 }
+
+// The lean frame decoders (issue 13): leanParseRequest and
+// leanParseResponse read the header block of a frame as http.ReadRequest and
+// http.ReadResponse would, for a strict subset of HTTP/1.1 — the frames
+// httpbus's own encoders write — and decline anything else, which then goes
+// through net/http as before. FuzzLeanDecode compares every field of the
+// result with net/http's for every input. What they accept:
+//
+//   - CRLF line ends only; no obs-fold, no whitespace before a colon;
+//   - field names in canonical form (Content-Type, not content-type), at
+//     most leanMaxFields lines; values of visible ASCII, SP and HTAB, with
+//     no whitespace at their end;
+//   - no Transfer-Encoding, Trailer, Connection or Pragma field, at most one
+//     Content-Length of decimal digits (a response must have one);
+//   - request: a token method other than CONNECT and PRI, a target that
+//     starts with '/' and holds only path characters that need no escape
+//     (no '%', no '#') up to an optional '?' and query, and HTTP/1.1;
+//   - response: HTTP/1.1, a status of 200–599 other than 204 and 304, to a
+//     request that is not HEAD.
+//
+// The header block becomes one string; keys and values are substrings of it.
+
+const leanMaxFields = 64
+
+// leanField is one header line of a block.
+type leanField struct{ key, value string }
+
+// leanParseFields parses the field lines of block (which ends with the blank
+// line) into h, one []string backing array for all values. It returns the
+// single Content-Length value ("" if none).
+func leanParseFields(block string) (h http.Header, length string, ok bool) {
+	var arr [leanMaxFields]leanField
+	fields := arr[:0]
+	for {
+		i := strings.IndexByte(block, '\n')
+		if i < 1 || block[i-1] != '\r' {
+			return nil, "", false
+		}
+		line := block[:i-1]
+		block = block[i+1:]
+		if line == "" {
+			break
+		}
+		if len(fields) == leanMaxFields {
+			return nil, "", false
+		}
+		colon := strings.IndexByte(line, ':')
+		if colon < 1 {
+			return nil, "", false
+		}
+		key, value := line[:colon], line[colon+1:]
+		if !canonicalToken(key) {
+			return nil, "", false
+		}
+		for len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
+			value = value[1:]
+		}
+		for j := 0; j < len(value); j++ {
+			if c := value[j]; (c < ' ' && c != '\t') || c > '~' {
+				return nil, "", false
+			}
+		}
+		if n := len(value); n > 0 && (value[n-1] == ' ' || value[n-1] == '\t') {
+			return nil, "", false
+		}
+		switch key {
+		case "Transfer-Encoding", "Trailer", "Connection", "Pragma":
+			return nil, "", false
+		case "Content-Length":
+			if length != "" || value == "" {
+				return nil, "", false
+			}
+			for j := 0; j < len(value); j++ {
+				if value[j] < '0' || value[j] > '9' {
+					return nil, "", false
+				}
+			}
+			length = value
+		}
+		fields = append(fields, leanField{key, value})
+	}
+	if block != "" {
+		return nil, "", false
+	}
+	h = make(http.Header, len(fields))
+	strs := make([]string, len(fields))
+	for i, f := range fields {
+		if vv, seen := h[f.key]; seen {
+			h[f.key] = append(vv, f.value)
+			continue
+		}
+		strs[i] = f.value
+		h[f.key] = strs[i : i+1 : i+1]
+	}
+	return h, length, true
+}
+
+// canonicalToken reports whether k is a field name already in
+// textproto.CanonicalMIMEHeaderKey's form.
+func canonicalToken(k string) bool {
+	upper := true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !isTokenByte(c) {
+			return false
+		}
+		if upper && 'a' <= c && c <= 'z' || !upper && 'A' <= c && c <= 'Z' {
+			return false
+		}
+		upper = c == '-'
+	}
+	return k != ""
+}
+
+// leanPathByte reports whether c may appear as it is in a request path that
+// net/url keeps without RawPath.
+func leanPathByte(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("-_.~$&+,/:;=@", c) >= 0
+}
+
+// leanParseRequest parses the header block of a request frame (through its
+// blank line), or returns ok false where it declines. Body, ContentLength
+// and the checks on them are the caller's.
+func leanParseRequest(block string) (req *http.Request, length string, ok bool) {
+	i := strings.Index(block, "\r\n")
+	if i < 0 {
+		return nil, "", false
+	}
+	line := block[:i]
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, proto, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || proto != "HTTP/1.1" || !validMethod(method) || method == http.MethodConnect || method == "PRI" {
+		return nil, "", false
+	}
+	path, query, hasQuery := strings.Cut(target, "?")
+	if path == "" || path[0] != '/' {
+		return nil, "", false
+	}
+	for j := 0; j < len(path); j++ {
+		if !leanPathByte(path[j]) {
+			return nil, "", false
+		}
+	}
+	for j := 0; j < len(query); j++ {
+		if c := query[j]; c <= ' ' || c >= 0x7f || c == '#' || c == '?' {
+			return nil, "", false
+		}
+	}
+	h, length, ok := leanParseFields(block[i+2:])
+	if !ok {
+		return nil, "", false
+	}
+	hosts := h["Host"]
+	if len(hosts) != 1 {
+		return nil, "", false
+	}
+	delete(h, "Host")
+	return &http.Request{
+		Method:     method,
+		URL:        &url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""},
+		Proto:      proto,
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       hosts[0],
+		RequestURI: target,
+	}, length, true
+}
+
+// leanParseResponse parses the header block of a response frame answering
+// req, or returns ok false where it declines. Body and the checks on it are
+// the caller's; the returned length is the Content-Length value.
+func leanParseResponse(block string, req *http.Request) (resp *http.Response, length string, ok bool) {
+	if req != nil && req.Method == http.MethodHead {
+		return nil, "", false
+	}
+	i := strings.Index(block, "\r\n")
+	if i < 0 || !strings.HasPrefix(block, "HTTP/1.1 ") {
+		return nil, "", false
+	}
+	status := block[len("HTTP/1.1 "):i]
+	code := 0
+	if len(status) < 4 || status[3] != ' ' {
+		return nil, "", false
+	}
+	for j := 0; j < 3; j++ {
+		if status[j] < '0' || status[j] > '9' {
+			return nil, "", false
+		}
+		code = code*10 + int(status[j]-'0')
+	}
+	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
+		return nil, "", false
+	}
+	for j := 4; j < len(status); j++ {
+		if c := status[j]; (c < ' ' && c != '\t') || c > '~' {
+			return nil, "", false
+		}
+	}
+	h, length, ok := leanParseFields(block[i+2:])
+	if !ok || length == "" {
+		return nil, "", false
+	}
+	return &http.Response{
+		Status:     status,
+		StatusCode: code,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Request:    req,
+	}, length, true
+}

@@ -1,9 +1,12 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"net/http"
 	"net/url"
+	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -48,4 +51,125 @@ func FuzzLeanEncode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzLeanDecode is the differential test of the lean decoders (issue 13):
+// for every input that leanParseRequest or leanParseResponse accepts,
+// http.ReadRequest and http.ReadResponse must accept the same bytes and give
+// the same method, URL, protocol, header, host, target, status, length and
+// framing. Run it for longer with
+//
+//	go test -run '^$' -fuzz FuzzLeanDecode -fuzztime 10m ./transport/
+func FuzzLeanDecode(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	for _, s := range []string{
+		"GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: svc\r\nUser-Agent: Go-http-client/1.1\r\nAccept: */*\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
+		"POST /echo? HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nContent-Type: text/plain\r\nX-Empty:\r\n\r\nhello",
+		"GET //x/y:z@w HTTP/1.1\r\nHost: s\r\nContent-Length: 007\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain; charset=utf-8\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\nhello",
+		"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+		"HTTP/1.1 599 \r\nContent-Length: 0\r\nX:\t v\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+		"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		end := headerEnd(frame, -1)
+		if end < 0 {
+			return
+		}
+		block := string(frame[:end])
+		if lean, length, ok := leanParseRequest(block); ok {
+			ref, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(frame)))
+			if err != nil {
+				t.Fatalf("lean read a request net/http refuses (%v):\n%q", err, block)
+			}
+			n, err := strconv.ParseInt(length, 10, 64)
+			if length == "" {
+				n, err = 0, nil
+			}
+			if err == nil {
+				lean.ContentLength = n
+				compareRequests(t, block, lean, ref)
+			}
+		}
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			req := &http.Request{Method: method}
+			lean, length, ok := leanParseResponse(block, req)
+			if !ok {
+				continue
+			}
+			ref, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(frame)), req)
+			if err != nil {
+				t.Fatalf("lean read a response net/http refuses (%v):\n%q", err, block)
+			}
+			if n, err := strconv.ParseInt(length, 10, 64); err == nil {
+				lean.ContentLength = n
+				compareResponses(t, block, lean, ref)
+			}
+		}
+	})
+}
+
+func compareRequests(t *testing.T, block string, a, b *http.Request) {
+	t.Helper()
+	type view struct {
+		Method, Proto, Host, RequestURI string
+		Major, Minor                    int
+		URL                             url.URL
+		Header, Trailer                 http.Header
+		ContentLength                   int64
+		TransferEncoding                []string
+		Close                           bool
+	}
+	va := view{a.Method, a.Proto, a.Host, a.RequestURI, a.ProtoMajor, a.ProtoMinor, *a.URL, a.Header, a.Trailer, a.ContentLength, a.TransferEncoding, a.Close}
+	vb := view{b.Method, b.Proto, b.Host, b.RequestURI, b.ProtoMajor, b.ProtoMinor, *b.URL, b.Header, b.Trailer, b.ContentLength, b.TransferEncoding, b.Close}
+	if !reflect.DeepEqual(va, vb) {
+		t.Fatalf("requests differ for %q:\nlean     %+v\nnet/http %+v", block, va, vb)
+	}
+}
+
+func compareResponses(t *testing.T, block string, a, b *http.Response) {
+	t.Helper()
+	type view struct {
+		Status, Proto            string
+		StatusCode, Major, Minor int
+		Header, Trailer          http.Header
+		ContentLength            int64
+		TransferEncoding         []string
+		Close, Uncompressed      bool
+		Request                  *http.Request
+	}
+	va := view{a.Status, a.Proto, a.StatusCode, a.ProtoMajor, a.ProtoMinor, a.Header, a.Trailer, a.ContentLength, a.TransferEncoding, a.Close, a.Uncompressed, a.Request}
+	vb := view{b.Status, b.Proto, b.StatusCode, b.ProtoMajor, b.ProtoMinor, b.Header, b.Trailer, b.ContentLength, b.TransferEncoding, b.Close, b.Uncompressed, b.Request}
+	if !reflect.DeepEqual(va, vb) {
+		t.Fatalf("responses differ for %q:\nlean     %+v\nnet/http %+v", block, va, vb)
+	}
+}
+
+// TestLeanDecodeTakesOwnFrames checks that the frames httpbus's own encoders
+// write for ordinary exchanges take the lean path (else FuzzLeanDecode would
+// prove nothing about the frames that matter).
+func TestLeanDecodeTakesOwnFrames(t *testing.T) {
+	h := http.Header{"Accept": {"*/*"}, "X-Trace": {"a", "b"}, "Content-Type": {"application/json"}}
+	r := &http.Request{Method: http.MethodPost, URL: &url.URL{Path: "/orders/42", RawQuery: "expand=items&x=%20"}, Header: h}
+	frame, err := EncodeRequest(r, "orders", []byte(`{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := leanParseRequest(string(frame[:headerEnd(frame, -1)])); !ok {
+		t.Errorf("lean declines httpbus's request frame %q", frame)
+	}
+	for _, status := range []int{200, 201, 404, 500} {
+		frame, err := EncodeResponse(status, h, []byte("body"), http.MethodGet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, ok := leanParseResponse(string(frame[:headerEnd(frame, -1)]), r); !ok {
+			t.Errorf("lean declines httpbus's response frame %q", frame)
+		}
+	}
 }
