@@ -2,9 +2,11 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -117,5 +119,43 @@ func TestRedeliveredHeader(t *testing.T) {
 	d.Redelivered = true
 	if _, body, _ := serveOne(t, srv, d); body != "true" {
 		t.Fatalf("handler saw %s=%q, want true", HeaderRedelivered, body)
+	}
+}
+
+// TestLazyDeadline: the reply context ends at its deadline (Done closes,
+// Err is DeadlineExceeded) whether Done is asked for before or after, and
+// at cancel with Canceled.
+func TestLazyDeadline(t *testing.T) {
+	s := &Server{ReplyTimeout: 30 * time.Millisecond}
+	ctx, cancel := s.replyContext(context.Background())
+	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 30*time.Millisecond {
+		t.Fatalf("deadline %v %v", dl, ok)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("Err %v before the deadline", ctx.Err())
+	}
+	<-ctx.Done() // the timer starts here and must fire
+	if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err %v after Done, want DeadlineExceeded", ctx.Err())
+	}
+
+	ctx, cancel = s.replyContext(context.Background())
+	for ctx.Err() == nil { // never asked for Done: Err alone sees the deadline
+		runtime.Gosched()
+	}
+	select {
+	case <-ctx.Done():
+	default:
+		t.Fatal("Done not closed after Err reported the deadline")
+	}
+	cancel()
+
+	ctx, cancel = s.replyContext(context.Background())
+	done := ctx.Done()
+	cancel()
+	<-done
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		t.Fatalf("Err %v after cancel, want Canceled", ctx.Err())
 	}
 }
