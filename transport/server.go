@@ -347,30 +347,33 @@ func (s *Server) replyContext(base context.Context) (context.Context, context.Ca
 	return c, c.cancel
 }
 
-// lazyDeadline is a context that ends at deadline or at cancel, whose
-// timer and channel exist only once Done is called.
+// lazyDeadline is a context that ends at deadline (none if zero) or at
+// cancel, whose timer and channel exist only once Done is called. Its parent
+// is never cancelled (Done nil): it gives the values only.
 type lazyDeadline struct {
-	context.Context // values only: never cancelled
-	deadline        time.Time
-	mu              sync.Mutex
-	done            chan struct{}
-	timer           *time.Timer
-	err             error
+	context.Context
+	deadline time.Time
+	mu       sync.Mutex
+	done     chan struct{}
+	timer    *time.Timer
+	err      error
 }
 
-func (c *lazyDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lazyDeadline) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
 func (c *lazyDeadline) Done() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done == nil {
 		c.done = make(chan struct{})
-		if c.err != nil {
+		switch d := time.Until(c.deadline); {
+		case c.err != nil:
 			close(c.done)
-		} else if d := time.Until(c.deadline); d <= 0 {
+		case c.deadline.IsZero():
+		case d <= 0:
 			c.err = context.DeadlineExceeded
 			close(c.done)
-		} else {
+		default:
 			c.timer = time.AfterFunc(d, func() { c.end(context.DeadlineExceeded) })
 		}
 	}
@@ -380,7 +383,7 @@ func (c *lazyDeadline) Done() <-chan struct{} {
 func (c *lazyDeadline) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.err == nil && !time.Now().Before(c.deadline) {
+	if c.err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 		c.err = context.DeadlineExceeded
 		if c.done != nil {
 			close(c.done)
@@ -399,7 +402,9 @@ func (c *lazyDeadline) end(err error) {
 	c.err = err
 	if c.done != nil {
 		close(c.done)
-		c.timer.Stop()
+		if c.timer != nil {
+			c.timer.Stop()
+		}
 	}
 }
 
@@ -452,18 +457,25 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		return
 	}
 	ctx := base
-	if !d.Deadline.IsZero() {
+	if !d.Deadline.IsZero() || ex != nil {
+		// The handler's context ends at the caller's deadline, or when the
+		// caller cancels (ex.cancel). Over a base that is never cancelled
+		// (the usual context.Background), it is a lazyDeadline: its timer
+		// starts only if the handler asks for Done.
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(base, d.Deadline)
+		switch {
+		case base.Done() == nil:
+			lc := &lazyDeadline{Context: base, deadline: d.Deadline}
+			ctx, cancel = lc, lc.cancel
+		case d.Deadline.IsZero():
+			ctx, cancel = context.WithCancel(base)
+		default:
+			ctx, cancel = context.WithDeadline(base, d.Deadline)
+		}
 		defer cancel()
 		if ex != nil {
 			ex.cancel = cancel // a caller's cancel ends the handler's context
 		}
-	} else if ex != nil {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(base)
-		defer cancel()
-		ex.cancel = cancel
 	}
 	var req *http.Request
 	var err error

@@ -158,4 +158,22 @@ func TestLazyDeadline(t *testing.T) {
 	if !errors.Is(ctx.Err(), context.Canceled) {
 		t.Fatalf("Err %v after cancel, want Canceled", ctx.Err())
 	}
+
+	// No deadline (a handler's context when the caller sent none): only
+	// cancel ends it.
+	lc := &lazyDeadline{Context: context.Background()}
+	if _, ok := lc.Deadline(); ok {
+		t.Fatal("a zero deadline reported as set")
+	}
+	done = lc.Done()
+	select {
+	case <-done:
+		t.Fatal("Done closed with no deadline and no cancel")
+	default:
+	}
+	lc.cancel()
+	<-done
+	if !errors.Is(lc.Err(), context.Canceled) {
+		t.Fatalf("Err %v after cancel, want Canceled", lc.Err())
+	}
 }
