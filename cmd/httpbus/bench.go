@@ -14,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ type benchConfig struct {
 	Markdown   bool
 	Label      string
 	CPUProfile string
+	Trace      string // runtime/trace of the measured rounds
 	MemProfile string
 	// Requests, when positive, ends each measured phase after that many
 	// calls (for memory measurements); zero means run for Duration. With
@@ -179,6 +181,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Requests, "n", 0, "stop each measured phase after `N` calls (0: run for -d); with -c 1 -warmup 0 for memory measurements")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile (allocations of the whole run) to `file`")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`")
+	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace (runtime/trace; go tool trace) of the measured rounds to `file`")
 	fs.StringVar(&cfg.Stream, "stream", "", "stream one -size body `up|down|both` (POST /upload, GET /download; -n transfers per round, -raw: raw publish MB/s)")
 	fs.IntVar(&cfg.RawMsg, "raw-msg", 0, "with -stream -raw, raw message size, `bytes` (0: 1 MiB, at most the broker's max)")
 	pos, err := parseFlags(fs, args)
@@ -473,6 +476,17 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 			return nil, err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if cfg.Trace != "" {
+		f, err := os.Create(cfg.Trace)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := trace.Start(f); err != nil {
+			return nil, err
+		}
+		defer trace.Stop()
 	}
 	roundDur := cfg.Duration / time.Duration(rep.Rounds)
 	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {

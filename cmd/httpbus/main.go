@@ -6,7 +6,7 @@
 // Usage:
 //
 //	httpbus call  [-X METHOD] [-H 'K: V']... [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value]... URL
-//	httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json] [-cpuprofile FILE]
+//	httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json] [-cpuprofile FILE] [-trace FILE]
 //	httpbus bench -url URL -stream up|down|both [-size BYTES] [-n 1] [-rounds 3] [-raw] [-target SERVICE] [-json] [-memprofile FILE]
 //	httpbus serve -url URL [-service NAME] [-max-body BYTES] [-memprofile FILE]
 //	httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
@@ -62,7 +62,7 @@
 //	tcp    net/http client and server on loopback
 //
 // -json prints one JSON object instead of the table (scripts/bench.sh reads
-// it). -cpuprofile writes a CPU profile of the measured rounds.
+// it). -cpuprofile writes a CPU profile of the measured rounds, -trace an execution trace (go tool trace).
 //
 // With -stream, bench instead moves one -size body through the stream
 // protocol: up is a POST /upload that the service reads, counts and
