@@ -333,7 +333,6 @@ else
 		sidle=$s_skb
 		log "stream, $b: $stream_size B both ways next to raw publish, $stream_rounds rounds"
 		sraw=-raw
-		[ "$b" = mqtt ] && sraw= # no raw stream publisher for MQTT yet (issue 14)
 		stream_pair "$b" "$url" "$svc" ratio -stream both -size "$stream_size" -rounds "$stream_rounds" $sraw
 		if [ $s_rc -eq 0 ] && [ -z "$sraw" ]; then
 			declare -A tp=([up]=$(fmtnum "$(json_val up_mbps "$work/sc.json")") [down]=$(fmtnum "$(json_val down_mbps "$work/sc.json")"))
@@ -478,8 +477,9 @@ each under \`/usr/bin/time -v\`:
 Raw publish: nats — nats.go \`Publish\` of max_payload-sized messages to a
 \`Subscribe\` (no pending limits); amqp — amqp091 transient publish, no
 confirms, to an exclusive queue with a no-ack consumer; stomp — go-stomp
-\`SEND\` to \`/queue/…\`, auto-ack subscription; tcp — net/http \`POST\` of the
-body to a net/http server that counts it.
+\`SEND\` to \`/queue/…\`, auto-ack subscription; mqtt — paho.golang QoS 0
+\`Publish\` (httpbus sends stream parts at QoS 0) to a QoS 0 subscription; tcp —
+net/http \`POST\` of the body to a net/http server that counts it.
 
 | backend | direction | httpbus MB/s | MB/s alone | raw publish MB/s | ratio | caller RSS MiB idle → peak (+Δ) | server RSS MiB idle → peak (+Δ) | target Δ ≤ 16 MiB |
 |---|---|---:|---:|---:|---:|---:|---:|---|
