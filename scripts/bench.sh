@@ -387,7 +387,7 @@ fi
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || echo unknown)
-brokers=$(grep -o '([^()]*/[^()]*)\|(nats-server [^)]*)\|(RabbitMQ [^)]*)' "$rows" "$streamrows" | sort -u | tr -d '()' | paste -sd ';' - | sed 's/;/; /g' || true)
+brokers=$(grep -ho '([^()]*/[^()]*)\|(nats-server [^)]*)\|(RabbitMQ [^)]*)' "$rows" "$streamrows" | sort -u | tr -d '()' | paste -sd ';' - | sed 's/;/; /g' || true)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
 
@@ -423,7 +423,7 @@ tcp — net/http client and server on loopback. mem has no raw twin.
 
 ## Request/reply, httpbus vs raw client
 
-Targets (issue 6; mqtt: issue 14): ratio req/s at 32 callers ≥ 0.85 (nats) or
+Targets (issue 13; mqtt: issue 14): ratio req/s at 32 callers ≥ 0.65 (nats) or
 ≥ 0.90 (amqp, stomp, tcp, mqtt); ratio p50 at 1 caller ≤ 1.15 (nats) or ≤ 1.10
 (others).
 

@@ -106,13 +106,14 @@ type Result struct {
 }
 
 // MarkdownHeader is the head of the table whose rows bench -md prints.
-const MarkdownHeader = `| backend | callers | httpbus req/s | raw req/s | ratio req/s | p50 httpbus / raw µs | ratio p50 | p99 httpbus / raw µs | CPU µs/req httpbus / raw | errors | target (issue 6) |
+const MarkdownHeader = `| backend | callers | httpbus req/s | raw req/s | ratio req/s | p50 httpbus / raw µs | ratio p50 | p99 httpbus / raw µs | CPU µs/req httpbus / raw | errors | target (issue 13) |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`
 
-// targets are issue 6's goals for the ratio httpbus/raw: requests/s at 32
-// callers at least rps, p50 latency at 1 caller at most p50.
+// targets are issue 13's goals for the ratio httpbus/raw (issue 14's for
+// mqtt): requests/s at 32 callers at least rps, p50 latency at 1 caller at
+// most p50.
 var targets = map[string]struct{ rps, p50 float64 }{
-	"nats":  {0.85, 1.15},
+	"nats":  {0.65, 1.15},
 	"amqp":  {0.90, 1.10},
 	"stomp": {0.90, 1.10},
 	"tcp":   {0.90, 1.10},
