@@ -51,7 +51,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 			mx.unregister(s)
 		}
 	}()
-	h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: {s.id}}
+	h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: s.idv[:]}
 	var m *Message
 	var rest []byte
 	if !more {

@@ -261,6 +261,7 @@ func (m *mux) dispatch(msg *Message) {
 // for the parts this end sends, and the parts it receives.
 type stream struct {
 	id  string
+	idv [1]string // id as a header value, with the stream (no allocation of its own)
 	mx  *mux
 	log *slog.Logger
 
@@ -280,7 +281,7 @@ type stream struct {
 }
 
 func newStream(mx *mux, id string) *stream {
-	return &stream{id: id, mx: mx, limit: DefaultWindow}
+	return &stream{id: id, idv: [1]string{id}, mx: mx, limit: DefaultWindow}
 }
 
 func (s *stream) init() *stream {
