@@ -34,9 +34,17 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	if maxBody >= 0 && req.ContentLength > maxBody {
 		return rt.failure(req, &TooLargeError{What: "body", Limit: maxBody, Size: req.ContentLength})
 	}
-	first, more, err := startBody(req, size)
+	// The common case reads a known-length body straight into the frame.
+	leanFrame, lean, err := leanRequestFrame(req, service, size)
 	if err != nil {
 		return rt.failure(req, err)
+	}
+	var first []byte
+	var more bool
+	if !lean {
+		if first, more, err = startBody(req, size); err != nil {
+			return rt.failure(req, err)
+		}
 	}
 	if maxBody >= 0 && int64(len(first)) > maxBody {
 		return rt.failure(req, &TooLargeError{What: "body", Limit: maxBody, Size: -1})
@@ -55,11 +63,13 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	var m *Message
 	var rest []byte
 	if !more {
-		chunked := req.ContentLength <= 0 && len(first) > 0
-		frame, err := encodeRequestFrame(req, service, first, chunked)
-		if err != nil {
-			closeBody(req)
-			return nil, err
+		frame := leanFrame
+		if !lean {
+			chunked := req.ContentLength <= 0 && len(first) > 0
+			if frame, err = encodeRequestFrame(req, service, first, chunked); err != nil {
+				closeBody(req)
+				return nil, err
+			}
 		}
 		if sl, ok := rt.Conn.(SizeLimiter); ok {
 			if lim := sl.MaxMessageBytes(); lim > 0 && int64(len(frame)) > lim {

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,6 +28,41 @@ import (
 // leanRequest appends the frame Request.Write makes of EncodeRequest's
 // request, or returns ok false where it declines.
 func leanRequest(dst []byte, r *http.Request, service string, body []byte) (_ []byte, ok bool) {
+	dst, ok = leanRequestHead(dst, r, service, int64(len(body)))
+	if !ok {
+		return nil, false
+	}
+	return append(dst, body...), true
+}
+
+// leanRequestFrame reads a request's body of known length (at most max
+// bytes) straight into the frame behind its head, where leanRequestHead
+// takes the request; ok is false where it does not (the body is then
+// untouched). An error is a body shorter than its ContentLength.
+func leanRequestFrame(r *http.Request, service string, max int) (_ []byte, ok bool, err error) {
+	n := r.ContentLength
+	noBody := r.Body == nil || r.Body == http.NoBody
+	if n < 0 || n > int64(max) || (n == 0) != noBody {
+		return nil, false, nil
+	}
+	frame, ok := leanRequestHead(make([]byte, 0, headerEstimate(r.Header)+len(r.URL.Path)+len(r.URL.RawQuery)+len(service)+64+int(n)), r, service, n)
+	if !ok {
+		return nil, false, nil
+	}
+	if n > 0 {
+		head := len(frame)
+		frame = frame[:head+int(n)]
+		if _, err := io.ReadFull(r.Body, frame[head:]); err != nil {
+			closeBody(r)
+			return nil, false, fmt.Errorf("transport: request body shorter than its ContentLength %d: %w", n, err)
+		}
+	}
+	return frame, true, nil
+}
+
+// leanRequestHead appends the request line and header block of
+// leanRequest for a body of n bytes.
+func leanRequestHead(dst []byte, r *http.Request, service string, n int64) (_ []byte, ok bool) {
 	method := r.Method
 	if method == "" {
 		method = http.MethodGet
@@ -55,10 +92,9 @@ func leanRequest(dst []byte, r *http.Request, service string, body []byte) (_ []
 		dst = append(dst, ua...)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = appendLength(dst, int64(len(body)), method)
+	dst = appendLength(dst, n, method)
 	dst = appendHeader(dst, r.Header, requestExcluded)
-	dst = append(dst, "\r\n"...)
-	return append(dst, body...), true
+	return append(dst, "\r\n"...), true
 }
 
 // leanResponse appends the frame Response.Write makes of EncodeResponse's
