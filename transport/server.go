@@ -347,69 +347,6 @@ func (s *Server) replyContext(base context.Context) (context.Context, context.Ca
 	return c, c.cancel
 }
 
-// lazyDeadline is a context that ends at deadline (none if zero) or at
-// cancel, whose timer and channel exist only once Done is called. Its parent
-// is never cancelled (Done nil): it gives the values only.
-type lazyDeadline struct {
-	context.Context
-	deadline time.Time
-	mu       sync.Mutex
-	done     chan struct{}
-	timer    *time.Timer
-	err      error
-}
-
-func (c *lazyDeadline) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
-
-func (c *lazyDeadline) Done() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done == nil {
-		c.done = make(chan struct{})
-		switch d := time.Until(c.deadline); {
-		case c.err != nil:
-			close(c.done)
-		case c.deadline.IsZero():
-		case d <= 0:
-			c.err = context.DeadlineExceeded
-			close(c.done)
-		default:
-			c.timer = time.AfterFunc(d, func() { c.end(context.DeadlineExceeded) })
-		}
-	}
-	return c.done
-}
-
-func (c *lazyDeadline) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
-		c.err = context.DeadlineExceeded
-		if c.done != nil {
-			close(c.done)
-			c.timer.Stop()
-		}
-	}
-	return c.err
-}
-
-func (c *lazyDeadline) end(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return
-	}
-	c.err = err
-	if c.done != nil {
-		close(c.done)
-		if c.timer != nil {
-			c.timer.Stop()
-		}
-	}
-}
-
-func (c *lazyDeadline) cancel() { c.end(context.Canceled) }
-
 // reply sends resp (nil for none) and settles d, logging a failure.
 func (s *Server) reply(base context.Context, l Listener, d *Delivery, resp []byte, disp Disposition) {
 	ctx, cancel := s.replyContext(base)
@@ -458,20 +395,12 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	}
 	ctx := base
 	if !d.Deadline.IsZero() || ex != nil {
-		// The handler's context ends at the caller's deadline, or when the
-		// caller cancels (ex.cancel). Over a base that is never cancelled
-		// (the usual context.Background), it is a lazyDeadline: its timer
-		// starts only if the handler asks for Done.
-		var cancel context.CancelFunc
-		switch {
-		case base.Done() == nil:
-			lc := &lazyDeadline{Context: base, deadline: d.Deadline}
-			ctx, cancel = lc, lc.cancel
-		case d.Deadline.IsZero():
-			ctx, cancel = context.WithCancel(base)
-		default:
-			ctx, cancel = context.WithDeadline(base, d.Deadline)
-		}
+		// The handler's context ends at the caller's deadline, when the
+		// caller cancels (ex.cancel) or with base. It is a lazyDeadline: its
+		// timer starts only if the handler asks for Done.
+		lc := &lazyDeadline{Context: base, deadline: d.Deadline}
+		ctx = lc
+		cancel := lc.cancel
 		defer cancel()
 		if ex != nil {
 			ex.cancel = cancel // a caller's cancel ends the handler's context
@@ -582,14 +511,8 @@ func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 		// connection's context when it does: that must read as the deadline
 		// (DeadlineExceeded), not a cancellation. A hang-up well before the
 		// deadline still cancels the handler.
-		ctx, cancel := context.WithDeadline(context.WithoutCancel(req.Context()), d.Deadline)
-		defer cancel()
-		stop := context.AfterFunc(req.Context(), func() {
-			if time.Until(d.Deadline) > 10*time.Millisecond {
-				cancel()
-			}
-		})
-		defer stop()
+		ctx := &lazyDeadline{Context: req.Context(), deadline: d.Deadline, slack: 10 * time.Millisecond}
+		defer ctx.cancel()
 		req = req.WithContext(ctx)
 	}
 	lim := s.limits()

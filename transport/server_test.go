@@ -176,4 +176,30 @@ func TestLazyDeadline(t *testing.T) {
 	if !errors.Is(lc.Err(), context.Canceled) {
 		t.Fatalf("Err %v after cancel, want Canceled", lc.Err())
 	}
+
+	// The parent's end ends it, seen by Done (watch) and by Err alone.
+	for _, askDone := range []bool{true, false} {
+		parent, cancelParent := context.WithCancel(context.Background())
+		lc := &lazyDeadline{Context: parent, deadline: time.Now().Add(time.Hour)}
+		if askDone {
+			done = lc.Done()
+		}
+		cancelParent()
+		if askDone {
+			<-done
+		}
+		if !errors.Is(lc.Err(), context.Canceled) {
+			t.Fatalf("Err %v after the parent's cancel (Done asked: %v), want Canceled", lc.Err(), askDone)
+		}
+	}
+	// Within slack of the deadline, the parent's end reads as the deadline
+	// (tcp: the caller hangs up at its deadline).
+	parent, cancelParent := context.WithCancel(context.Background())
+	lc = &lazyDeadline{Context: parent, deadline: time.Now().Add(5 * time.Millisecond), slack: time.Second}
+	done = lc.Done()
+	cancelParent()
+	<-done
+	if !errors.Is(lc.Err(), context.DeadlineExceeded) {
+		t.Fatalf("Err %v after the parent's end within slack, want DeadlineExceeded", lc.Err())
+	}
 }
