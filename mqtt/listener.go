@@ -27,7 +27,7 @@ type token struct {
 // a shared subscription on the service topic and one on each notification
 // topic, QoS 1, acknowledged only when the request is settled. It
 // implements transport.Listener, transport.Drainer, transport.Streamer,
-// transport.SizeLimiter and transport.StateReporter.
+// transport.SizeLimiter, transport.StateReporter and transport.Pusher.
 type Listener struct {
 	endpoint
 	service string
@@ -37,6 +37,7 @@ type Listener struct {
 
 	draining atomic.Bool
 	drained  chan struct{} // closed by Drain
+	push     atomic.Pointer[func(*transport.Delivery)]
 }
 
 // Listen connects like Dial and subscribes, at QoS 1, to
@@ -105,6 +106,10 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 	if !transport.IsFrame(d.ContentType) {
 		d.Header.Del("Content-Type")
 	}
+	if serve := l.push.Load(); serve != nil {
+		go (*serve)(d)
+		return
+	}
 	if p.QoS > 0 {
 		l.queue <- d // never blocks: at most ReceiveMaximum QoS 1 messages are unacknowledged
 		return
@@ -113,6 +118,16 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 	case l.queue <- d:
 	default:
 		l.log.Warn("transport/mqtt: queue full: QoS 0 request dropped", "topic", p.Topic)
+	}
+}
+
+// Push implements transport.Pusher: from then on each request and
+// notification is served on a goroutine of its own as it arrives (as paho
+// hands it over), instead of waiting in the queue for Receive. Receive
+// still reports the end of the Listener (transport.ErrClosed after Drain).
+func (l *Listener) Push(serve func(*transport.Delivery)) {
+	if serve != nil {
+		l.push.Store(&serve)
 	}
 }
 
