@@ -16,31 +16,33 @@ import (
 //
 // The zero value is a shut gate (StateReconnecting until the first Open).
 // A Gate is safe for concurrent use and must not be copied after first use.
-// Wait on an open gate takes no lock.
+// Wait on an open gate, Done and Context take no lock.
 type Gate struct {
 	open   atomic.Bool
 	closed atomic.Bool
 
-	mu     sync.Mutex
-	ready  chan struct{}   // closed while open; replaced at Shut
+	once   sync.Once
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	ready chan struct{} // closed while open; replaced at Shut
 }
 
-// init makes the channel and the context; g.mu is held.
+// init makes the context and the first ready channel, once.
 func (g *Gate) init() {
-	if g.ready == nil {
-		g.ready = make(chan struct{})
+	g.once.Do(func() {
 		g.ctx, g.cancel = context.WithCancel(context.Background())
-	}
+		g.ready = make(chan struct{})
+	})
 }
 
 // Open marks the connection usable and releases the callers waiting for
 // it. A no-op when open or closed.
 func (g *Gate) Open() {
+	g.init()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.init()
 	if g.closed.Load() || g.open.Load() {
 		return
 	}
@@ -51,9 +53,9 @@ func (g *Gate) Open() {
 // Shut marks the connection lost: callers Wait from now on until the next
 // Open. A no-op when shut or closed.
 func (g *Gate) Shut() {
+	g.init()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.init()
 	if g.open.Load() {
 		g.open.Store(false)
 		g.ready = make(chan struct{})
@@ -64,9 +66,9 @@ func (g *Gate) Shut() {
 // and Context cancelled.
 // It reports whether this call closed it (false after the first).
 func (g *Gate) Close() bool {
+	g.init()
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	g.init()
 	if g.closed.Swap(true) {
 		return false
 	}
@@ -84,8 +86,6 @@ func (g *Gate) Done() <-chan struct{} { return g.Context().Done() }
 // Context returns a context cancelled by Close, to bound work that must
 // not outlive the endpoint (with context.AfterFunc, say).
 func (g *Gate) Context() context.Context {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	g.init()
 	return g.ctx
 }
@@ -96,9 +96,9 @@ func (g *Gate) Wait(ctx context.Context) error {
 	if g.open.Load() {
 		return nil
 	}
-	g.mu.Lock()
 	g.init()
-	ready, done := g.ready, g.ctx.Done()
+	g.mu.Lock()
+	ready := g.ready
 	g.mu.Unlock()
 	select {
 	case <-ready:
@@ -106,7 +106,7 @@ func (g *Gate) Wait(ctx context.Context) error {
 			return ErrClosed
 		}
 		return nil
-	case <-done:
+	case <-g.ctx.Done():
 		return ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
