@@ -53,7 +53,7 @@ func (c *Conn) onReply(pr paho.PublishReceived) {
 
 // Call implements transport.Conn. It publishes req (QoS 1) to the
 // service's topic with Content Type, each req.Header entry as a user
-// property, Httpbus-Version, Httpbus-Deadline and Message Expiry Interval
+// property, Httpbus-Deadline and Message Expiry Interval
 // (from req.Deadline, else ctx's deadline), Response Topic and
 // Correlation Data, and waits until the reply arrives or ctx ends. While
 // the connection is down it waits for it (up to ctx). Errors:

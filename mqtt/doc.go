@@ -52,8 +52,9 @@
 // Response Topic ("<prefix>/reply/<client id>" of the calling Conn),
 // Correlation Data (opaque bytes, unique per Conn) and Message Expiry
 // Interval (seconds to the caller's deadline, rounded up), and user
-// properties for Httpbus-Version, Httpbus-Deadline (Unix ms) and every
-// entry of transport.Message.Header (the stream headers among them). The
+// properties for Httpbus-Deadline (Unix ms) and every entry of
+// transport.Message.Header (the stream headers among them);
+// Httpbus-Version only when it is not 1 (a missing one means 1). The
 // response goes to the Response Topic with the same Correlation Data;
 // the Conn matches it in a table of calls in flight. Received user
 // properties become Message.Header with canonical keys; a message whose

@@ -134,13 +134,15 @@ func randomID() string {
 // properties builds the MQTT 5 properties of an outgoing message: Content
 // Type (m.ContentType, message/http when empty), each m.Header entry as a
 // user property (one per value; pairs that are not UTF-8 are left out, as
-// MQTT requires UTF-8), Httpbus-Version unless m.Header has one, and from
-// m.Deadline both Httpbus-Deadline (Unix ms) and the Message Expiry
-// Interval (seconds, rounded up, at least 1).
+// MQTT requires UTF-8), Httpbus-Version only when it is not 1 (WIRE.md §2:
+// a missing one means 1; paho decodes each user property string into
+// about 1.4 kB of garbage), and from m.Deadline both Httpbus-Deadline
+// (Unix ms) and the Message Expiry Interval (seconds, rounded up, at
+// least 1).
 func properties(m *transport.Message) *paho.PublishProperties {
 	p := &paho.PublishProperties{ContentType: cmp.Or(m.ContentType, transport.MediaType), User: make(paho.UserProperties, 0, len(m.Header)+2)}
 	transport.EachHeader(m, func(k, v string) {
-		if utf8.ValidString(k) && utf8.ValidString(v) {
+		if utf8.ValidString(k) && utf8.ValidString(v) && (k != transport.HeaderVersion || v != transport.Version) {
 			p.User = append(p.User, paho.UserProperty{Key: k, Value: v})
 		}
 	})
