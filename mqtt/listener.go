@@ -126,11 +126,7 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 // notification is served on a goroutine of its own as it arrives (as paho
 // hands it over), instead of waiting in the queue for Receive. Receive
 // still reports the end of the Listener (transport.ErrClosed after Drain).
-func (l *Listener) Push(serve func(*transport.Delivery)) {
-	if serve != nil {
-		l.push.Store(&serve)
-	}
-}
+func (l *Listener) Push(serve func(*transport.Delivery)) { l.push.Store(&serve) }
 
 // Receive implements transport.Listener. After Drain it returns the
 // messages already received, then transport.ErrClosed.
@@ -253,9 +249,6 @@ func (l *Listener) Drain() error {
 // held (answered in part) are not handed back. It then disconnects,
 // ending a session kept by Config.SessionExpiry.
 func (l *Listener) Close() error {
-	if l.gate.Closed() {
-		return nil
-	}
 	l.Drain()
 	n := 0
 	for d, ok := l.queue.TryTake(); ok; d, ok = l.queue.TryTake() {

@@ -101,13 +101,13 @@ func (c Config) prefix() string { return cmp.Or(c.Prefix, DefaultPrefix) }
 // ServiceTopic returns the topic requests for service go to under prefix
 // ("" means DefaultPrefix).
 func ServiceTopic(prefix, service string) string {
-	return Config{Prefix: prefix}.prefix() + "/" + service
+	return cmp.Or(prefix, DefaultPrefix) + "/" + service
 }
 
 // NotifyTopic returns the topic notifications for topic go to under
 // prefix ("" means DefaultPrefix).
 func NotifyTopic(prefix, topic string) string {
-	return Config{Prefix: prefix}.prefix() + "/notify/" + topic
+	return cmp.Or(prefix, DefaultPrefix) + "/notify/" + topic
 }
 
 // checkName reports whether s is usable as a topic name (or, with
@@ -237,10 +237,8 @@ func (e *endpoint) connect(ctx context.Context, ac autopaho.ClientConfig, manual
 		return c, nil
 	}
 	ac.DisconnectPacketBuilder = func() *paho.Disconnect {
-		// A graceful close ends the session: nothing more is routed to it.
-		if expiry == 0 {
-			return &paho.Disconnect{}
-		}
+		// A graceful close ends the session (Session Expiry Interval 0,
+		// allowed whatever CONNECT said): nothing more is routed to it.
 		return &paho.Disconnect{Properties: &paho.DisconnectProperties{SessionExpiryInterval: new(uint32)}}
 	}
 	ac.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {

@@ -122,10 +122,8 @@ func parseURL(u *url.URL, base Config) (autopaho.ClientConfig, Config, time.Dura
 		scheme, ac.TlsCfg = "mqtts", tc
 	}
 	if u.User != nil {
-		ac.ConnectUsername = u.User.Username()
-		if p, ok := u.User.Password(); ok {
-			ac.ConnectPassword = []byte(p)
-		}
+		p, _ := u.User.Password()
+		ac.ConnectUsername, ac.ConnectPassword = u.User.Username(), []byte(p)
 	}
 	for _, h := range strings.Split(u.Host, ",") {
 		if h = strings.TrimSpace(h); h != "" {
