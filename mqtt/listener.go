@@ -109,8 +109,8 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 	if !transport.IsFrame(d.ContentType) {
 		d.Header.Del("Content-Type")
 	}
-	if serve := l.push.Load(); serve != nil {
-		go (*serve)(d)
+	if serve := l.push.Load(); serve != nil && !l.draining.Load() {
+		go (*serve)(d) // after Drain: to the queue, to be received or handed back
 		return
 	}
 	switch {
