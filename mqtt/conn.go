@@ -1,12 +1,9 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"net/url"
-	"strconv"
-	"sync"
-	"sync/atomic"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
@@ -22,55 +19,41 @@ import (
 type Conn struct {
 	endpoint
 	reply string
-	next  atomic.Uint64
-
-	mu      sync.Mutex
-	pending map[string]chan *transport.Message // by correlation data
+	calls transport.Calls[*transport.Message] // by Correlation Data
 }
 
-// Dial connects to the first reachable of servers (mqtt://host:port,
-// mqtts://…) with ac's settings (credentials, TLS; autopaho fills the
-// rest) and returns a Conn once it is subscribed to its reply topic and
-// inbox. autopaho reconnects after a loss, with backoff, until Close.
-// Errors match transport.ErrUnavailable (ctx ended first) or name a bad
-// Config.
-func Dial(ctx context.Context, servers []*url.URL, ac autopaho.ClientConfig, cfg Config) (*Conn, error) {
+// NewConn connects to the first reachable of ac.ServerUrls (mqtt://host:port,
+// mqtts://…) with ac's settings (credentials, TLS, dialer, backoff; see
+// NewListener for the fields it sets) and returns a Conn once it is
+// subscribed to its reply topic and inbox. The Conn owns the connection:
+// autopaho reconnects after a loss, with backoff, until Close. Errors:
+// no ServerUrls, a bad Config, transport.ErrUnavailable (ctx ended before
+// the connection was up).
+func NewConn(ctx context.Context, ac autopaho.ClientConfig, cfg Config) (*Conn, error) {
 	if err := checkName("prefix", cfg.prefix(), true); err != nil {
 		return nil, err
 	}
-	c := &Conn{pending: map[string]chan *transport.Message{}}
-	c.cfg, c.id = cfg, cfg.ClientID
-	if c.id == "" {
-		c.id = randomID()
-	}
+	c := &Conn{}
+	c.cfg, c.id = cfg, cmp.Or(cfg.ClientID, randomID())
 	c.reply = cfg.prefix() + "/reply/" + c.id
 	c.filters = []paho.SubscribeOptions{{Topic: c.reply, QoS: 1}}
 	c.route = c.onReply
-	if err := c.connect(ctx, servers, ac, false); err != nil {
+	if err := c.connect(ctx, ac, false); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 func (c *Conn) onReply(pr paho.PublishReceived) {
-	p := pr.Packet
-	if p.Topic != c.reply || p.Properties == nil {
-		return
+	if p := pr.Packet; p.Topic == c.reply && p.Properties != nil {
+		m, _ := received(p)
+		c.calls.Answer(string(p.Properties.CorrelationData), &m) // false: its caller gave up, or a second answer
 	}
-	c.mu.Lock()
-	ch := c.pending[string(p.Properties.CorrelationData)]
-	delete(c.pending, string(p.Properties.CorrelationData))
-	c.mu.Unlock()
-	if ch == nil {
-		return // its caller gave up, or a second answer to one call
-	}
-	m, _ := received(p)
-	ch <- &m
 }
 
 // Call implements transport.Conn. It publishes req (QoS 1) to the
 // service's topic with Content Type, each req.Header entry as a user
-// property, Httpbus-Version, Httpbus-Deadline and Message Expiry Interval
+// property, Httpbus-Deadline and Message Expiry Interval
 // (from req.Deadline, else ctx's deadline), Response Topic and
 // Correlation Data, and waits until the reply arrives or ctx ends. While
 // the connection is down it waits for it (up to ctx). Errors:
@@ -88,19 +71,11 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if dl, ok := ctx.Deadline(); ok && m.Deadline.IsZero() {
 		m.Deadline = dl
 	}
-	corr := strconv.AppendUint(nil, c.next.Add(1), 36)
-	ch := make(chan *transport.Message, 1)
-	c.mu.Lock()
-	c.pending[string(corr)] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.pending, string(corr))
-		c.mu.Unlock()
-	}()
+	corr, answer := c.calls.Start()
+	defer c.calls.Done(corr)
 	p := &paho.Publish{Topic: ServiceTopic(c.cfg.Prefix, service), Payload: m.Body, Properties: properties(&m)}
 	p.Properties.ResponseTopic = c.reply
-	p.Properties.CorrelationData = corr
+	p.Properties.CorrelationData = []byte(corr)
 	nobody, err := c.publish(ctx, p, 1)
 	switch {
 	case err != nil && ctx.Err() != nil:
@@ -111,11 +86,11 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		return nil, fmt.Errorf("transport/mqtt: service %q: %w (no matching subscribers)", service, transport.ErrNoResponders)
 	}
 	select {
-	case r := <-ch:
+	case r := <-answer:
 		return r, nil
 	case <-ctx.Done():
 		return nil, transport.ContextError(ctx)
-	case <-c.stopped.Done():
+	case <-c.gate.Done():
 		return nil, fmt.Errorf("transport/mqtt: call: %w", transport.ErrClosed)
 	}
 }

@@ -8,8 +8,13 @@
 //	c, _ := transport.Dial(ctx, "mqtt://127.0.0.1:1883")
 //	resp, _ := transport.NewClient(c).Get("http://orders/items/42")
 //
-// Listen and Dial take server URLs and an autopaho.ClientConfig instead
-// (credentials, TLS, logging); each endpoint owns one MQTT connection.
+// The package's Listen and Dial take the URL and a Config, whose fields
+// the URL's options override; NewListener and NewConn take an
+// autopaho.ClientConfig instead (servers, credentials, TLS, dialer,
+// backoff), from which the endpoint makes its connection manager (autopaho
+// fixes the callbacks, manual acknowledgement and CONNECT properties an
+// endpoint needs when the manager is made, so it cannot take over one the
+// caller made). Each endpoint owns one MQTT connection.
 //
 // # URLs
 //
@@ -28,7 +33,7 @@
 //	quick_ack=true        TCP_QUICKACK (Config.NoQuickAck is its negation)
 //	keepalive=30          keep alive, seconds
 //	connect_timeout=10s   first connection's timeout (also bounded by ctx)
-//	tls_ca=FILE           root CAs to verify the server (implies TLS)
+//	tls_ca=FILE[,FILE]    root CAs to verify the server (implies TLS)
 //	tls_cert=FILE&tls_key=FILE   client certificate (implies TLS)
 //	tls_server_name=NAME  server name to verify (implies TLS)
 //
@@ -47,8 +52,9 @@
 // Response Topic ("<prefix>/reply/<client id>" of the calling Conn),
 // Correlation Data (opaque bytes, unique per Conn) and Message Expiry
 // Interval (seconds to the caller's deadline, rounded up), and user
-// properties for Httpbus-Version, Httpbus-Deadline (Unix ms) and every
-// entry of transport.Message.Header (the stream headers among them). The
+// properties for Httpbus-Deadline (Unix ms) and every entry of
+// transport.Message.Header (the stream headers among them);
+// Httpbus-Version only when it is not 1 (a missing one means 1). The
 // response goes to the Response Topic with the same Correlation Data;
 // the Conn matches it in a table of calls in flight. Received user
 // properties become Message.Header with canonical keys; a message whose
@@ -66,7 +72,9 @@
 // it sees them. MQTT has no negative acknowledgement: Reject acks and
 // drops; Requeue publishes the request again (Httpbus-Redelivered: true)
 // and acks it. Close hands requests received but not yet taken back the
-// same way.
+// same way, as does a Listener that receives a request after Drain. Served
+// by a transport.Server (transport.Pusher), a Listener serves each request
+// on a goroutine of its own as paho hands it over.
 //
 // What Mosquitto 2.0.11 does with unacknowledged requests when an
 // instance disconnects without Close (killed, network cut), measured

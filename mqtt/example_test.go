@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/url"
 
+	"github.com/eclipse/paho.golang/autopaho"
+
+	mqtttransport "github.com/httpbus/httpbus/mqtt" // also registers mqtt:// and mqtts://
 	"github.com/httpbus/httpbus/transport"
-
-	_ "github.com/httpbus/httpbus/mqtt" // registers mqtt:// and mqtts://
 )
 
 // A service and a caller over Mosquitto (compile-only: it needs a broker).
@@ -39,4 +42,49 @@ func Example() {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	fmt.Print(string(b))
+}
+
+// The package's own openers: a URL whose options override a Config
+// (compile-only: it needs a broker).
+func ExampleListen() {
+	ctx := context.Background()
+	cfg := mqtttransport.Config{Prefix: "acme/httpbus", Logger: slog.Default()}
+	l, err := mqtttransport.Listen(ctx, "mqtt://127.0.0.1:1883?group=orders-eu", transport.ListenConfig{Service: "orders"}, cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer l.Close()
+	c, err := mqtttransport.Dial(ctx, "mqtt://127.0.0.1:1883", cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	fmt.Println(c.State())
+}
+
+// An autopaho client configuration of your own (servers, credentials, TLS,
+// backoff); the endpoint makes the connection manager from it
+// (compile-only: it needs a broker).
+func ExampleNewConn() {
+	ctx := context.Background()
+	ac := autopaho.ClientConfig{
+		ServerUrls:      []*url.URL{{Scheme: "mqtt", Host: "127.0.0.1:1883"}},
+		ConnectUsername: "svc",
+		ConnectPassword: []byte("secret"),
+	}
+	c, err := mqtttransport.NewConn(ctx, ac, mqtttransport.Config{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	resp, err := transport.NewClient(c).Get("http://orders/items/42")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	resp.Body.Close()
+	fmt.Println(resp.Status)
 }

@@ -1,10 +1,10 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -27,44 +27,48 @@ type token struct {
 // a shared subscription on the service topic and one on each notification
 // topic, QoS 1, acknowledged only when the request is settled. It
 // implements transport.Listener, transport.Drainer, transport.Streamer,
-// transport.SizeLimiter and transport.StateReporter.
+// transport.SizeLimiter, transport.StateReporter and transport.Pusher.
 type Listener struct {
 	endpoint
 	service string
-	topic   string            // the service's request topic
-	topics  map[string]string // notification topic name → topic
-	queue   chan *transport.Delivery
+	topic   string                                // the service's request topic
+	topics  map[string]string                     // notification topic name → topic
+	queue   *transport.Queue[*transport.Delivery] // closed by Drain
 
 	draining atomic.Bool
-	drained  chan struct{} // closed by Drain
+	push     atomic.Pointer[func(*transport.Delivery)]
 }
 
-// Listen connects like Dial and subscribes, at QoS 1, to
+// NewListener connects like NewConn and subscribes, at QoS 1, to
 // "$share/<group>/<Prefix>/<service>" (group: Config.Group, else the
 // service) and to "$share/<service>/<Prefix>/notify/<topic>" for each of
 // lc.Topics, and to its inbox at QoS 0. It acknowledges a message only
 // when Reply settles it (manual acknowledgement; paho sends the PUBACKs
 // in the order the messages arrived, as MQTT requires, so a request held
-// long also holds back the PUBACKs of later ones). Errors: a bad service,
-// topic, group or prefix; transport.ErrUnavailable when ctx ends before
-// the connection is up.
-func Listen(ctx context.Context, servers []*url.URL, ac autopaho.ClientConfig, lc transport.ListenConfig, cfg Config) (*Listener, error) {
+// long also holds back the PUBACKs of later ones). The Listener owns the
+// connection.
+//
+// ac supplies ServerUrls (required; mqtt://host:port or mqtts://…, tried
+// in turn), credentials, TlsCfg, KeepAlive (0: DefaultKeepAlive),
+// ReconnectBackoff (nil: 50 ms doubling to 5 s) and AttemptConnection
+// (nil: DialQuickAck for mqtt:// unless Config.NoQuickAck). The endpoint
+// sets ClientID, CleanStartOnInitialConnection, SessionExpiryInterval,
+// EnableManualAcknowledgment, SendAcksInterval and the callbacks
+// (OnPublishReceived, OnConnectionUp, OnConnectionDown, OnConnectError,
+// ConnectPacketBuilder, DisconnectPacketBuilder) from cfg: autopaho fixes
+// them when the connection manager is made, which is why the endpoint
+// makes it. Errors: no ServerUrls; a bad service, topic, group or prefix;
+// transport.ErrUnavailable when ctx ends before the connection is up.
+func NewListener(ctx context.Context, ac autopaho.ClientConfig, lc transport.ListenConfig, cfg Config) (*Listener, error) {
 	if err := checkName("service name", lc.Service, false); err != nil {
 		return nil, err
 	}
-	group := cfg.Group
-	if group == "" {
-		group = lc.Service
-	}
+	group := cmp.Or(cfg.Group, lc.Service)
 	if err := errors.Join(checkName("group", group, false), checkName("prefix", cfg.prefix(), true)); err != nil {
 		return nil, err
 	}
-	rm := int(cfg.ReceiveMaximum)
-	if rm == 0 {
-		rm = DefaultReceiveMaximum
-	}
 	l := &Listener{service: lc.Service, topic: ServiceTopic(cfg.Prefix, lc.Service), topics: map[string]string{},
-		queue: make(chan *transport.Delivery, rm), drained: make(chan struct{})}
+		queue: transport.NewQueue[*transport.Delivery](int(cmp.Or(cfg.ReceiveMaximum, DefaultReceiveMaximum)))}
 	l.cfg, l.id, l.route = cfg, cfg.ClientID, l.onMessage
 	l.filters = []paho.SubscribeOptions{{Topic: "$share/" + group + "/" + l.topic, QoS: 1}}
 	for _, t := range lc.Topics {
@@ -74,7 +78,7 @@ func Listen(ctx context.Context, servers []*url.URL, ac autopaho.ClientConfig, l
 		l.topics[NotifyTopic(cfg.Prefix, t)] = t
 		l.filters = append(l.filters, paho.SubscribeOptions{Topic: "$share/" + lc.Service + "/" + NotifyTopic(cfg.Prefix, t), QoS: 1})
 	}
-	if err := l.connect(ctx, servers, ac, true); err != nil {
+	if err := l.connect(ctx, ac, true); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -105,35 +109,29 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 	if !transport.IsFrame(d.ContentType) {
 		d.Header.Del("Content-Type")
 	}
-	if p.QoS > 0 {
-		l.queue <- d // never blocks: at most ReceiveMaximum QoS 1 messages are unacknowledged
+	if serve := l.push.Load(); serve != nil && !l.draining.Load() {
+		go (*serve)(d) // after Drain: to the queue, to be received or handed back
 		return
 	}
-	select {
-	case l.queue <- d:
-	default:
+	switch {
+	case l.queue.Put(d):
+	case p.QoS == 0:
 		l.log.Warn("transport/mqtt: queue full: QoS 0 request dropped", "topic", p.Topic)
+	default: // drained, or full of QoS 0 messages
+		go l.handBack(d)
 	}
 }
+
+// Push implements transport.Pusher: from then on each request and
+// notification is served on a goroutine of its own as it arrives (as paho
+// hands it over), instead of waiting in the queue for Receive. Receive
+// still reports the end of the Listener (transport.ErrClosed after Drain).
+func (l *Listener) Push(serve func(*transport.Delivery)) { l.push.Store(&serve) }
 
 // Receive implements transport.Listener. After Drain it returns the
 // messages already received, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
-	select {
-	case d := <-l.queue:
-		return d, nil
-	default:
-	}
-	select {
-	case d := <-l.queue:
-		return d, nil
-	case <-l.drained:
-		return nil, transport.ErrClosed
-	case <-l.stopped.Done():
-		return nil, transport.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	return l.queue.Take(ctx)
 }
 
 // Reply implements transport.Listener: it publishes resp (QoS 1) to the
@@ -194,6 +192,21 @@ func (l *Listener) requeue(ctx context.Context, p *paho.Publish) error {
 	return err
 }
 
+// handBack publishes request d again (marked Httpbus-Redelivered), for any
+// instance, and acknowledges it; a notification is acknowledged and
+// dropped (publishing it again would repeat it to every subscribing
+// service). It reports whether d was published again.
+func (l *Listener) handBack(d *transport.Delivery) bool {
+	tok := d.Token.(*token)
+	defer l.ack(tok)
+	if d.Topic != "" {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return l.requeue(ctx, tok.pub) == nil
+}
+
 // ack acknowledges tok's message on the connection that received it (a
 // no-op for QoS 0, and after that connection was lost: the broker then
 // redelivers the message if the session lives on, else drops it).
@@ -221,7 +234,7 @@ func (l *Listener) Drain() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := l.cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters})
-	close(l.drained)
+	l.queue.Close()
 	if err != nil {
 		return fmt.Errorf("transport/mqtt: drain: unsubscribe: %w", err)
 	}
@@ -236,22 +249,12 @@ func (l *Listener) Drain() error {
 // held (answered in part) are not handed back. It then disconnects,
 // ending a session kept by Config.SessionExpiry.
 func (l *Listener) Close() error {
-	if l.closing.Load() {
-		return nil
-	}
 	l.Drain()
 	n := 0
-	for len(l.queue) > 0 {
-		d := <-l.queue
-		tok := d.Token.(*token)
-		if d.Topic == "" {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if l.requeue(ctx, tok.pub) == nil {
-				n++
-			}
-			cancel()
+	for d, ok := l.queue.TryTake(); ok; d, ok = l.queue.TryTake() {
+		if l.handBack(d) {
+			n++
 		}
-		l.ack(tok)
 	}
 	if n > 0 {
 		l.log.Info("transport/mqtt: close: requests handed back to the broker", "topic", l.topic, "count", n)

@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -95,30 +96,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c Config) prefix() string {
-	if c.Prefix == "" {
-		return DefaultPrefix
-	}
-	return c.Prefix
-}
-
-func (c Config) logger() *slog.Logger {
-	if c.Logger != nil {
-		return c.Logger
-	}
-	return slog.Default()
-}
+func (c Config) prefix() string { return cmp.Or(c.Prefix, DefaultPrefix) }
 
 // ServiceTopic returns the topic requests for service go to under prefix
 // ("" means DefaultPrefix).
 func ServiceTopic(prefix, service string) string {
-	return Config{Prefix: prefix}.prefix() + "/" + service
+	return cmp.Or(prefix, DefaultPrefix) + "/" + service
 }
 
 // NotifyTopic returns the topic notifications for topic go to under
 // prefix ("" means DefaultPrefix).
 func NotifyTopic(prefix, topic string) string {
-	return Config{Prefix: prefix}.prefix() + "/notify/" + topic
+	return cmp.Or(prefix, DefaultPrefix) + "/notify/" + topic
 }
 
 // checkName reports whether s is usable as a topic name (or, with
@@ -145,30 +134,19 @@ func randomID() string {
 // properties builds the MQTT 5 properties of an outgoing message: Content
 // Type (m.ContentType, message/http when empty), each m.Header entry as a
 // user property (one per value; pairs that are not UTF-8 are left out, as
-// MQTT requires UTF-8), Httpbus-Version unless m.Header has one, and from
-// m.Deadline both Httpbus-Deadline (Unix ms) and the Message Expiry
-// Interval (seconds, rounded up, at least 1).
+// MQTT requires UTF-8), Httpbus-Version only when it is not 1 (WIRE.md §2:
+// a missing one means 1; paho decodes each user property string into
+// about 1.4 kB of garbage), and from m.Deadline both Httpbus-Deadline
+// (Unix ms) and the Message Expiry Interval (seconds, rounded up, at
+// least 1).
 func properties(m *transport.Message) *paho.PublishProperties {
-	p := &paho.PublishProperties{ContentType: m.ContentType}
-	if p.ContentType == "" {
-		p.ContentType = transport.MediaType
-	}
-	p.User = make(paho.UserProperties, 0, len(m.Header)+2)
-	for k, vs := range m.Header {
-		if k == "Content-Type" || !utf8.ValidString(k) {
-			continue
+	p := &paho.PublishProperties{ContentType: cmp.Or(m.ContentType, transport.MediaType), User: make(paho.UserProperties, 0, len(m.Header)+2)}
+	transport.EachHeader(m, func(k, v string) {
+		if utf8.ValidString(k) && utf8.ValidString(v) && (k != transport.HeaderVersion || v != transport.Version) {
+			p.User = append(p.User, paho.UserProperty{Key: k, Value: v})
 		}
-		for _, v := range vs {
-			if utf8.ValidString(v) {
-				p.User = append(p.User, paho.UserProperty{Key: k, Value: v})
-			}
-		}
-	}
-	if _, ok := m.Header[transport.HeaderVersion]; !ok {
-		p.User = append(p.User, paho.UserProperty{Key: transport.HeaderVersion, Value: transport.Version})
-	}
+	})
 	if !m.Deadline.IsZero() {
-		p.User = append(p.User, paho.UserProperty{Key: transport.HeaderDeadline, Value: transport.FormatDeadline(m.Deadline)})
 		exp := uint32(max(1, (time.Until(m.Deadline)+time.Second-1)/time.Second))
 		p.MessageExpiry = &exp
 	}
@@ -204,45 +182,34 @@ func received(p *paho.Publish) (transport.Message, error) {
 // endpoint is what a Conn and a Listener share: the autopaho connection,
 // its subscriptions (made again after every reconnect) and the inbox.
 type endpoint struct {
-	cm      *autopaho.ConnectionManager
-	cfg     Config
-	log     *slog.Logger
-	id      string
-	inbox   string
-	inboxQ  chan *transport.Message
-	filters []paho.SubscribeOptions
-	route   func(paho.PublishReceived)
-	stopped context.Context    // done at shutdown
-	stop    context.CancelFunc // cancels stopped
+	cm     *autopaho.ConnectionManager
+	cfg    Config
+	log    *slog.Logger
+	id     string
+	inbox  string
+	inboxQ *transport.Queue[*transport.Message]
+	route  func(paho.PublishReceived)
+	gate   transport.Gate // open while connected and subscribed
+	maxPkt atomic.Int64
 
 	mu      sync.Mutex
-	ready   chan struct{} // closed while connected and subscribed
-	up      bool
-	maxPkt  atomic.Int64
-	closing atomic.Bool
+	filters []paho.SubscribeOptions
 }
 
-// connect starts the connection and waits until it is up and subscribed
-// to e.filters (and the inbox), or ctx ends.
-func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.ClientConfig, manual bool) error {
-	e.log = e.cfg.logger()
-	if e.id == "" {
-		e.id = randomID()
+// connect starts the connection to ac.ServerUrls and waits until it is up
+// and subscribed to e.filters (and the inbox), or ctx ends.
+func (e *endpoint) connect(ctx context.Context, ac autopaho.ClientConfig, manual bool) error {
+	if len(ac.ServerUrls) == 0 {
+		return errors.New("transport/mqtt: autopaho.ClientConfig has no ServerUrls")
 	}
+	e.log = cmp.Or(e.cfg.Logger, slog.Default())
+	e.id = cmp.Or(e.id, randomID())
 	e.inbox = e.cfg.prefix() + "/inbox/" + e.id
-	e.inboxQ = make(chan *transport.Message, DefaultInboxQueue)
+	e.inboxQ = transport.NewQueue[*transport.Message](DefaultInboxQueue)
 	e.filters = append(e.filters, paho.SubscribeOptions{Topic: e.inbox, QoS: 0})
-	e.stopped, e.stop = context.WithCancel(context.Background())
-	e.ready = make(chan struct{})
-	rm := e.cfg.ReceiveMaximum
-	if rm == 0 {
-		rm = DefaultReceiveMaximum
-	}
+	rm := cmp.Or(e.cfg.ReceiveMaximum, DefaultReceiveMaximum)
 	expiry := uint32(e.cfg.SessionExpiry / time.Second)
-	ac.ServerUrls = servers
-	if ac.KeepAlive == 0 {
-		ac.KeepAlive = DefaultKeepAlive
-	}
+	ac.KeepAlive = cmp.Or(ac.KeepAlive, DefaultKeepAlive)
 	ac.CleanStartOnInitialConnection = expiry == 0
 	ac.SessionExpiryInterval = expiry
 	if ac.ReconnectBackoff == nil {
@@ -270,13 +237,9 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 		return c, nil
 	}
 	ac.DisconnectPacketBuilder = func() *paho.Disconnect {
-		// A graceful close ends the session: nothing more is routed to it.
-		zero := uint32(0)
-		d := &paho.Disconnect{}
-		if expiry > 0 {
-			d.Properties = &paho.DisconnectProperties{SessionExpiryInterval: &zero}
-		}
-		return d
+		// A graceful close ends the session (Session Expiry Interval 0,
+		// allowed whatever CONNECT said): nothing more is routed to it.
+		return &paho.Disconnect{Properties: &paho.DisconnectProperties{SessionExpiryInterval: new(uint32)}}
 	}
 	ac.OnConnectionUp = func(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 		size := int64(MaxPacketSize)
@@ -287,16 +250,11 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 		go e.subscribe(cm)
 	}
 	ac.OnConnectionDown = func() bool {
-		e.mu.Lock()
-		if e.up {
-			e.up = false
-			e.ready = make(chan struct{})
-		}
-		e.mu.Unlock()
-		if !e.closing.Load() {
+		e.gate.Shut()
+		if !e.gate.Closed() {
 			e.log.Warn("transport/mqtt: connection lost; reconnecting", "client_id", e.id)
 		}
-		return !e.closing.Load()
+		return !e.gate.Closed()
 	}
 	ac.OnConnectError = func(err error) { e.log.Debug("transport/mqtt: connect", "client_id", e.id, "err", err) }
 	cm, err := autopaho.NewConnection(context.Background(), ac)
@@ -304,14 +262,15 @@ func (e *endpoint) connect(ctx context.Context, servers []*url.URL, ac autopaho.
 		return fmt.Errorf("transport/mqtt: %w: %w", transport.ErrUnavailable, err)
 	}
 	e.cm = cm
-	if err := e.await(ctx); err != nil {
+	if err := e.gate.Wait(ctx); err != nil {
 		e.shutdown()
-		return fmt.Errorf("transport/mqtt: connect to %s: %w: %w", servers[0].Redacted(), transport.ErrUnavailable, err)
+		return fmt.Errorf("transport/mqtt: connect to %s: %w: %w", ac.ServerUrls[0].Redacted(), transport.ErrUnavailable, err)
 	}
 	return nil
 }
 
-// subscribe (re)makes the subscriptions after a connection came up.
+// subscribe (re)makes the subscriptions after a connection came up, then
+// opens the gate.
 func (e *endpoint) subscribe(cm *autopaho.ConnectionManager) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -330,34 +289,11 @@ func (e *endpoint) subscribe(cm *autopaho.ConnectionManager) {
 		e.log.Error("transport/mqtt: subscribe", "client_id", e.id, "err", err)
 		return
 	}
-	e.mu.Lock()
-	if !e.up {
-		e.up = true
-		close(e.ready)
-	}
-	e.mu.Unlock()
-}
-
-// await waits until the connection is up and subscribed.
-func (e *endpoint) await(ctx context.Context) error {
-	e.mu.Lock()
-	ready := e.ready
-	e.mu.Unlock()
-	select {
-	case <-ready:
-		return nil
-	case <-e.stopped.Done():
-		return transport.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	e.gate.Open()
 }
 
 func (e *endpoint) toInbox(p *paho.Publish) {
-	m, _ := received(p)
-	select {
-	case e.inboxQ <- &m:
-	default:
+	if m, _ := received(p); !e.inboxQ.Put(&m) {
 		e.log.Warn("transport/mqtt: inbox full: stream message dropped", "topic", p.Topic)
 	}
 }
@@ -366,35 +302,33 @@ func (e *endpoint) toInbox(p *paho.Publish) {
 // acknowledged it), waiting (up to ctx) for a connection. It reports
 // whether the broker said that no subscription matched.
 func (e *endpoint) publish(ctx context.Context, p *paho.Publish, qos byte) (nobody bool, err error) {
-	if e.closing.Load() {
-		return false, fmt.Errorf("transport/mqtt: publish to %q: %w", p.Topic, transport.ErrClosed)
-	}
 	if lim := e.MaxMessageBytes(); lim > 0 && int64(len(p.Payload)) > lim {
 		return false, &transport.TooLargeError{What: "message (MQTT packet size)", Limit: lim, Size: int64(len(p.Payload))}
 	}
 	p.QoS = qos
+	// Close ends a wait for a PUBACK that a lost connection never sends.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(e.stopped, cancel)()
+	defer context.AfterFunc(e.gate.Context(), cancel)()
 	for {
-		if err := e.await(ctx); err != nil {
-			if errors.Is(err, transport.ErrClosed) {
-				return false, fmt.Errorf("transport/mqtt: publish to %q: %w", p.Topic, err)
+		err := e.gate.Wait(ctx)
+		if err == nil {
+			var r *paho.PublishResponse
+			if r, err = e.cm.Publish(ctx, p); err == nil {
+				return r.ReasonCode == reasonNoMatchingSubscribers, nil
+			} else if errors.Is(err, autopaho.ConnectionDownError) {
+				continue
+			} else if r != nil && r.ReasonCode == 0x95 {
+				err = fmt.Errorf("%w: %w", transport.ErrTooLarge, err)
 			}
-			return false, transport.ContextError(ctx)
 		}
-		r, err := e.cm.Publish(ctx, p)
 		switch {
-		case errors.Is(err, autopaho.ConnectionDownError):
-			continue
-		case err == nil:
-			return r.ReasonCode == reasonNoMatchingSubscribers, nil
-		case e.closing.Load():
-			return false, fmt.Errorf("transport/mqtt: publish to %q: %w: %w", p.Topic, transport.ErrClosed, err)
+		case e.gate.Closed():
+			return false, fmt.Errorf("transport/mqtt: publish to %q: %w", p.Topic, transport.ErrClosed)
 		case ctx.Err() != nil:
 			return false, transport.ContextError(ctx)
-		case r != nil && r.ReasonCode == 0x95:
-			return false, fmt.Errorf("transport/mqtt: publish to %q: %w: %w", p.Topic, transport.ErrTooLarge, err)
+		case errors.Is(err, transport.ErrTooLarge):
+			return false, fmt.Errorf("transport/mqtt: publish to %q: %w", p.Topic, err)
 		}
 		return false, fmt.Errorf("transport/mqtt: publish to %q: %w: %w", p.Topic, transport.ErrUnavailable, err)
 	}
@@ -417,14 +351,11 @@ func (e *endpoint) Send(ctx context.Context, addr string, m *transport.Message) 
 // to the inbox, user properties in Header (canonical keys), ContentType
 // and Deadline set. Errors: ctx's error, transport.ErrClosed after Close.
 func (e *endpoint) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	select {
-	case m := <-e.inboxQ:
-		return m, nil
-	case <-e.stopped.Done():
-		return nil, fmt.Errorf("transport/mqtt: inbox: %w", transport.ErrClosed)
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	m, err := e.inboxQ.Take(ctx)
+	if errors.Is(err, transport.ErrClosed) {
+		return nil, fmt.Errorf("transport/mqtt: inbox: %w", err)
 	}
+	return m, err
 }
 
 // Inbox implements transport.Streamer: "<Prefix>/inbox/<client id>",
@@ -432,7 +363,7 @@ func (e *endpoint) ReceiveInbox(ctx context.Context) (*transport.Message, error)
 // reconnect), the same for the endpoint's life. Errors:
 // transport.ErrClosed.
 func (e *endpoint) Inbox(ctx context.Context) (string, error) {
-	if e.closing.Load() {
+	if e.gate.Closed() {
 		return "", fmt.Errorf("transport/mqtt: inbox: %w", transport.ErrClosed)
 	}
 	return e.inbox, nil
@@ -440,10 +371,10 @@ func (e *endpoint) Inbox(ctx context.Context) (string, error) {
 
 // shutdown disconnects (DISCONNECT, then the connection manager ends).
 func (e *endpoint) shutdown() {
-	if e.closing.Swap(true) {
+	if !e.gate.Close() {
 		return
 	}
-	e.stop()
+	e.inboxQ.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := e.cm.Disconnect(ctx); err != nil {
@@ -455,25 +386,11 @@ func (e *endpoint) shutdown() {
 // Packet Size from CONNACK (MaxPacketSize when it announces none) minus
 // HeaderRoom.
 func (e *endpoint) MaxMessageBytes() int64 {
-	n := e.maxPkt.Load()
-	if n == 0 {
-		n = MaxPacketSize
-	}
-	return max(1, n-HeaderRoom)
+	return max(1, cmp.Or(e.maxPkt.Load(), MaxPacketSize)-HeaderRoom)
 }
 
 // State implements transport.StateReporter.
-func (e *endpoint) State() transport.State {
-	if e.closing.Load() {
-		return transport.StateClosed
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.up {
-		return transport.StateConnected
-	}
-	return transport.StateReconnecting
-}
+func (e *endpoint) State() transport.State { return e.gate.State() }
 
 // ClientID returns the MQTT client identifier.
 func (e *endpoint) ClientID() string { return e.id }

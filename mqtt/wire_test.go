@@ -50,7 +50,7 @@ func TestWireExample(t *testing.T) {
 	}
 	t.Logf("printed:\n%s", out)
 	got := strings.ReplaceAll(string(out), "\r\n", "\n")
-	for _, want := range []string{"content-type: message/http", "correlation-data: 42", "Httpbus-Version", "HTTP/1.1 200 OK", `{"item":42,"method":"GET"}`} {
+	for _, want := range []string{"content-type: message/http", "correlation-data: 42", "HTTP/1.1 200 OK", `{"item":42,"method":"GET"}`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %q", want)
 		}

@@ -1,0 +1,27 @@
+package transport
+
+// EachHeader calls f with each header a backend puts on the wire for an
+// outgoing message m, as name/value pairs (broker headers, user
+// properties, application properties): every value of every m.Header
+// entry except Content-Type (a backend carries m.ContentType in its
+// broker's own field), then HeaderVersion (Version) unless m.Header has
+// it, then HeaderDeadline (FormatDeadline, Unix ms) when m.Deadline is
+// set. Names are as m.Header spells them (canonical for headers set
+// through http.Header). Map order: the entries of m.Header come in no
+// particular order.
+func EachHeader(m *Message, f func(name, value string)) {
+	for k, vs := range m.Header {
+		if k == "Content-Type" {
+			continue
+		}
+		for _, v := range vs {
+			f(k, v)
+		}
+	}
+	if _, ok := m.Header[HeaderVersion]; !ok {
+		f(HeaderVersion, Version)
+	}
+	if !m.Deadline.IsZero() {
+		f(HeaderDeadline, FormatDeadline(m.Deadline))
+	}
+}
