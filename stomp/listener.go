@@ -407,13 +407,12 @@ func (l *Listener) sendReply(ctx context.Context, tok *token, resp *transport.Me
 	if ct == "" {
 		ct = transport.MediaType
 	}
-	opts := []func(*frame.Frame) error{stompgo.SendOpt.Header(hdrVersion, transport.Version)}
+	sh := sendHeader{h: resp.Header}
+	sh.add(hdrVersion, transport.Version)
 	if tok.corrID != "" {
-		opts = append(opts, stompgo.SendOpt.Header(hdrCorrelationID, tok.corrID))
+		sh.add(hdrCorrelationID, tok.corrID)
 	}
-	if h := headerOpt(resp.Header); h != nil {
-		opts = append(opts, h)
-	}
+	opts := []func(*frame.Frame) error{sh.apply}
 	l.mu.Lock()
 	draining := l.draining
 	l.mu.Unlock()
@@ -509,10 +508,10 @@ func publish(ctx context.Context, s *session, topic string, m *transport.Message
 	if ct == "" {
 		ct = transport.MediaType
 	}
-	opts := append([]func(*frame.Frame) error{
-		stompgo.SendOpt.Header(hdrVersion, transport.Version),
-		stompgo.SendOpt.Receipt,
-	}, deadlineHeaders(k.dialect, m.Deadline)...)
+	sh := sendHeader{}
+	sh.add(hdrVersion, transport.Version)
+	sh.deadline(k.dialect, m.Deadline)
+	opts := []func(*frame.Frame) error{sh.apply, stompgo.SendOpt.Receipt}
 	dest := publishDest(s.cfg, k.dialect, topic)
 	err = s.await(ctx, func() error { return k.c.Send(dest, ct, m.Body, opts...) })
 	if err != nil {
