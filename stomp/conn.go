@@ -141,16 +141,13 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if ct == "" {
 		ct = transport.MediaType
 	}
-	opts := append([]func(*frame.Frame) error{
-		stompgo.SendOpt.Header(hdrCorrelationID, id),
-		stompgo.SendOpt.Header(hdrReplyTo, c.replyTo),
-		stompgo.SendOpt.Header(hdrVersion, transport.Version),
-	}, deadlineHeaders(k.dialect, dl)...)
-	if h := headerOpt(req.Header); h != nil {
-		opts = append(opts, h)
-	}
+	sh := sendHeader{h: req.Header}
+	sh.add(hdrCorrelationID, id)
+	sh.add(hdrReplyTo, c.replyTo)
+	sh.add(hdrVersion, transport.Version)
+	sh.deadline(k.dialect, dl)
 	dest := callDest(c.s.cfg, k.dialect, service)
-	if err := k.c.Send(dest, ct, req.Body, opts...); err != nil {
+	if err := k.c.Send(dest, ct, req.Body, sh.apply); err != nil {
 		c.forget(id)
 		if isConnError(err) {
 			c.s.fail(k, err)

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 
 	"github.com/go-stomp/stomp/v3/frame"
@@ -20,152 +19,206 @@ import (
 // go-stomp closes its connection on any ERROR frame, which would make a
 // server reconnect and have the broker redeliver every request it holds
 // because one caller left (if that SEND asked for a receipt, the ERROR is
-// replaced by the RECEIPT its sender waits for). With any broker but ActiveMQ (told by the
-// CONNECTED frame's server header) it copies bytes without looking at them.
-// Writes go straight to the socket.
+// replaced by the RECEIPT its sender waits for). With any broker but
+// ActiveMQ (told by the CONNECTED frame's server header) it copies bytes
+// without looking at them. Writes go straight to the socket.
+//
+// It filters in go-stomp's reading goroutine, inside Read: no goroutine or
+// pipe of its own, so a frame reaches go-stomp without a handoff. It keeps
+// a frame's command and headers until their end (an ERROR frame until the
+// end of its body); bodies of other frames pass through as they arrive.
 type filterConn struct {
 	net.Conn
-	pr *io.PipeReader
+	br  *bufio.Reader
+	log *slog.Logger
+
+	out      []byte // read, filtered, not yet returned by Read
+	hdr      []byte // the command and headers of the frame being read; an ERROR frame whole
+	bodyLeft int64  // bytes of the current body (and its NUL) still to pass through
+	toNUL    bool   // the current body has no content-length: pass through its NUL
+	first    bool   // the first frame (CONNECTED) was read
+	through  bool   // not ActiveMQ: copy everything
 }
 
 const filterBuffer = 64 << 10
 
+// maxKeptHeader bounds the header buffer kept between frames.
+const maxKeptHeader = 64 << 10
+
 func newFilterConn(nc net.Conn, log *slog.Logger) *filterConn {
-	pr, pw := io.Pipe()
-	go func() {
-		f := &streamFilter{br: bufio.NewReaderSize(nc, filterBuffer), pw: pw, log: log}
-		f.bw = bufio.NewWriterSize(pw, filterBuffer)
-		pw.CloseWithError(f.run())
-	}()
-	return &filterConn{Conn: nc, pr: pr}
+	return &filterConn{Conn: nc, br: bufio.NewReaderSize(nc, filterBuffer), log: log}
 }
 
-func (c *filterConn) Read(p []byte) (int, error) { return c.pr.Read(p) }
-
-// Close closes the socket and the pipe, which also ends the filtering
-// goroutine if it is blocked handing bytes to a go-stomp that stopped
-// reading.
-func (c *filterConn) Close() error {
-	c.pr.Close()
-	return c.Conn.Close()
-}
-
-type streamFilter struct {
-	br  *bufio.Reader
-	bw  *bufio.Writer
-	pw  *io.PipeWriter
-	log *slog.Logger
-	err bytes.Buffer // an ERROR frame being inspected
-}
-
-func (f *streamFilter) run() error {
-	first := true
+// Read returns the filtered stream.
+func (c *filterConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	for {
-		if f.br.Buffered() == 0 {
-			if err := f.bw.Flush(); err != nil {
-				return err
+		switch {
+		case len(c.out) > 0:
+			n := copy(p, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		case c.through:
+			return c.br.Read(p)
+		case c.bodyLeft > 0:
+			n, err := c.br.Read(p[:min(int64(len(p)), c.bodyLeft)])
+			c.bodyLeft -= int64(n)
+			if n > 0 {
+				return n, nil
 			}
+			return 0, err
+		case c.toNUL:
+			return c.readToNUL(p)
 		}
-		raw, err := f.br.ReadSlice('\n')
-		if err != nil {
-			return err // a command line over 64 KiB is not STOMP
-		}
-		cmd := strings.TrimRight(string(raw), "\r\n")
-		out := io.Writer(f.bw)
-		if cmd == frame.ERROR {
-			f.err.Reset()
-			out = &f.err
-		}
-		if _, err := out.Write(raw); err != nil {
-			return err
-		}
-		if cmd == "" { // a heart-beat
-			continue
-		}
-		length, server := int64(-1), ""
-		for {
-			h, err := f.line(out)
-			if err != nil {
-				return err
-			}
-			if h == "" {
-				break
-			}
-			if v, ok := strings.CutPrefix(h, frame.ContentLength+":"); ok && length < 0 {
-				if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
-					length = n
-				}
-			}
-			if v, ok := strings.CutPrefix(h, frame.Server+":"); ok && server == "" {
-				server = v
-			}
-		}
-		if err := f.body(out, length); err != nil {
-			return err
-		}
-		if cmd == frame.ERROR {
-			fr, _ := frame.NewReader(bytes.NewReader(f.err.Bytes())).Read()
-			if fr != nil && isVanishedReplyError(fr) {
-				f.log.Info("transport/stomp: response dropped: the caller's temporary queue no longer exists", "destination", fr.Header.Get(frame.Message))
-				if id, ok := fr.Header.Contains(frame.ReceiptId); ok {
-					// The sender waits for a receipt: the broker is done
-					// with the frame, so give it one.
-					if err := frame.NewWriter(f.bw).Write(frame.New(frame.RECEIPT, frame.ReceiptId, id)); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			if _, err := f.bw.Write(f.err.Bytes()); err != nil {
-				return err
-			}
-		}
-		if first {
-			first = false
-			if cmd == frame.CONNECTED && !strings.HasPrefix(server, "ActiveMQ") {
-				if err := f.bw.Flush(); err != nil {
-					return err
-				}
-				_, err := io.Copy(f.pw, f.br)
-				return err
-			}
+		if err := c.next(); err != nil {
+			return 0, err
 		}
 	}
 }
 
-// line copies one line (through its LF) to out and returns it without
-// its line end, or only its first 256 bytes for a longer line.
-func (f *streamFilter) line(out io.Writer) (string, error) {
-	var head []byte
+// readToNUL passes through the body of a frame without content-length,
+// up to and including its NUL.
+func (c *filterConn) readToNUL(p []byte) (int, error) {
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, err
+		}
+	}
+	b, _ := c.br.Peek(min(c.br.Buffered(), len(p)))
+	n := len(b)
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		n = i + 1
+		c.toNUL = false
+	}
+	copy(p, b[:n])
+	c.br.Discard(n) //nolint:errcheck // n bytes are buffered
+	return n, nil
+}
+
+// next reads the command and headers of the next frame (all of an ERROR
+// frame) and sets out to what go-stomp is to read of them.
+func (c *filterConn) next() error {
+	if cap(c.hdr) > maxKeptHeader {
+		c.hdr = nil
+	}
+	c.hdr = c.hdr[:0]
+	cmd, err := c.line()
+	if err != nil {
+		return err
+	}
+	if len(cmd) == 0 { // a heart-beat
+		c.out = c.hdr
+		return nil
+	}
+	isError := string(cmd) == frame.ERROR
+	isConnected := string(cmd) == frame.CONNECTED
+	length, activeMQ, server := int64(-1), false, false
 	for {
-		chunk, err := f.br.ReadSlice('\n')
-		if len(head) < 256 {
-			head = append(head, chunk[:min(len(chunk), 256-len(head))]...)
+		h, err := c.line()
+		if err != nil {
+			return err
 		}
-		if _, werr := out.Write(chunk); werr != nil {
-			return "", werr
+		if len(h) == 0 {
+			break
 		}
+		if v, ok := bytes.CutPrefix(h, contentLengthPrefix); ok && length < 0 {
+			length = parseLength(v)
+		}
+		if v, ok := bytes.CutPrefix(h, serverPrefix); ok && isConnected && !server {
+			server, activeMQ = true, bytes.HasPrefix(v, activeMQServer)
+		}
+	}
+	if !c.first {
+		c.first = true
+		if isConnected && !activeMQ {
+			c.through = true
+		}
+	}
+	if !isError {
+		c.out = c.hdr
+		if length >= 0 {
+			c.bodyLeft = length + 1
+		} else {
+			c.toNUL = true
+		}
+		return nil
+	}
+	if err := c.errorBody(length); err != nil {
+		return err
+	}
+	c.out = c.hdr
+	fr, _ := frame.NewReader(bytes.NewReader(c.hdr)).Read()
+	if fr != nil && isVanishedReplyError(fr) {
+		c.log.Info("transport/stomp: response dropped: the caller's temporary queue no longer exists", "destination", fr.Header.Get(frame.Message))
+		c.out = nil
+		if id, ok := fr.Header.Contains(frame.ReceiptId); ok {
+			// The sender waits for a receipt: the broker is done with the
+			// frame, so give it one.
+			var b bytes.Buffer
+			if err := frame.NewWriter(&b).Write(frame.New(frame.RECEIPT, frame.ReceiptId, id)); err != nil {
+				return err
+			}
+			c.out = b.Bytes()
+		}
+	}
+	return nil
+}
+
+// line appends one line (through its LF) to hdr and returns it without
+// its line end, or only its first 256 bytes for a longer line. The result
+// is valid until the next append to hdr.
+func (c *filterConn) line() ([]byte, error) {
+	start := len(c.hdr)
+	for {
+		chunk, err := c.br.ReadSlice('\n')
+		c.hdr = append(c.hdr, chunk...)
 		if err == nil {
 			break
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
-			return "", err
+			return nil, err
 		}
 	}
-	return strings.TrimRight(string(head), "\r\n"), nil
+	l := c.hdr[start:]
+	if len(l) > 256 {
+		l = l[:256]
+	}
+	return bytes.TrimRight(l, "\r\n"), nil
 }
 
-// body copies a frame body and its NUL terminator.
-func (f *streamFilter) body(out io.Writer, length int64) error {
+var (
+	contentLengthPrefix = []byte(frame.ContentLength + ":")
+	serverPrefix        = []byte(frame.Server + ":")
+	activeMQServer      = []byte("ActiveMQ")
+)
+
+// parseLength reads a content-length value: a decimal number, or -1 if v
+// is not one (or is too large).
+func parseLength(v []byte) int64 {
+	if len(v) == 0 || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for _, b := range v {
+		if b < '0' || b > '9' {
+			return -1
+		}
+		n = n*10 + int64(b-'0')
+	}
+	return n
+}
+
+// errorBody appends the body of an ERROR frame and its NUL to hdr.
+func (c *filterConn) errorBody(length int64) error {
 	if length >= 0 {
-		_, err := io.CopyN(out, f.br, length+1)
+		_, err := io.CopyN((*appendWriter)(&c.hdr), c.br, length+1)
 		return err
 	}
 	for {
-		chunk, err := f.br.ReadSlice(0)
-		if _, werr := out.Write(chunk); werr != nil {
-			return werr
-		}
+		chunk, err := c.br.ReadSlice(0)
+		c.hdr = append(c.hdr, chunk...)
 		if err == nil {
 			return nil
 		}
@@ -173,6 +226,13 @@ func (f *streamFilter) body(out io.Writer, length int64) error {
 			return err
 		}
 	}
+}
+
+type appendWriter []byte
+
+func (w *appendWriter) Write(p []byte) (int, error) {
+	*w = append(*w, p...)
+	return len(p), nil
 }
 
 // isVanishedReplyError recognises ActiveMQ's ERROR frame for a send to a

@@ -241,23 +241,23 @@ func rawFrame(command string, header ...string) func(*frame.Frame) error {
 	}
 }
 
-// deadlineHeaders returns the STOMP headers that carry deadline dl.
-func deadlineHeaders(d Dialect, dl time.Time) []func(*frame.Frame) error {
+// deadline adds the STOMP headers that carry deadline dl (none for a
+// zero dl).
+func (s *sendHeader) deadline(d Dialect, dl time.Time) {
 	if dl.IsZero() {
-		return nil
+		return
 	}
-	opts := []func(*frame.Frame) error{stompgo.SendOpt.Header(hdrDeadline, transport.FormatDeadline(dl))}
+	s.add(hdrDeadline, transport.FormatDeadline(dl))
 	switch d {
 	case DialectRabbitMQ:
 		ttl := time.Until(dl).Milliseconds()
 		if ttl < 0 {
 			ttl = 0
 		}
-		opts = append(opts, stompgo.SendOpt.Header(hdrExpiration, strconv.FormatInt(ttl, 10)))
+		s.add(hdrExpiration, strconv.FormatInt(ttl, 10))
 	default:
-		opts = append(opts, stompgo.SendOpt.Header(hdrExpires, strconv.FormatInt(dl.UnixMilli(), 10)))
+		s.add(hdrExpires, strconv.FormatInt(dl.UnixMilli(), 10))
 	}
-	return opts
 }
 
 // isConnError reports whether err from go-stomp means the connection is

@@ -287,11 +287,10 @@ func sendTo(ctx context.Context, s *session, addr string, m *transport.Message, 
 	if err != nil {
 		return err
 	}
-	opts := append([]func(*frame.Frame) error{stompgo.SendOpt.Header(hdrVersion, transport.Version)},
-		deadlineHeaders(k.dialect, m.Deadline)...)
-	if h := headerOpt(m.Header); h != nil {
-		opts = append(opts, h)
-	}
+	sh := sendHeader{h: m.Header}
+	sh.add(hdrVersion, transport.Version)
+	sh.deadline(k.dialect, m.Deadline)
+	opts := []func(*frame.Frame) error{sh.apply}
 	if receipt {
 		opts = append(opts, stompgo.SendOpt.Receipt)
 		err = s.await(ctx, func() error { return k.c.Send(addr, m.ContentType, m.Body, opts...) })
@@ -393,31 +392,60 @@ func stompName(k string) string {
 	return s
 }
 
-// headerOpt returns a go-stomp option that writes h as STOMP headers
-// (lower-case names, several values joined by ", ", reserved names left
-// out), replacing headers of the same name set before it; nil for an
-// empty h.
-func headerOpt(h http.Header) func(*frame.Frame) error {
-	if len(h) == 0 {
-		return nil
+// sendHeader is the headers of a SEND beyond the ones go-stomp writes
+// (content-length, destination, content-type): pairs added with add, then
+// the entries of h (lower-case names, several values joined by ", ",
+// reserved names left out), each replacing the header of the same name
+// written before it. Its apply method is one go-stomp option that sets
+// them all at once: one header slice of the right size, where an option
+// per header would allocate a closure each and grow the slice as it goes.
+type sendHeader struct {
+	kv [10]string // name, value pairs added by add
+	n  int
+	h  http.Header
+}
+
+func (s *sendHeader) add(k, v string) {
+	s.kv[s.n], s.kv[s.n+1] = k, v
+	s.n += 2
+}
+
+func (s *sendHeader) apply(f *frame.Frame) error {
+	var buf [32]string
+	all := buf[:0]
+	for i := 0; i < f.Header.Len(); i++ {
+		k, v := f.Header.GetAt(i)
+		all = append(all, k, v)
 	}
-	return func(f *frame.Frame) error {
-		for k, vs := range h {
-			if len(vs) == 0 {
-				continue
-			}
-			name := stompName(k)
-			if name == "" {
-				continue
-			}
-			v := vs[0]
-			if len(vs) > 1 {
-				v = strings.Join(vs, ", ")
-			}
-			f.Header.Set(name, v)
+	all = append(all, s.kv[:s.n]...)
+	for k, vs := range s.h {
+		if len(vs) == 0 {
+			continue
 		}
-		return nil
+		name := stompName(k)
+		if name == "" {
+			continue
+		}
+		v := vs[0]
+		if len(vs) > 1 {
+			v = strings.Join(vs, ", ")
+		}
+		all = setPair(all, name, v)
 	}
+	f.Header = frame.NewHeader(all...)
+	return nil
+}
+
+// setPair sets the value of the first pair named k in kv, or appends the
+// pair (as frame.Header.Set does).
+func setPair(kv []string, k, v string) []string {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == k {
+			kv[i+1] = v
+			return kv
+		}
+	}
+	return append(kv, k, v)
 }
 
 // httpbusHeader returns the httpbus- headers of a received frame, with
