@@ -97,6 +97,21 @@
 // closes the channels, so the broker requeues every unacknowledged delivery
 // for another instance.
 //
+// # Writes
+//
+// amqp091 writes each publish and each acknowledgement with a system call
+// of its own, under the connection's send lock. A Listener or Conn made
+// by Listen or Dial gives amqp091 a connection that queues those writes
+// instead and writes everything queued meanwhile in one system call from
+// one goroutine: concurrent publishers on a connection share writes, and
+// the broker reads their messages together (fewer system calls on both
+// sides under load; a lone publish costs a goroutine switch). A write of
+// 32 KiB or more (a large body) goes out directly, after what was queued
+// before it; at most 256 KiB wait in the queue, beyond which writers wait
+// for the socket. A failed write closes the socket, which amqp091 reports
+// as a lost connection. NewListener and NewConn use the caller's
+// connection as it is.
+//
 // # Headers
 //
 // Message.Header travels in the AMQP headers table both ways: every entry
