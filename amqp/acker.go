@@ -25,7 +25,9 @@ const maxOutOfOrder = 4096
 // every delivery up to the newest tag whose older deliveries are all
 // settled with one basic.ack (multiple=true), saving a frame, a write and
 // the broker's work per request under load. Nacks are written at once.
-// Delivery tags of a channel start at 1 and grow by one per delivery.
+// Delivery tags of a channel start at 1 and grow by one per delivery,
+// including those of an automatically acknowledged consumer on the
+// channel (the Listener's inbox), which the inbox reports with skip.
 type acker struct {
 	ch  *amqp091.Channel
 	log *slog.Logger
@@ -78,7 +80,19 @@ func (a *acker) nack(tag uint64, requeue bool) error {
 	return nil
 }
 
-// settledAlone records tag as settled by a frame of its own; a.mu is held.
+// skip records tag as needing no acknowledgement: a delivery of an
+// automatically acknowledged consumer on the channel. Without it, the
+// first such tag would stop every later multiple ack.
+func (a *acker) skip(tag uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.dead {
+		a.settledAlone(tag)
+	}
+}
+
+// settledAlone records tag as settled by a frame of its own (or needing
+// none); a.mu is held.
 func (a *acker) settledAlone(tag uint64) {
 	if a.off {
 		return

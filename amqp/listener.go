@@ -201,6 +201,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
 	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc, l.inboxLost)
+	g.inbox.taken = g.acks.skip
 	if p := l.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
