@@ -62,10 +62,12 @@
 // their own within two milliseconds); Close sends the pending ones first.
 // This saves a frame, a write and the broker's work per request under
 // load. The only delivery of the channel in flight has nothing to be
-// coalesced with: it is acknowledged as soon as its reply is sent; a server that dies leaves at most those milliseconds of answered
-// requests unacknowledged, and the broker redelivers them (see below). A frame that does not decode is answered 400 and nacked
-// without requeue (to the dead-letter exchange, if any); a panicking handler
-// is answered 500 and acked. When a server's connection dies before it
+// coalesced with: it is acknowledged as soon as its reply is sent. A
+// server that dies leaves at most those milliseconds of answered requests
+// unacknowledged, and the broker redelivers them (see below). A frame
+// that does not decode is answered 400 and nacked without requeue (to
+// the dead-letter exchange, if any); a panicking handler is answered 500
+// and acked. When a server's connection dies before it
 // acks, the broker redelivers the request to another instance (or to the
 // same one once reconnected) with the redelivered flag, which the handler
 // sees as Httpbus-Redelivered: true: delivery is at least once, so handlers
