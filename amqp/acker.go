@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -24,11 +25,18 @@ const maxOutOfOrder = 4096
 // hands the tag over and returns; within ackDelay a flush acknowledges
 // every delivery up to the newest tag whose older deliveries are all
 // settled with one basic.ack (multiple=true), saving a frame, a write and
-// the broker's work per request under load. Nacks are written at once.
-// Delivery tags of a channel start at 1 and grow by one per delivery.
+// the broker's work per request under load. An ack of the only delivery
+// of the channel in flight (the newest, with every older one settled) is
+// written at once instead: there is nothing to coalesce it with, and it
+// costs no timer. Nacks are written at once.
+// Delivery tags of a channel start at 1 and grow by one per delivery,
+// including those of an automatically acknowledged consumer on the
+// channel (the Listener's inbox), which the inbox reports with skip.
 type acker struct {
 	ch  *amqp091.Channel
 	log *slog.Logger
+
+	newest atomic.Uint64 // the newest delivery tag received on the channel
 
 	mu      sync.Mutex
 	low     uint64              // every tag below low is settled
@@ -52,12 +60,32 @@ func newAcker(ch *amqp091.Channel, log *slog.Logger) *acker {
 	return a
 }
 
-// ack acknowledges tag within ackDelay.
+// delivered records tag as received on the channel.
+func (a *acker) delivered(tag uint64) {
+	for {
+		n := a.newest.Load()
+		if tag <= n || a.newest.CompareAndSwap(n, tag) {
+			return
+		}
+	}
+}
+
+// ack acknowledges tag: at once when it is the only delivery in flight,
+// else within ackDelay.
 func (a *acker) ack(tag uint64) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.off || a.dead {
 		return a.ch.Ack(tag, false)
+	}
+	if tag == a.low && len(a.ready) == 0 && tag >= a.newest.Load() {
+		if err := a.ch.Ack(tag, false); err != nil {
+			a.dead = true
+			return err
+		}
+		a.low++
+		a.advance()
+		return nil
 	}
 	a.ready = append(a.ready, pendingAck{tag: tag})
 	if !a.armed && !a.dead {
@@ -78,7 +106,20 @@ func (a *acker) nack(tag uint64, requeue bool) error {
 	return nil
 }
 
-// settledAlone records tag as settled by a frame of its own; a.mu is held.
+// skip records tag as needing no acknowledgement: a delivery of an
+// automatically acknowledged consumer on the channel. Without it, the
+// first such tag would stop every later multiple ack.
+func (a *acker) skip(tag uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.delivered(tag)
+	if !a.dead {
+		a.settledAlone(tag)
+	}
+}
+
+// settledAlone records tag as settled by a frame of its own (or needing
+// none); a.mu is held.
 func (a *acker) settledAlone(tag uint64) {
 	if a.off {
 		return

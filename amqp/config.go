@@ -271,8 +271,9 @@ func dial(ctx context.Context, rawURL string, cfg *Config, name string) (*amqp09
 		c.SetDeadline(dl) // the handshake's deadline; amqp091 clears it once open
 		// amqp091 runs the TLS and AMQP handshakes without a context:
 		// close the socket if ctx ends meanwhile.
-		stop = context.AfterFunc(ctx, func() { c.Close() })
-		return c, nil
+		bc := newBatchConn(c)
+		stop = context.AfterFunc(ctx, func() { bc.Close() })
+		return bc, nil
 	}
 	c, err := amqp091.DialConfig(rawURL, ac)
 	if stop != nil {

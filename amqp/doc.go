@@ -61,10 +61,13 @@
 // still in flight (one still in flight leaves the newer ones to an ack of
 // their own within two milliseconds); Close sends the pending ones first.
 // This saves a frame, a write and the broker's work per request under
-// load; a server that dies leaves at most those milliseconds of answered
-// requests unacknowledged, and the broker redelivers them (see below). A frame that does not decode is answered 400 and nacked
-// without requeue (to the dead-letter exchange, if any); a panicking handler
-// is answered 500 and acked. When a server's connection dies before it
+// load. The only delivery of the channel in flight has nothing to be
+// coalesced with: it is acknowledged as soon as its reply is sent. A
+// server that dies leaves at most those milliseconds of answered requests
+// unacknowledged, and the broker redelivers them (see below). A frame
+// that does not decode is answered 400 and nacked without requeue (to
+// the dead-letter exchange, if any); a panicking handler is answered 500
+// and acked. When a server's connection dies before it
 // acks, the broker redelivers the request to another instance (or to the
 // same one once reconnected) with the redelivered flag, which the handler
 // sees as Httpbus-Redelivered: true: delivery is at least once, so handlers
@@ -96,6 +99,21 @@
 // serves and acknowledges what was already delivered, then closes; Close
 // closes the channels, so the broker requeues every unacknowledged delivery
 // for another instance.
+//
+// # Writes
+//
+// amqp091 writes each publish and each acknowledgement with a system call
+// of its own, under the connection's send lock. A Listener or Conn made
+// by Listen or Dial gives amqp091 a connection that queues those writes
+// instead and writes everything queued meanwhile in one system call from
+// one goroutine: concurrent publishers on a connection share writes, and
+// the broker reads their messages together (fewer system calls on both
+// sides under load; a lone publish costs a goroutine switch). A write of
+// 32 KiB or more (a large body) goes out directly, after what was queued
+// before it; at most 256 KiB wait in the queue, beyond which writers wait
+// for the socket. A failed write closes the socket, which amqp091 reports
+// as a lost connection. NewListener and NewConn use the caller's
+// connection as it is.
 //
 // # Headers
 //

@@ -27,6 +27,10 @@ type inbox struct {
 	out  chan<- *transport.Message
 	lost chan<- error   // told (without blocking) when an open inbox is lost
 	wg   sync.WaitGroup // the goroutine opening and pumping the inbox
+	// taken, when set, is told the delivery tag of each message: an
+	// automatically acknowledged delivery takes a tag of the channel
+	// too, which the channel's acker must skip.
+	taken func(tag uint64)
 
 	mu    sync.Mutex
 	name  string        // the queue, once consumed
@@ -137,6 +141,9 @@ func (b *inbox) pump(name string, deliveries <-chan amqp091.Delivery) {
 				}
 				b.mu.Unlock()
 				return
+			}
+			if b.taken != nil {
+				b.taken(d.DeliveryTag)
 			}
 			h := foreignHeader(&d)
 			m := &transport.Message{Body: d.Body, ContentType: d.ContentType, Header: h, Deadline: headerDeadline(h, b.cfg, name)}

@@ -201,6 +201,7 @@ func (l *Listener) setup(ctx context.Context, conn *amqp091.Connection) (g *list
 	}
 	g.acks = newAcker(g.ch, l.cfg.logger())
 	g.inbox = newInbox(g.ch, &l.cfg, g.stop, l.inboxc, l.inboxLost)
+	g.inbox.taken = g.acks.skip
 	if p := l.prefetch(); p > 0 {
 		if err = g.ch.Qos(p, 0, false); err != nil {
 			return nil, fmt.Errorf("transport/amqp: basic.qos %d: %w", p, err)
@@ -444,6 +445,7 @@ func (l *Listener) delivery(g *listenerGen, d *amqp091.Delivery, notify bool) *t
 		},
 		tok: token{g: g, tag: d.DeliveryTag, replyTo: d.ReplyTo, corrID: d.CorrelationId},
 	}
+	g.acks.delivered(d.DeliveryTag)
 	td := &x.Delivery
 	td.Token = &x.tok
 	if notify {
@@ -486,7 +488,8 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 // requeue, and Hold leaves it unacknowledged (a stream's first message: the
 // delivery stays in flight, counted against the prefetch, until a later
 // Reply, usually with a nil resp, settles it; if the Listener closes or
-// its channel is lost first, the broker redelivers the request). Nacks are sent before Reply returns; acks within a
+// its channel is lost first, the broker redelivers the request). Nacks are sent before Reply returns; so is the
+// ack of the only delivery of the channel in flight; other acks within a
 // millisecond, coalesced with the channel's other acks into one basic.ack
 // with multiple set (a delivery acked while an older one of the channel is
 // still in flight gets its own basic.ack within two milliseconds), and
