@@ -74,6 +74,16 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		closeBody(req)
 		return nil, errors.New("transport: request URL has no host naming the service")
 	}
+	if req.Header[HeaderReplyTo] != nil || req.Header[HeaderStream] != nil {
+		// A server takes these fields of a frame as the caller's inbox and
+		// stream (WIRE.md §7): an application's own never pass, on any
+		// backend.
+		r2 := *req
+		r2.Header = req.Header.Clone()
+		r2.Header.Del(HeaderReplyTo)
+		r2.Header.Del(HeaderStream)
+		req = &r2
+	}
 	if native, ok := rt.Conn.(http.RoundTripper); ok && req.Method != MethodNotify {
 		if max := rt.limits().body(); max >= 0 && req.ContentLength > max {
 			return rt.failure(req, &TooLargeError{What: "body", Limit: max, Size: req.ContentLength})

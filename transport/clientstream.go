@@ -34,8 +34,22 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	if maxBody >= 0 && req.ContentLength > maxBody {
 		return rt.failure(req, &TooLargeError{What: "body", Limit: maxBody, Size: req.ContentLength})
 	}
+	s := newStream(mx, mx.newID())
+	if err := mx.register(s); err != nil {
+		return rt.failure(req, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			mx.unregister(s)
+		}
+	}()
+	// A request that fits one message carries the caller's inbox and the
+	// stream id as fields of its frame (WIRE.md §7), not as broker
+	// headers: every broker client pays per header, on both ends.
+	fields := [2]leanField{{HeaderReplyTo, mx.address()}, {HeaderStream, s.id}}
 	// The common case reads a known-length body straight into the frame.
-	leanFrame, lean, err := leanRequestFrame(req, service, size)
+	leanFrame, lean, err := leanRequestFrame(req, service, size, fields[:])
 	if err != nil {
 		return rt.failure(req, err)
 	}
@@ -49,24 +63,21 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	if maxBody >= 0 && int64(len(first)) > maxBody {
 		return rt.failure(req, &TooLargeError{What: "body", Limit: maxBody, Size: -1})
 	}
-	s := newStream(mx, mx.newID())
-	if err := mx.register(s); err != nil {
-		return rt.failure(req, err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			mx.unregister(s)
-		}
-	}()
-	h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: s.idv[:]}
 	var m *Message
 	var rest []byte
 	if !more {
 		frame := leanFrame
 		if !lean {
+			withFields := *req
+			withFields.Header = req.Header.Clone()
+			if withFields.Header == nil {
+				withFields.Header = http.Header{}
+			}
+			for _, f := range fields {
+				withFields.Header.Set(f.key, f.value)
+			}
 			chunked := req.ContentLength <= 0 && len(first) > 0
-			if frame, err = encodeRequestFrame(req, service, first, chunked); err != nil {
+			if frame, err = encodeRequestFrame(&withFields, service, first, chunked); err != nil {
 				closeBody(req)
 				return nil, err
 			}
@@ -77,7 +88,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 			}
 		}
 		closeBody(req)
-		m = &Message{Body: frame, ContentType: MediaType, Header: h}
+		m = &Message{Body: frame, ContentType: MediaType}
 	} else {
 		head, err := requestHead(req, service)
 		if err != nil {
@@ -95,8 +106,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 			}
 		}
 		rest = first[k:]
-		h.Set(HeaderVersion, Version2)
-		h.Set(HeaderSeq, "0")
+		h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: s.idv[:], HeaderVersion: {Version2}, HeaderSeq: {"0"}}
 		m = &Message{Body: b.Bytes(), ContentType: MediaType, Header: h}
 	}
 	if dl, ok := ctx.Deadline(); ok {

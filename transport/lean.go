@@ -28,7 +28,7 @@ import (
 // leanRequest appends the frame Request.Write makes of EncodeRequest's
 // request, or returns ok false where it declines.
 func leanRequest(dst []byte, r *http.Request, service string, body []byte) (_ []byte, ok bool) {
-	dst, ok = leanRequestHead(dst, r, service, int64(len(body)))
+	dst, ok = leanRequestHead(dst, r, service, int64(len(body)), nil)
 	if !ok {
 		return nil, false
 	}
@@ -38,14 +38,16 @@ func leanRequest(dst []byte, r *http.Request, service string, body []byte) (_ []
 // leanRequestFrame reads a request's body of known length (at most max
 // bytes) straight into the frame behind its head, where leanRequestHead
 // takes the request; ok is false where it does not (the body is then
-// untouched). An error is a body shorter than its ContentLength.
-func leanRequestFrame(r *http.Request, service string, max int) (_ []byte, ok bool, err error) {
+// untouched). extra fields are written after the request's own, which
+// lose any field of the same names. An error is a body shorter than its
+// ContentLength.
+func leanRequestFrame(r *http.Request, service string, max int, extra []leanField) (_ []byte, ok bool, err error) {
 	n := r.ContentLength
 	noBody := r.Body == nil || r.Body == http.NoBody
 	if n < 0 || n > int64(max) || (n == 0) != noBody {
 		return nil, false, nil
 	}
-	frame, ok := leanRequestHead(make([]byte, 0, headerEstimate(r.Header)+len(r.URL.Path)+len(r.URL.RawQuery)+len(service)+64+int(n)), r, service, n)
+	frame, ok := leanRequestHead(make([]byte, 0, headerEstimate(r.Header)+len(r.URL.Path)+len(r.URL.RawQuery)+len(service)+160+int(n)), r, service, n, extra)
 	if !ok {
 		return nil, false, nil
 	}
@@ -61,8 +63,9 @@ func leanRequestFrame(r *http.Request, service string, max int) (_ []byte, ok bo
 }
 
 // leanRequestHead appends the request line and header block of
-// leanRequest for a body of n bytes.
-func leanRequestHead(dst []byte, r *http.Request, service string, n int64) (_ []byte, ok bool) {
+// leanRequest for a body of n bytes, with extra fields last (the request's
+// own fields of those names left out).
+func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra []leanField) (_ []byte, ok bool) {
 	method := r.Method
 	if method == "" {
 		method = http.MethodGet
@@ -93,7 +96,19 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64) (_ []
 		dst = append(dst, "\r\n"...)
 	}
 	dst = appendLength(dst, n, method)
-	dst = appendHeader(dst, r.Header, requestExcluded)
+	if len(extra) == 0 {
+		dst = appendHeader(dst, r.Header, requestExcluded)
+	} else {
+		dst = appendHeader(dst, r.Header, func(k string) bool {
+			return requestExcluded(k) || k == HeaderReplyTo || k == HeaderStream
+		})
+		for _, f := range extra {
+			dst = append(dst, f.key...)
+			dst = append(dst, ": "...)
+			dst = append(dst, f.value...)
+			dst = append(dst, "\r\n"...)
+		}
+	}
 	return append(dst, "\r\n"...), true
 }
 

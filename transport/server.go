@@ -371,7 +371,21 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		s.serveNative(base, l, d)
 		return
 	}
-	ex := newExchange(s, base, l, d) // nil for a version-1 caller
+	// The caller's inbox and stream id: broker headers (a streamed request,
+	// or a caller from before issue 13), else fields of the frame, which is
+	// then decoded first.
+	peer, id := d.Header.Get(HeaderReplyTo), d.Header.Get(HeaderStream)
+	var req *http.Request
+	var decodeErr error
+	decoded := false
+	if peer == "" && d.Topic == "" && IsFrame(d.ContentType) {
+		req, decodeErr = DecodeRequest(d.Body, s.limits())
+		decoded = true
+		if decodeErr == nil {
+			peer, id = takeStreamFields(req.Header)
+		}
+	}
+	ex := newExchange(s, base, l, d, peer, id) // nil for a version-1 caller
 	if ex != nil && d.Redelivered {
 		// The caller may have heard from the instance that died (a
 		// "continue") and now waits on its inbox, not on the reply path:
@@ -406,9 +420,10 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 			ex.cancel = cancel // a caller's cancel ends the handler's context
 		}
 	}
-	var req *http.Request
 	var err error
 	switch {
+	case decoded:
+		err = decodeErr
 	case ex.streamedRequest():
 		req, err = ex.decodeStreamedRequest(ctx, s.limits())
 	case IsFrame(d.ContentType):
@@ -424,6 +439,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		send(ErrorResponse(err), Reject)
 		return
 	}
+	takeStreamFields(req.Header) // never the handler's, whatever the path
 	if d.Topic != "" {
 		req.Method = MethodNotify
 	}

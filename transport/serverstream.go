@@ -39,16 +39,28 @@ type exchange struct {
 	timer  atomic.Pointer[announcer]
 }
 
-func newExchange(srv *Server, base context.Context, l Listener, d *Delivery) *exchange {
+// newExchange returns the exchange for a request whose caller named its
+// inbox peer and stream id, or nil (a version-1 caller, a notification, a
+// listener that cannot stream).
+func newExchange(srv *Server, base context.Context, l Listener, d *Delivery, peer, id string) *exchange {
 	st, ok := l.(Streamer)
-	if !ok || d.Topic != "" || d.Request != nil {
-		return nil
-	}
-	peer, id := d.Header.Get(HeaderReplyTo), d.Header.Get(HeaderStream)
-	if peer == "" || id == "" {
+	if !ok || d.Topic != "" || d.Request != nil || peer == "" || id == "" {
 		return nil
 	}
 	return &exchange{srv: srv, l: l, st: st, d: d, base: base, peer: peer, id: id, size: partBytes(l)}
+}
+
+// takeStreamFields removes HeaderReplyTo and HeaderStream from a decoded
+// request's header, where a caller that fits its request in one message
+// puts them (WIRE.md §7), and returns them. A handler never sees them.
+func takeStreamFields(h http.Header) (peer, id string) {
+	if h == nil {
+		return "", ""
+	}
+	peer, id = h.Get(HeaderReplyTo), h.Get(HeaderStream)
+	delete(h, HeaderReplyTo)
+	delete(h, HeaderStream)
+	return peer, id
 }
 
 // streamedRequest reports that the request's body follows in parts.

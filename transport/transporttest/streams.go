@@ -256,6 +256,45 @@ func (s *suite) streamFlush(t *testing.T) {
 	}
 }
 
+// streamFieldsInFrame: a whole request carries the caller's inbox and
+// stream id as fields of its frame (WIRE.md §7 step 1). An application's
+// own fields of those names neither reach the handler nor redirect the
+// stream: the flushed response still arrives, through the caller's inbox.
+func (s *suite) streamFieldsInFrame(t *testing.T) {
+	svc := unique("fields")
+	saw := make(chan http.Header, 1)
+	s.serve(t, &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		saw <- r.Header.Clone()
+		io.WriteString(w, "first ")
+		w.(http.Flusher).Flush() // a stream from here on
+		io.WriteString(w, "second")
+	})}, transport.ListenConfig{Service: svc})
+	client, _ := s.client(t)
+	req, _ := http.NewRequestWithContext(s.ctx(t), "POST", "http://"+svc+"/x", strings.NewReader("body"))
+	req.Header.Set(transport.HeaderReplyTo, "elsewhere")
+	req.Header.Set(transport.HeaderStream, "not-mine")
+	req.Header.Set("X-Kept", "1")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != "first second" {
+		t.Fatalf("status %d, body %q, %v (Httpbus-Error %q); want 200 \"first second\"", resp.StatusCode, body, err, resp.Header.Get(transport.HeaderError))
+	}
+	h := <-saw
+	if _, ok := h[transport.HeaderReplyTo]; ok {
+		t.Errorf("the handler saw %s: %q", transport.HeaderReplyTo, h[transport.HeaderReplyTo])
+	}
+	if _, ok := h[transport.HeaderStream]; ok {
+		t.Errorf("the handler saw %s: %q", transport.HeaderStream, h[transport.HeaderStream])
+	}
+	if h.Get("X-Kept") != "1" {
+		t.Errorf("the handler lost X-Kept: %v", h)
+	}
+}
+
 // streamTrailers: trailers travel, declared and with http.TrailerPrefix,
 // on a small response and a streamed one.
 func (s *suite) streamTrailers(t *testing.T) {

@@ -126,6 +126,7 @@ func Cases() []Case {
 		{"StreamUploadOneInstance", (*suite).streamUploadOneInstance},
 		{"StreamSlowReader", (*suite).streamSlowReader},
 		{"StreamFlush", (*suite).streamFlush},
+		{"StreamFieldsInFrame", (*suite).streamFieldsInFrame},
 		{"StreamTrailers", (*suite).streamTrailers},
 		{"StreamChunkedRequest", (*suite).streamChunkedRequest},
 		{"StreamCancel", (*suite).streamCancel},
