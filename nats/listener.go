@@ -17,7 +17,8 @@ import (
 
 // Listener is the server side of one service over a NATS connection: a
 // queue subscription on the service subject and one on each topic subject.
-// It implements transport.Listener, transport.Drainer, transport.Streamer,
+// It implements transport.Listener, transport.Pusher, transport.Prefetcher
+// (to size its pool of workers only), transport.Drainer, transport.Streamer,
 // transport.SizeLimiter and transport.StateReporter.
 type Listener struct {
 	nc      *natsgo.Conn
@@ -37,6 +38,14 @@ type Listener struct {
 	stopped chan struct{} // closed when every forwarder has returned
 
 	inbox inbox
+
+	// Push mode (Push): a pool of workers serves deliveries where they
+	// are received, up to maxWorkers (SetPrefetch) of them.
+	serve      atomic.Pointer[func(*transport.Delivery)]
+	maxWorkers atomic.Int32
+	workers    workerPool
+	pushCtx    context.Context // ends when the Server stops intake, or at Close
+	pushStop   context.CancelFunc
 
 	// held counts the entries of heldMsgs, so that Reply looks at the map
 	// (under mu) only while some delivery is held.
@@ -90,6 +99,8 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		stopped: make(chan struct{}),
 		inbox:   inbox{nc: nc, cfg: cfg, log: cfg.logger()},
 	}
+	l.pushCtx, l.pushStop = context.WithCancel(ctx)
+	l.workers.done = make(chan struct{})
 	msgs, bytes := cfg.pending(nc.Opts.SubChanLen)
 	subscribe := func(subject, topic string) error {
 		s, err := nc.QueueSubscribeSync(subject, queue)
@@ -239,6 +250,9 @@ func firstValue(h http.Header, k string) string {
 // Receive implements transport.Listener. After Drain it returns the
 // messages the subscriptions already hold, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	if l.serve.Load() != nil {
+		return nil, l.waitPushed(ctx)
+	}
 	if l.direct != nil {
 		d, _, err := l.next(ctx, l.direct, "")
 		if err != nil && ctx.Err() == nil && l.ctx.Err() != nil {
@@ -250,17 +264,37 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 	case d := <-l.ch:
 		return d, nil
 	case <-l.stopped:
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.err != nil && !l.closed && !l.draining {
-			return nil, l.err
-		}
-		return nil, transport.ErrClosed
+		return nil, l.endError()
 	case <-l.ctx.Done():
 		return nil, transport.ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// waitPushed is Receive in push mode (Push): it waits for the end of the
+// workers.
+func (l *Listener) waitPushed(ctx context.Context) error {
+	select {
+	case <-l.workers.done:
+		return l.endError()
+	case <-l.ctx.Done():
+		return transport.ErrClosed
+	case <-ctx.Done():
+		l.pushStop()
+		return ctx.Err()
+	}
+}
+
+// endError is what Receive returns once the subscriptions have ended:
+// transport.ErrClosed after Drain or Close, else why they ended.
+func (l *Listener) endError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil && !l.closed && !l.draining {
+		return l.err
+	}
+	return transport.ErrClosed
 }
 
 // Reply implements transport.Listener: it publishes resp to the request's
