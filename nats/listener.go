@@ -172,7 +172,7 @@ func (l *Listener) next(ctx context.Context, s *natsgo.Subscription, topic strin
 		if err != nil {
 			l.log.Warn("transport/nats: bad message", "subject", m.Subject, "err", err)
 			if m.Reply != "" {
-				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: frameHeader})
 			}
 			continue
 		}
@@ -334,15 +334,16 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		return nil
 	}
 	// A response carries no deadline.
-	out := &natsgo.Msg{Subject: m.Reply, Data: resp.Body, Header: natsHeader(&transport.Message{ContentType: resp.ContentType, Header: resp.Header})}
-	if err := checkSize(l.nc, out); err != nil {
+	out := newOutgoing(m.Reply, &transport.Message{Body: resp.Body, ContentType: resp.ContentType, Header: resp.Header})
+	defer out.release()
+	if err := checkSize(l.nc, &out.msg); err != nil {
 		// The Server checks MaxMessageBytes first; this is the last
 		// resort: answer with the error rather than leave the caller to
 		// time out.
-		l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+		l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: frameHeader})
 		return err
 	}
-	return l.publish(out)
+	return l.publish(&out.msg)
 }
 
 // hold marks m held (Reply with transport.Hold); holding it again is a
@@ -404,12 +405,13 @@ func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic
 	if err := checkSubject("topic", topic); err != nil {
 		return err
 	}
-	out := &natsgo.Msg{Subject: TopicSubject(cfg.Prefix, topic), Data: m.Body, Header: natsHeader(m)}
-	if err := checkSize(nc, out); err != nil {
+	out := newOutgoing(TopicSubject(cfg.Prefix, topic), m)
+	defer out.release()
+	if err := checkSize(nc, &out.msg); err != nil {
 		return err
 	}
-	if err := nc.PublishMsg(out); err != nil {
-		return sendError("publish to "+out.Subject, err)
+	if err := nc.PublishMsg(&out.msg); err != nil {
+		return sendError("publish to "+out.msg.Subject, err)
 	}
 	return nil
 }
