@@ -63,11 +63,13 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 			m.Deadline = dl
 		}
 	}
-	out := &natsgo.Msg{Subject: ServiceSubject(c.cfg.Prefix, service), Data: m.Body, Header: natsHeader(&m)}
-	if err := checkSize(c.nc, out); err != nil {
+	out := newOutgoing(ServiceSubject(c.cfg.Prefix, service), &m)
+	if err := checkSize(c.nc, &out.msg); err != nil {
+		out.release()
 		return nil, err
 	}
-	resp, err := c.nc.RequestMsgWithContext(ctx, out)
+	resp, err := c.nc.RequestMsgWithContext(ctx, &out.msg)
+	out.release()
 	if err != nil {
 		return nil, c.callError(ctx, service, err)
 	}

@@ -74,11 +74,15 @@
 // NATS core has no prefetch: the server hands each request to one member of
 // the queue group without regard to how busy it is, and the pending limits
 // drop what exceeds them rather than leave it to another instance. So the
-// Listener does not implement transport.Prefetcher and its pending limits
-// do not follow MaxInFlight (that would turn a burst into lost requests):
-// a slow instance gets its share of requests and queues them. Balance by
-// load with more instances, or with a MaxInFlight that matches each
-// instance's capacity.
+// pending limits do not follow MaxInFlight (that would turn a burst into
+// lost requests): a slow instance gets its share of requests and queues
+// them. Balance by load with more instances, or with a MaxInFlight that
+// matches each instance's capacity. The Listener implements
+// transport.Prefetcher only to learn MaxInFlight, the size of its pool of
+// workers: under a transport.Server (transport.Pusher) each request is
+// served on the goroutine that took it from the subscription, started as
+// needed up to MaxInFlight (at most 2 of them stay idle), with no handoff
+// to Receive and no goroutine per request.
 // Drain (Server.Shutdown) unsubscribes at the server, confirms with a
 // flush, and serves the messages already received before Receive returns
 // transport.ErrClosed. Close instead hands the requests it holds back to

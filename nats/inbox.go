@@ -156,11 +156,12 @@ func send(ctx context.Context, nc *natsgo.Conn, addr string, m *transport.Messag
 	if err := checkSubject("inbox address", addr); err != nil {
 		return err
 	}
-	out := &natsgo.Msg{Subject: addr, Data: m.Body, Header: natsHeader(m)}
-	if err := checkSize(nc, out); err != nil {
+	out := newOutgoing(addr, m)
+	defer out.release()
+	if err := checkSize(nc, &out.msg); err != nil {
 		return err
 	}
-	if err := nc.PublishMsg(out); err != nil {
+	if err := nc.PublishMsg(&out.msg); err != nil {
 		return sendError("send to "+addr, err)
 	}
 	return nil

@@ -17,7 +17,8 @@ import (
 
 // Listener is the server side of one service over a NATS connection: a
 // queue subscription on the service subject and one on each topic subject.
-// It implements transport.Listener, transport.Drainer, transport.Streamer,
+// It implements transport.Listener, transport.Pusher, transport.Prefetcher
+// (to size its pool of workers only), transport.Drainer, transport.Streamer,
 // transport.SizeLimiter and transport.StateReporter.
 type Listener struct {
 	nc      *natsgo.Conn
@@ -37,6 +38,14 @@ type Listener struct {
 	stopped chan struct{} // closed when every forwarder has returned
 
 	inbox inbox
+
+	// Push mode (Push): a pool of workers serves deliveries where they
+	// are received, up to maxWorkers (SetPrefetch) of them.
+	serve      atomic.Pointer[func(*transport.Delivery)]
+	maxWorkers atomic.Int32
+	workers    workerPool
+	pushCtx    context.Context // ends when the Server stops intake, or at Close
+	pushStop   context.CancelFunc
 
 	// held counts the entries of heldMsgs, so that Reply looks at the map
 	// (under mu) only while some delivery is held.
@@ -90,6 +99,8 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		stopped: make(chan struct{}),
 		inbox:   inbox{nc: nc, cfg: cfg, log: cfg.logger()},
 	}
+	l.pushCtx, l.pushStop = context.WithCancel(ctx)
+	l.workers.done = make(chan struct{})
 	msgs, bytes := cfg.pending(nc.Opts.SubChanLen)
 	subscribe := func(subject, topic string) error {
 		s, err := nc.QueueSubscribeSync(subject, queue)
@@ -161,7 +172,7 @@ func (l *Listener) next(ctx context.Context, s *natsgo.Subscription, topic strin
 		if err != nil {
 			l.log.Warn("transport/nats: bad message", "subject", m.Subject, "err", err)
 			if m.Reply != "" {
-				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+				l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: frameHeader})
 			}
 			continue
 		}
@@ -239,6 +250,9 @@ func firstValue(h http.Header, k string) string {
 // Receive implements transport.Listener. After Drain it returns the
 // messages the subscriptions already hold, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	if l.serve.Load() != nil {
+		return nil, l.waitPushed(ctx)
+	}
 	if l.direct != nil {
 		d, _, err := l.next(ctx, l.direct, "")
 		if err != nil && ctx.Err() == nil && l.ctx.Err() != nil {
@@ -250,17 +264,37 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 	case d := <-l.ch:
 		return d, nil
 	case <-l.stopped:
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.err != nil && !l.closed && !l.draining {
-			return nil, l.err
-		}
-		return nil, transport.ErrClosed
+		return nil, l.endError()
 	case <-l.ctx.Done():
 		return nil, transport.ErrClosed
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// waitPushed is Receive in push mode (Push): it waits for the end of the
+// workers.
+func (l *Listener) waitPushed(ctx context.Context) error {
+	select {
+	case <-l.workers.done:
+		return l.endError()
+	case <-l.ctx.Done():
+		return transport.ErrClosed
+	case <-ctx.Done():
+		l.pushStop()
+		return ctx.Err()
+	}
+}
+
+// endError is what Receive returns once the subscriptions have ended:
+// transport.ErrClosed after Drain or Close, else why they ended.
+func (l *Listener) endError() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil && !l.closed && !l.draining {
+		return l.err
+	}
+	return transport.ErrClosed
 }
 
 // Reply implements transport.Listener: it publishes resp to the request's
@@ -300,15 +334,16 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 		return nil
 	}
 	// A response carries no deadline.
-	out := &natsgo.Msg{Subject: m.Reply, Data: resp.Body, Header: natsHeader(&transport.Message{ContentType: resp.ContentType, Header: resp.Header})}
-	if err := checkSize(l.nc, out); err != nil {
+	out := newOutgoing(m.Reply, &transport.Message{Body: resp.Body, ContentType: resp.ContentType, Header: resp.Header})
+	defer out.release()
+	if err := checkSize(l.nc, &out.msg); err != nil {
 		// The Server checks MaxMessageBytes first; this is the last
 		// resort: answer with the error rather than leave the caller to
 		// time out.
-		l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: natsHeader(&transport.Message{})})
+		l.publish(&natsgo.Msg{Subject: m.Reply, Data: transport.ErrorResponse(err), Header: frameHeader})
 		return err
 	}
-	return l.publish(out)
+	return l.publish(&out.msg)
 }
 
 // hold marks m held (Reply with transport.Hold); holding it again is a
@@ -370,12 +405,13 @@ func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic
 	if err := checkSubject("topic", topic); err != nil {
 		return err
 	}
-	out := &natsgo.Msg{Subject: TopicSubject(cfg.Prefix, topic), Data: m.Body, Header: natsHeader(m)}
-	if err := checkSize(nc, out); err != nil {
+	out := newOutgoing(TopicSubject(cfg.Prefix, topic), m)
+	defer out.release()
+	if err := checkSize(nc, &out.msg); err != nil {
 		return err
 	}
-	if err := nc.PublishMsg(out); err != nil {
-		return sendError("publish to "+out.Subject, err)
+	if err := nc.PublishMsg(&out.msg); err != nil {
+		return sendError("publish to "+out.msg.Subject, err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 
 	natsgo "github.com/nats-io/nats.go"
 
@@ -121,15 +122,19 @@ func checkSubject(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("transport/nats: empty %s", what)
 	}
-	for _, tok := range strings.Split(s, ".") {
+	for rest := s; ; {
+		tok, more, found := strings.Cut(rest, ".")
 		if tok == "" {
 			return fmt.Errorf("transport/nats: %s %q has an empty subject token (leading, trailing or double dot)", what, s)
 		}
 		if tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n\x00") {
 			return fmt.Errorf("transport/nats: %s %q is not a literal NATS subject (wildcard or white space)", what, s)
 		}
+		if !found {
+			return nil
+		}
+		rest = more
 	}
-	return nil
 }
 
 func checkService(service string) error {
@@ -147,19 +152,49 @@ func checkService(service string) error {
 // frameHeader is the header block of a message with no deadline and no
 // other header carrying a frame (every single-message reply). Shared and
 // never modified: nats.go only reads a message's Header when it encodes it.
+// Its value slices are shared too (outgoing.header).
 var frameHeader = natsgo.Header{
 	"Content-Type":          {transport.MediaType},
 	transport.HeaderVersion: {transport.Version},
 }
 
-// natsHeader builds the NATS header block of an outgoing message: each
-// m.Header entry (except Content-Type and names under the reserved "Nats-"
-// prefix), then Content-Type (m.ContentType, MediaType when empty),
-// Httpbus-Version (transport.Version unless m.Header carries one) and
-// Httpbus-Deadline (from m.Deadline, when set). The value slices of
-// m.Header are shared, not copied: nats.go encodes the block before
-// PublishMsg returns.
-func natsHeader(m *transport.Message) natsgo.Header {
+// outgoing is a message to publish with room for its NATS header block,
+// pooled (newOutgoing, release): nats.go encodes the header and copies the
+// payload before PublishMsg or RequestMsgWithContext returns, and keeps
+// neither the Msg nor its Header.
+type outgoing struct {
+	msg natsgo.Msg
+	h   natsgo.Header // msg.Header unless that is frameHeader
+	ct  [1]string     // Content-Type's value, when not MediaType
+	dl  [1]string     // Httpbus-Deadline's value
+}
+
+var outgoingPool = sync.Pool{New: func() any { return &outgoing{h: make(natsgo.Header, 8)} }}
+
+// newOutgoing returns a message to subject carrying m: m.Body as payload,
+// and as NATS headers each m.Header entry (except Content-Type and names
+// under the reserved "Nats-" prefix), then Content-Type (m.ContentType,
+// MediaType when empty), Httpbus-Version (transport.Version unless m.Header
+// carries one) and Httpbus-Deadline (from m.Deadline, when set). The value
+// slices of m.Header are shared, not copied. Call release once it is
+// published.
+func newOutgoing(subject string, m *transport.Message) *outgoing {
+	o := outgoingPool.Get().(*outgoing)
+	o.msg = natsgo.Msg{Subject: subject, Data: m.Body, Header: o.header(m)}
+	return o
+}
+
+// release returns o to the pool; o must not be used afterwards.
+func (o *outgoing) release() {
+	clear(o.h)
+	o.msg = natsgo.Msg{}
+	o.ct[0], o.dl[0] = "", ""
+	outgoingPool.Put(o)
+}
+
+// header fills o.h for m (see newOutgoing), or returns frameHeader, shared,
+// when m adds nothing to it.
+func (o *outgoing) header(m *transport.Message) natsgo.Header {
 	ct := m.ContentType
 	if ct == "" {
 		ct = transport.MediaType
@@ -167,19 +202,25 @@ func natsHeader(m *transport.Message) natsgo.Header {
 	if len(m.Header) == 0 && ct == transport.MediaType && m.Deadline.IsZero() {
 		return frameHeader
 	}
-	h := make(natsgo.Header, len(m.Header)+3)
+	h := o.h
 	for k, vs := range m.Header {
 		if len(vs) == 0 || k == "Content-Type" || strings.HasPrefix(k, "Nats-") {
 			continue
 		}
 		h[k] = vs
 	}
-	h["Content-Type"] = []string{ct}
+	if ct == transport.MediaType {
+		h["Content-Type"] = frameHeader["Content-Type"]
+	} else {
+		o.ct[0] = ct
+		h["Content-Type"] = o.ct[:]
+	}
 	if _, ok := h[transport.HeaderVersion]; !ok {
 		h[transport.HeaderVersion] = frameHeader[transport.HeaderVersion]
 	}
 	if !m.Deadline.IsZero() {
-		h[transport.HeaderDeadline] = []string{transport.FormatDeadline(m.Deadline)}
+		o.dl[0] = transport.FormatDeadline(m.Deadline)
+		h[transport.HeaderDeadline] = o.dl[:]
 	}
 	return h
 }
