@@ -37,22 +37,7 @@ type rawMQTT struct {
 func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
 	r := &rawMQTT{topic: "httpbus-bench-raw/" + name, reply: "httpbus-bench-raw/reply/" + name, body: body, pending: map[string]chan []byte{}}
 	connect := func(id string, h func(paho.PublishReceived) (bool, error), filter string) (*paho.Client, error) {
-		conn, err := mqtttransport.DialQuickAck(ctx, autopaho.ClientConfig{}, &url.URL{Host: u.Host})
-		if err != nil {
-			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
-		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){h}})
-		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-		if _, err := c.Connect(cctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if _, err := c.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: 1}}}); err != nil {
-			c.Disconnect(&paho.Disconnect{})
-			return nil, err
-		}
-		return c, nil
+		return connectPaho(ctx, u, id, cfg, h, filter, 1)
 	}
 	var err error
 	r.srv, err = connect("raw-srv-"+name, func(pr paho.PublishReceived) (bool, error) {
@@ -73,10 +58,10 @@ func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 			}
 			return true, nil
 		}
-		r.mu.Lock()
 		if pr.Packet.Properties == nil {
 			return true, nil
 		}
+		r.mu.Lock()
 		ch := r.pending[string(pr.Packet.Properties.CorrelationData)]
 		r.mu.Unlock()
 		if ch != nil {
@@ -137,4 +122,28 @@ func (r *rawMQTT) Close() error {
 	r.cli.Disconnect(&paho.Disconnect{})
 	r.srv.Disconnect(&paho.Disconnect{})
 	return nil
+}
+
+// connectPaho connects a bare paho.golang client to u's broker (dialled with
+// TCP_QUICKACK, as httpbus dials), clean start, with h for what arrives,
+// and subscribes it to filter at qos unless filter is empty.
+func connectPaho(ctx context.Context, u *url.URL, id string, cfg benchConfig, h func(paho.PublishReceived) (bool, error), filter string, qos byte) (*paho.Client, error) {
+	conn, err := mqtttransport.DialQuickAck(ctx, autopaho.ClientConfig{}, &url.URL{Host: u.Host})
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
+	}
+	c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){h}})
+	cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	defer cancel()
+	if _, err := c.Connect(cctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if filter != "" {
+		if _, err := c.Subscribe(cctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: filter, QoS: qos}}}); err != nil {
+			c.Disconnect(&paho.Disconnect{})
+			return nil, err
+		}
+	}
+	return c, nil
 }

@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strings"
 
-	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
-
-	mqtttransport "github.com/httpbus/httpbus/mqtt"
 )
 
 func init() { rawStreamOpeners["mqtt"] = openRawMQTTPublish }
@@ -28,35 +24,15 @@ type rawMQTTPublish struct {
 
 func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchConfig) (rawStreamer, error) {
 	r := &rawMQTTPublish{topic: "httpbus-bench-rawstream/" + name + "/" + strings.ReplaceAll(runID, ".", "-")}
-	connect := func(id string, h func(paho.PublishReceived) (bool, error)) (*paho.Client, error) {
-		conn, err := mqtttransport.DialQuickAck(ctx, autopaho.ClientConfig{}, &url.URL{Host: u.Host})
-		if err != nil {
-			return nil, fmt.Errorf("connect %s: %w", u.Redacted(), err)
-		}
-		c := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){h}})
-		cctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-		if _, err := c.Connect(cctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return c, nil
-	}
 	var err error
-	r.sub, err = connect("rawstream-sub-"+name+"-"+runID, func(pr paho.PublishReceived) (bool, error) {
+	r.sub, err = connectPaho(ctx, u, "rawstream-sub-"+name+"-"+runID, cfg, func(pr paho.PublishReceived) (bool, error) {
 		r.c.add(pr.Packet.Topic[strings.LastIndexByte(pr.Packet.Topic, '/')+1:], len(pr.Packet.Payload))
 		return true, nil
-	})
+	}, r.topic+"/+", 0)
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-	defer cancel()
-	if _, err := r.sub.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: r.topic + "/+", QoS: 0}}}); err != nil {
-		r.sub.Disconnect(&paho.Disconnect{})
-		return nil, err
-	}
-	if r.pub, err = connect("rawstream-pub-"+name+"-"+runID, func(paho.PublishReceived) (bool, error) { return true, nil }); err != nil {
+	if r.pub, err = connectPaho(ctx, u, "rawstream-pub-"+name+"-"+runID, cfg, func(paho.PublishReceived) (bool, error) { return true, nil }, "", 0); err != nil {
 		r.sub.Disconnect(&paho.Disconnect{})
 		return nil, err
 	}
