@@ -65,6 +65,7 @@ type service struct {
 }
 
 type call struct {
+	d     transport.Delivery      // the request, allocated with its call
 	reply chan *transport.Message // buffered 1
 	svc   *service
 	held  bool // a transport.Hold reply went out: the final Reply only settles
@@ -128,7 +129,8 @@ func (b *Bus) call(ctx context.Context, service string, m *transport.Message) (*
 		return nil, fmt.Errorf("transport/inmem: service %q: %w", service, transport.ErrNoResponders)
 	}
 	c := &call{reply: make(chan *transport.Message, 1), svc: svc}
-	d := &transport.Delivery{Message: *m, Service: service, RemoteAddr: "inmem", Token: c}
+	c.d = transport.Delivery{Message: *m, Service: service, RemoteAddr: "inmem", Token: c}
+	d := &c.d
 	select {
 	case svc.requests <- d:
 	case <-svc.gone:

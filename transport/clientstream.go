@@ -88,7 +88,8 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 			}
 		}
 		closeBody(req)
-		m = &Message{Body: frame, ContentType: MediaType}
+		s.msg = Message{Body: frame, ContentType: MediaType}
+		m = &s.msg
 	} else {
 		head, err := requestHead(req, service)
 		if err != nil {

@@ -258,7 +258,7 @@ type leanField struct{ key, value string }
 // leanParseFields parses the field lines of block (which ends with the blank
 // line) into h, one []string backing array for all values. It returns the
 // single Content-Length value ("" if none).
-func leanParseFields(block string) (h http.Header, length string, ok bool) {
+func leanParseFields(block string, slab []string) (h http.Header, length string, ok bool) {
 	var arr [leanMaxFields]leanField
 	fields := arr[:0]
 	for {
@@ -313,7 +313,10 @@ func leanParseFields(block string) (h http.Header, length string, ok bool) {
 		return nil, "", false
 	}
 	h = make(http.Header, len(fields))
-	strs := make([]string, len(fields))
+	strs := slab
+	if len(strs) < len(fields) {
+		strs = make([]string, len(fields))
+	}
 	for i, f := range fields {
 		if vv, seen := h[f.key]; seen {
 			h[f.key] = append(vv, f.value)
@@ -380,7 +383,8 @@ func leanParseRequest(block string) (req *http.Request, length string, ok bool) 
 			return nil, "", false
 		}
 	}
-	h, length, ok := leanParseFields(block[i+2:])
+	lr := new(leanReqBox)
+	h, length, ok := leanParseFields(block[i+2:], lr.slab[:])
 	if !ok {
 		return nil, "", false
 	}
@@ -389,17 +393,34 @@ func leanParseRequest(block string) (req *http.Request, length string, ok bool) 
 		return nil, "", false
 	}
 	delete(h, "Host")
-	return &http.Request{
+	lr.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	lr.req = http.Request{
 		Method:     method,
-		URL:        &url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""},
+		URL:        &lr.url,
 		Proto:      proto,
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     h,
 		Host:       hosts[0],
 		RequestURI: target,
-	}, length, true
+	}
+	return &lr.req, length, true
 }
+
+// leanReqBox and leanRespBox hold a decoded message, its URL and the
+// values of up to leanSlab header fields in one allocation.
+type leanReqBox struct {
+	req  http.Request
+	url  url.URL
+	slab [leanSlab]string
+}
+
+type leanRespBox struct {
+	resp http.Response
+	slab [leanSlab]string
+}
+
+const leanSlab = 8
 
 // leanParseResponse parses the header block of a response frame answering
 // req, or returns ok false where it declines. Body and the checks on it are
@@ -431,11 +452,12 @@ func leanParseResponse(block string, req *http.Request) (resp *http.Response, le
 			return nil, "", false
 		}
 	}
-	h, length, ok := leanParseFields(block[i+2:])
+	lr := new(leanRespBox)
+	h, length, ok := leanParseFields(block[i+2:], lr.slab[:])
 	if !ok || length == "" {
 		return nil, "", false
 	}
-	return &http.Response{
+	lr.resp = http.Response{
 		Status:     status,
 		StatusCode: code,
 		Proto:      "HTTP/1.1",
@@ -443,5 +465,6 @@ func leanParseResponse(block string, req *http.Request) (resp *http.Response, le
 		ProtoMinor: 1,
 		Header:     h,
 		Request:    req,
-	}, length, true
+	}
+	return &lr.resp, length, true
 }

@@ -342,15 +342,18 @@ func (s *Server) replyTimeout() time.Duration {
 // waits on the context, so its timer starts only when Done is first called
 // (lazyDeadline): a context.WithTimeout per reply cost 7% of an inmem round
 // trip's CPU.
-func (s *Server) replyContext(base context.Context) (context.Context, context.CancelFunc) {
-	c := &lazyDeadline{Context: context.WithoutCancel(base), deadline: time.Now().Add(s.replyTimeout())}
-	return c, c.cancel
+// The caller ends it with cancel (a method, not a closure to allocate).
+func (s *Server) replyContext(base context.Context) *lazyDeadline {
+	if base.Done() != nil {
+		base = context.WithoutCancel(base) // a reply outlives a cancelled base
+	}
+	return &lazyDeadline{Context: base, deadline: time.Now().Add(s.replyTimeout())}
 }
 
 // reply sends resp (nil for none) and settles d, logging a failure.
 func (s *Server) reply(base context.Context, l Listener, d *Delivery, resp []byte, disp Disposition) {
-	ctx, cancel := s.replyContext(base)
-	defer cancel()
+	ctx := s.replyContext(base)
+	defer ctx.cancel()
 	var m *Message
 	if resp != nil && d.Topic == "" {
 		m = &Message{Body: resp, ContentType: MediaType}
@@ -410,14 +413,13 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	ctx := base
 	if !d.Deadline.IsZero() || ex != nil {
 		// The handler's context ends at the caller's deadline, when the
-		// caller cancels (ex.cancel) or with base. It is a lazyDeadline: its
+		// caller cancels (ex.ctxEnd) or with base. It is a lazyDeadline: its
 		// timer starts only if the handler asks for Done.
 		lc := &lazyDeadline{Context: base, deadline: d.Deadline}
 		ctx = lc
-		cancel := lc.cancel
-		defer cancel()
+		defer lc.cancel()
 		if ex != nil {
-			ex.cancel = cancel // a caller's cancel ends the handler's context
+			ex.ctxEnd = lc // a caller's cancel ends the handler's context
 		}
 	}
 	var err error

@@ -127,8 +127,8 @@ func TestRedeliveredHeader(t *testing.T) {
 // at cancel with Canceled.
 func TestLazyDeadline(t *testing.T) {
 	s := &Server{ReplyTimeout: 30 * time.Millisecond}
-	ctx, cancel := s.replyContext(context.Background())
-	defer cancel()
+	ctx := s.replyContext(context.Background())
+	defer ctx.cancel()
 	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > 30*time.Millisecond {
 		t.Fatalf("deadline %v %v", dl, ok)
 	}
@@ -140,7 +140,8 @@ func TestLazyDeadline(t *testing.T) {
 		t.Fatalf("Err %v after Done, want DeadlineExceeded", ctx.Err())
 	}
 
-	ctx, cancel = s.replyContext(context.Background())
+	ctx = s.replyContext(context.Background())
+	cancel := ctx.cancel
 	for ctx.Err() == nil { // never asked for Done: Err alone sees the deadline
 		runtime.Gosched()
 	}
@@ -151,7 +152,8 @@ func TestLazyDeadline(t *testing.T) {
 	}
 	cancel()
 
-	ctx, cancel = s.replyContext(context.Background())
+	ctx = s.replyContext(context.Background())
+	cancel = ctx.cancel
 	done := ctx.Done()
 	cancel()
 	<-done

@@ -35,7 +35,7 @@ type exchange struct {
 	ended  bool // the final reply is going out: no more announcing
 	s      *stream
 	mx     *mux
-	cancel context.CancelFunc // ends the handler's context
+	ctxEnd *lazyDeadline // the handler's context: cancel ends it
 	timer  atomic.Pointer[announcer]
 }
 
@@ -84,8 +84,8 @@ func (ex *exchange) open(ctx context.Context) error {
 	s.log = ex.srv.logger()
 	s.setPeer(ex.peer)
 	s.onAbort = func(error) {
-		if ex.cancel != nil {
-			ex.cancel()
+		if ex.ctxEnd != nil {
+			ex.ctxEnd.cancel()
 		}
 	}
 	if err := mx.register(s); err != nil {
@@ -104,8 +104,8 @@ func (ex *exchange) announce(credit int64) error {
 	if ex.held || ex.ended {
 		return nil
 	}
-	ctx, cancel := ex.srv.replyContext(ex.base)
-	defer cancel()
+	ctx := ex.srv.replyContext(ex.base)
+	defer ctx.cancel()
 	if err := ex.open(ctx); err != nil {
 		return err
 	}
@@ -173,8 +173,8 @@ func (ex *exchange) sendPart(ctx context.Context, body []byte, seq int64, end bo
 	ex.mu.Lock()
 	if !ex.held {
 		defer ex.mu.Unlock()
-		rctx, cancel := ex.srv.replyContext(ex.base)
-		defer cancel()
+		rctx := ex.srv.replyContext(ex.base)
+		defer rctx.cancel()
 		if err := ex.open(rctx); err != nil {
 			return err
 		}
@@ -192,8 +192,8 @@ func (ex *exchange) sendPart(ctx context.Context, body []byte, seq int64, end bo
 	if err := s.waitCredit(ctx, seq, ex.srv.replyTimeout()); err != nil {
 		return err
 	}
-	rctx, cancel := ex.srv.replyContext(ex.base)
-	defer cancel()
+	rctx := ex.srv.replyContext(ex.base)
+	defer rctx.cancel()
 	return ex.st.Send(rctx, ex.peer, &Message{Body: body, ContentType: MediaType, Header: h})
 }
 
@@ -245,8 +245,8 @@ func (ex *exchange) abort(err error) {
 	if s == nil {
 		return
 	}
-	ctx, cancel := ex.srv.replyContext(ex.base)
-	defer cancel()
+	ctx := ex.srv.replyContext(ex.base)
+	defer ctx.cancel()
 	s.control(ctx, controlAbort, http.Header{HeaderError: {err.Error()}})
 }
 

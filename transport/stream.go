@@ -262,6 +262,7 @@ func (m *mux) dispatch(msg *Message) {
 type stream struct {
 	id  string
 	idv [1]string // id as a header value, with the stream (no allocation of its own)
+	msg Message   // a caller's whole request message, allocated with its stream
 	mx  *mux
 	log *slog.Logger
 
