@@ -100,28 +100,23 @@ func foreignHeader(d *amqp091.Delivery) http.Header {
 	return h
 }
 
-// versionOnly is the headers table of a message with no header to carry
-// but the version: a reply, a notification, a request without a deadline.
-// It is shared: amqp091 only reads it, and nothing may write it.
-var versionOnly = amqp091.Table{transport.HeaderVersion: transport.Version}
-
 // tables recycles the headers tables built per message: amqp091 encodes a
 // table before Publish returns and keeps no reference to it.
 var tables = sync.Pool{New: func() any { return make(amqp091.Table, 4) }}
 
-// messageHeaders returns the headers table of an outgoing message:
-// Httpbus-Version, then each entry of h (a key with several values as one
-// value, joined with ", " as RFC 9110 §5.3 allows; an entry of h overrides
-// the version), then Httpbus-Deadline from deadline unless h has one. With
-// no entry and no deadline it is the shared versionOnly (pooled false).
-// The caller hands the table back with releaseHeaders once it is
-// published.
+// messageHeaders returns the headers table of an outgoing message: each
+// entry of h (a key with several values as one value, joined with ", " as
+// RFC 9110 §5.3 allows), then Httpbus-Deadline from deadline unless h has
+// one. Httpbus-Version 1 is left out (WIRE.md §2: a receiver takes a
+// missing one as 1; each table entry costs amqp091 allocations on both
+// ends); stream messages carry their 2 in h. With no entry and no deadline
+// it is nil (pooled false): no table at all. The caller hands the table
+// back with releaseHeaders once it is published.
 func messageHeaders(h http.Header, deadline time.Time) (t amqp091.Table, pooled bool) {
 	if len(h) == 0 && deadline.IsZero() {
-		return versionOnly, false
+		return nil, false
 	}
 	t = tables.Get().(amqp091.Table)
-	t[transport.HeaderVersion] = transport.Version
 	for k, vs := range h {
 		switch len(vs) {
 		case 0:

@@ -201,7 +201,7 @@ func receiveInbox(ctx context.Context, in <-chan *transport.Message, lost <-chan
 }
 
 // sendInbox publishes m on ch to the default exchange with routing key
-// addr: not mandatory, transient, m.Header and Httpbus-Version (and
+// addr: not mandatory, transient, m.Header (and
 // Httpbus-Deadline from m.Deadline) in the headers table. A queue that no
 // longer exists drops the message silently.
 func sendInbox(ctx context.Context, ch *amqp091.Channel, addr string, m *transport.Message) error {

@@ -141,8 +141,8 @@ func TestSendReceiveInbox(t *testing.T) {
 					t.Errorf("header %s = %q, want %q", k, got, want)
 				}
 			}
-			if got := m.Header.Get(transport.HeaderVersion); got != transport.Version {
-				t.Errorf("version header %q", got)
+			if got, ok := m.Header[transport.HeaderVersion]; ok {
+				t.Errorf("version header %q: version 1 is left out (WIRE.md §2)", got)
 			}
 			if !m.Deadline.Equal(deadline) {
 				t.Errorf("deadline %v, want %v", m.Deadline, deadline)
@@ -433,8 +433,8 @@ func TestReplyHold(t *testing.T) {
 }
 
 // TestHeaderRoundTrip: Call carries req.Header to the Listener's delivery
-// (with Httpbus-Version and Httpbus-Deadline), and Reply carries
-// resp.Header back to Call's result.
+// (with Httpbus-Deadline; Httpbus-Version 1 is left out, WIRE.md §2), and
+// Reply carries resp.Header back to Call's result.
 func TestHeaderRoundTrip(t *testing.T) {
 	url := brokertest.AMQP(t)
 	ctx := testCtx(t)
@@ -451,7 +451,6 @@ func TestHeaderRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := http.Header{
-		transport.HeaderVersion:  {transport.Version},
 		transport.HeaderDeadline: {transport.FormatDeadline(deadline)},
 	}
 	for k, v := range reqHeader {
@@ -471,7 +470,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	want = http.Header{transport.HeaderVersion: {transport.Version}}
+	want = http.Header{}
 	for k, v := range respHeader {
 		want[k] = v
 	}
@@ -479,19 +478,19 @@ func TestHeaderRoundTrip(t *testing.T) {
 		t.Errorf("reply %q header %v, want %v", r.m.Body, r.m.Header, want)
 	}
 
-	// Without headers or deadline the fast path carries the version only.
+	// Without headers or deadline the fast path carries no headers table.
 	rc = call(context.Background(), c, svc, &transport.Message{Body: []byte("frame"), ContentType: transport.MediaType})
 	if d, err = l.Receive(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if want := (http.Header{transport.HeaderVersion: {transport.Version}}); !headerEqual(d.Header, want) {
-		t.Errorf("delivery header %v, want %v", d.Header, want)
+	if len(d.Header) != 0 {
+		t.Errorf("delivery header %v, want none", d.Header)
 	}
 	if err := l.Reply(ctx, d, &transport.Message{Body: []byte("resp"), ContentType: transport.MediaType}, transport.Ack); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-rc; r.err != nil || r.m.Header.Get(transport.HeaderVersion) != transport.Version || len(r.m.Header) != 1 {
-		t.Errorf("reply: %v, header %v", r.err, r.m.Header)
+	if r := <-rc; r.err != nil || len(r.m.Header) != 0 {
+		t.Errorf("reply: %v, header %v, want none", r.err, r.m.Header)
 	}
 }
 
