@@ -77,7 +77,9 @@ func putReader(br *bufio.Reader) {
 	readerPool.Put(br)
 }
 
-// EncodeRequest writes r as a frame with net/http's Request.Write: the
+// EncodeRequest writes r as a frame, byte for byte as net/http's
+// Request.Write does (a lean encoder for the common case, FuzzLeanEncode;
+// Request.Write itself for the rest): the
 // request line in origin form (r.URL.RequestURI()), Host set to service,
 // r.Header, and body as the body with a Content-Length. r.Body is ignored:
 // the caller passes the body it read. Header values holding CR or LF are
@@ -119,7 +121,8 @@ func encodeRequestSlow(r *http.Request, service string, body []byte) ([]byte, er
 	return buf.Bytes(), nil
 }
 
-// EncodeResponse writes a response frame with net/http's Response.Write:
+// EncodeResponse writes a response frame, byte for byte as net/http's
+// Response.Write does (a lean encoder for the common case):
 // status line, header and body with a Content-Length. method is the
 // request's method: a HEAD response carries no body, and its Content-Length
 // is the one in header if there is one and body is empty, else len(body)
@@ -288,24 +291,27 @@ func newFrameBody(b []byte) io.ReadCloser {
 	return fb
 }
 
-// leanLength parses a Content-Length value of decimal digits ("" is 0),
-// checking it against the body limit.
-func leanLength(v string, lim Limits) (int64, bool, error) {
-	if v == "" {
-		return 0, true, nil
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil {
-		return 0, false, nil // net/http's error
+// leanBody is the body of a frame whose header block (end bytes) the lean
+// path parsed, with its Content-Length value length ("" is 0): ok false
+// where the lean path declines (a length net/http must judge), an error
+// for a body over the limit or one that disagrees with length.
+func leanBody(frame []byte, end int, length string, lim Limits) (body io.ReadCloser, n int64, ok bool, err error) {
+	if length != "" {
+		if n, err = strconv.ParseInt(length, 10, 64); err != nil {
+			return nil, 0, false, nil // net/http's error
+		}
 	}
 	if max := lim.body(); max >= 0 && n > max {
-		return 0, true, &TooLargeError{What: "body", Limit: max, Size: n}
+		return nil, 0, true, &TooLargeError{What: "body", Limit: max, Size: n}
 	}
-	return n, true, nil
+	body, n, err = fixedBody(frame, end, n)
+	return body, n, true, err
 }
 
-// DecodeRequest reads a request frame with net/http's http.ReadRequest.
-// The returned request's Body reads from frame without copying (the caller
+// DecodeRequest reads a request frame: the frames httpbus writes by the
+// lean parser of lean.go, which gives what http.ReadRequest gives
+// (FuzzLeanDecode), anything else with net/http's http.ReadRequest. The
+// returned request's Body reads from frame without copying (the caller
 // must not modify frame while the body is in use). A chunked body is
 // decoded at once (its trailers are in req.Trailer), and ContentLength -1
 // and TransferEncoding ["chunked"] say so, as net/http's server does. Errors: *TooLargeError (ErrTooLarge) for a header block or body over
@@ -317,14 +323,11 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 		return nil, err
 	}
 	if req, length, ok := leanParseRequest(string(frame[:end])); ok && validHost(req.Host) {
-		n, ok, err := leanLength(length, lim)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			if req.Body, req.ContentLength, err = fixedBody(frame, end, n); err != nil {
+		if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
+			if err != nil {
 				return nil, err
 			}
+			req.Body, req.ContentLength = body, n
 			return req, nil
 		}
 	}
@@ -353,8 +356,8 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 	return req, nil
 }
 
-// DecodeResponse reads a response frame with net/http's http.ReadResponse;
-// req is the request it answers (for HEAD) and becomes resp.Request.
+// DecodeResponse reads a response frame, by the lean parser or with
+// net/http's http.ReadResponse as DecodeRequest does; req is the request it answers (for HEAD) and becomes resp.Request.
 // Interim 1xx responses (other than 101) before the final one are passed
 // to req's httptrace.ClientTrace Got1xxResponse, if any, and skipped, as
 // net/http's client does; an error from Got1xxResponse is returned. Each
@@ -368,14 +371,11 @@ func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response
 			return nil, err
 		}
 		if resp, length, ok := leanParseResponse(string(frame[:end]), req); ok {
-			n, ok, err := leanLength(length, lim)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				if resp.Body, resp.ContentLength, err = fixedBody(frame, end, n); err != nil {
+			if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
+				if err != nil {
 					return nil, err
 				}
+				resp.Body, resp.ContentLength = body, n
 				return resp, nil
 			}
 		}
