@@ -467,28 +467,11 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfiles, err := startProfiles(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Trace != "" {
-		f, err := os.Create(cfg.Trace)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return nil, err
-		}
-		defer trace.Stop()
-	}
+	defer stopProfiles()
 	roundDur := cfg.Duration / time.Duration(rep.Rounds)
 	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {
 		for _, p := range phases {
@@ -733,4 +716,41 @@ func benchTarget(ctx context.Context, cfg benchConfig, logger *slog.Logger) (ser
 		return "", nil, nil, fmt.Errorf("dial: %w", err)
 	}
 	return service, conn, stop, nil
+}
+
+// startProfiles starts what -cpuprofile and -trace ask for (a CPU profile,
+// an execution trace, each to its file) and returns the function that
+// stops them and closes the files. Errors: a file that cannot be created, a
+// profile or trace already running.
+func startProfiles(cfg benchConfig) (stop func(), err error) {
+	var stops []func()
+	stop = func() {
+		for i := len(stops) - 1; i >= 0; i-- {
+			stops[i]()
+		}
+	}
+	for _, p := range []struct {
+		file         string
+		start        func(io.Writer) error
+		stopRecorder func()
+	}{
+		{cfg.CPUProfile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{cfg.Trace, trace.Start, trace.Stop},
+	} {
+		if p.file == "" {
+			continue
+		}
+		f, err := os.Create(p.file)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		if err := p.start(f); err != nil {
+			f.Close()
+			stop()
+			return nil, err
+		}
+		stops = append(stops, func() { p.stopRecorder(); f.Close() })
+	}
+	return stop, nil
 }

@@ -344,17 +344,11 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		defer raw.Close()
 		rep.RawClient, rep.RawMsgBytes, rep.Broker = raw.Describe(), raw.MsgBytes(), raw.Broker()
 	}
-	if cfg.CPUProfile != "" {
-		f, err := os.Create(cfg.CPUProfile)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return nil, err
-		}
-		defer pprof.StopCPUProfile()
+	stopProfiles, err := startProfiles(cfg)
+	if err != nil {
+		return nil, err
 	}
+	defer stopProfiles()
 	size := int64(cfg.Size)
 	timed := func(f func(context.Context, int64) error) (time.Duration, error) {
 		tctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
