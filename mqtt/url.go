@@ -54,19 +54,11 @@ func parse(rawURL string) (*url.URL, error) {
 }
 
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
-	l, err := listen(ctx, u, lc, Config{})
-	if err != nil {
-		return nil, err // not a typed nil in the interface
-	}
-	return l, nil
+	return listen(ctx, u, lc, Config{})
 }
 
 func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
-	c, err := dial(ctx, u, Config{})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	return dial(ctx, u, Config{})
 }
 
 func listen(ctx context.Context, u *url.URL, lc transport.ListenConfig, cfg Config) (*Listener, error) {

@@ -148,19 +148,11 @@ func (sp *dialSpec) connect(ctx context.Context, redacted string) (*natsgo.Conn,
 }
 
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
-	l, err := listen(ctx, u, lc, Config{})
-	if err != nil {
-		return nil, err // not a typed nil in the interface
-	}
-	return l, nil
+	return listen(ctx, u, lc, Config{})
 }
 
 func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
-	c, err := dial(ctx, u, Config{})
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
+	return dial(ctx, u, Config{})
 }
 
 // Listen connects to the NATS servers of rawURL (nats:// or tls://, see the

@@ -209,11 +209,7 @@ func parse(rawURL string) (*url.URL, error) {
 }
 
 func listenURL(ctx context.Context, u *url.URL, lc transport.ListenConfig) (transport.Listener, error) {
-	l, err := listenURLConfig(ctx, u, lc, Config{})
-	if err != nil {
-		return nil, err // not a typed nil in the interface
-	}
-	return l, nil
+	return listenURLConfig(ctx, u, lc, Config{})
 }
 
 func listenURLConfig(ctx context.Context, u *url.URL, lc transport.ListenConfig, cfg Config) (*Listener, error) {
@@ -232,11 +228,7 @@ func listenURLConfig(ctx context.Context, u *url.URL, lc transport.ListenConfig,
 }
 
 func dialURL(ctx context.Context, u *url.URL) (transport.Conn, error) {
-	c, err := dialURLConfig(ctx, u, Config{})
-	if err != nil {
-		return nil, err // not a typed nil in the interface
-	}
-	return c, nil
+	return dialURLConfig(ctx, u, Config{})
 }
 
 func dialURLConfig(ctx context.Context, u *url.URL, cfg Config) (*Conn, error) {

@@ -25,10 +25,13 @@ type ListenConfig struct {
 	Topics []string
 }
 
-// ListenFunc opens a backend's server side from a URL; see Register.
+// ListenFunc opens a backend's server side from a URL; see Register. On
+// error, Listen drops whatever Listener it returns (a typed nil is fine), so
+// a backend may return its own constructor's results directly.
 type ListenFunc func(ctx context.Context, u *url.URL, cfg ListenConfig) (Listener, error)
 
-// DialFunc opens a backend's client side from a URL; see Register.
+// DialFunc opens a backend's client side from a URL; see Register. As with
+// ListenFunc, a result returned with an error is dropped.
 type DialFunc func(ctx context.Context, u *url.URL) (Conn, error)
 
 type backend struct {
@@ -135,7 +138,11 @@ func Listen(ctx context.Context, rawURL string) (Listener, error) {
 	q.Del("service")
 	q.Del("topics")
 	u.RawQuery = q.Encode()
-	return b.listen(ctx, u, cfg)
+	l, err := b.listen(ctx, u, cfg)
+	if err != nil {
+		return nil, err // never a backend's typed nil inside the interface
+	}
+	return l, nil
 }
 
 // Dial opens the client side of the backend registered for rawURL's scheme.
@@ -144,7 +151,11 @@ func Dial(ctx context.Context, rawURL string) (Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.dial(ctx, u)
+	c, err := b.dial(ctx, u)
+	if err != nil {
+		return nil, err // never a backend's typed nil inside the interface
+	}
+	return c, nil
 }
 
 // Options reads a backend's URL query parameters, collecting the first

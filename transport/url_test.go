@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -66,5 +67,26 @@ func TestRedact(t *testing.T) {
 		if got := Redact(in); got != want {
 			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestRegistryDropsTypedNil: a backend may return its constructor's typed
+// results as they are; on error, Listen and Dial give a nil interface, not
+// a typed nil that compares unequal to nil.
+func TestRegistryDropsTypedNil(t *testing.T) {
+	type fakeListener struct{ Listener }
+	type fakeConn struct{ Conn }
+	boom := errors.New("boom")
+	Register(
+		func(context.Context, *url.URL, ListenConfig) (Listener, error) { return (*fakeListener)(nil), boom },
+		func(context.Context, *url.URL) (Conn, error) { return (*fakeConn)(nil), boom },
+		"typednil-test")
+	l, err := Listen(context.Background(), "typednil-test://x?service=s")
+	if !errors.Is(err, boom) || l != nil {
+		t.Errorf("Listen: %v, %#v; want boom and a nil Listener", err, l)
+	}
+	c, err := Dial(context.Background(), "typednil-test://x")
+	if !errors.Is(err, boom) || c != nil {
+		t.Errorf("Dial: %v, %#v; want boom and a nil Conn", err, c)
 	}
 }
