@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"sync"
@@ -137,14 +136,7 @@ func (r *rawAMQP) Broker() string {
 }
 
 func (r *rawAMQP) Close() error {
-	var errs []error
-	for _, c := range []*amqp091.Connection{r.cliConn, r.srvConn} {
-		if c != nil {
-			if err := c.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	err := closeEach((*amqp091.Connection).Close, amqp091.ErrClosed, r.cliConn, r.srvConn)
 	r.wg.Wait()
-	return errors.Join(errs...)
+	return err
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -184,14 +183,7 @@ func (r *rawSTOMP) Close() error {
 	if !r.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	var errs []error
-	for _, c := range []*stompgo.Conn{r.cli, r.srv} {
-		if c != nil {
-			if err := c.Disconnect(); err != nil && !errors.Is(err, stompgo.ErrAlreadyClosed) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	err := closeEach((*stompgo.Conn).Disconnect, stompgo.ErrAlreadyClosed, r.cli, r.srv)
 	r.wg.Wait()
-	return errors.Join(errs...)
+	return err
 }

@@ -301,16 +301,9 @@ func (r *rawAMQPPublish) Broker() string {
 	return p + " " + v
 }
 func (r *rawAMQPPublish) Close() error {
-	var errs []error
-	for _, c := range []*amqp091.Connection{r.pubConn, r.subConn} {
-		if c != nil {
-			if err := c.Close(); err != nil && !errors.Is(err, amqp091.ErrClosed) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	err := closeEach((*amqp091.Connection).Close, amqp091.ErrClosed, r.pubConn, r.subConn)
 	r.wg.Wait()
-	return errors.Join(errs...)
+	return err
 }
 
 // rawSTOMPPublish: go-stomp SEND to /queue/NAME, a subscription with auto
@@ -376,21 +369,14 @@ func (r *rawSTOMPPublish) Close() error {
 	if !r.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	var errs []error
 	if r.s != nil {
 		// Before Disconnect, which go-stomp logs as an error on each
 		// subscription still open.
 		r.s.Unsubscribe() //nolint:errcheck // disconnecting anyway
 	}
-	for _, c := range []*stompgo.Conn{r.pub, r.sub} {
-		if c != nil {
-			if err := c.Disconnect(); err != nil && !errors.Is(err, stompgo.ErrAlreadyClosed) {
-				errs = append(errs, err)
-			}
-		}
-	}
+	err := closeEach((*stompgo.Conn).Disconnect, stompgo.ErrAlreadyClosed, r.pub, r.sub)
 	r.wg.Wait()
-	return errors.Join(errs...)
+	return err
 }
 
 // rawTCPUpload: net/http POST of the generated body to an http.Server on
@@ -433,4 +419,19 @@ func (r *rawTCPUpload) Close() error {
 		err = serr
 	}
 	return err
+}
+
+// closeEach closes each non-nil connection of a raw twin with close (a
+// method expression such as (*amqp091.Connection).Close), takes
+// alreadyClosed as success, and returns the other errors joined.
+func closeEach[T any](close func(*T) error, alreadyClosed error, conns ...*T) error {
+	var errs []error
+	for _, c := range conns {
+		if c != nil {
+			if err := close(c); err != nil && !errors.Is(err, alreadyClosed) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
