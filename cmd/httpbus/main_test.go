@@ -356,18 +356,22 @@ func TestHistogramPercentiles(t *testing.T) {
 	}
 }
 
+// rawBrokers are the brokers with raw twins (request/reply and stream
+// publishers), by their URL from the test environment.
+var rawBrokers = []struct {
+	name string
+	url  func(t testing.TB) string
+}{
+	{"nats", brokertest.NATS},
+	{"amqp", brokertest.AMQP},
+	{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
+	{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
+	{"mqtt", brokertest.MQTT},
+}
+
 // TestRawTwins runs each broker's raw request/reply on a real broker.
 func TestRawTwins(t *testing.T) {
-	tests := []struct {
-		name string
-		url  func(t testing.TB) string
-	}{
-		{"nats", brokertest.NATS},
-		{"amqp", brokertest.AMQP},
-		{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
-		{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
-	}
-	for _, tt := range tests {
+	for _, tt := range rawBrokers {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := url.Parse(tt.url(t))
 			if err != nil {
@@ -404,16 +408,7 @@ func TestRawTwins(t *testing.T) {
 // (and used by no other package's tests) so that the durable queues some
 // backends declare are reused, not piled up, from run to run.
 func TestBenchBrokers(t *testing.T) {
-	tests := []struct {
-		name string
-		url  func(t testing.TB) string
-	}{
-		{"nats", brokertest.NATS},
-		{"amqp", brokertest.AMQP},
-		{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
-		{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
-	}
-	for _, tt := range tests {
+	for _, tt := range rawBrokers {
 		t.Run(tt.name, func(t *testing.T) {
 			r := runCmd(t, "", "bench", "-url", tt.url(t), "-raw", "-c", "2", "-d", "600ms", "-warmup", "0", "-rounds", "2",
 				"-service", "httpbus-cmdtest-"+tt.name, "-json")

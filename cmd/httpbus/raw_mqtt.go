@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
@@ -49,16 +50,9 @@ func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 	if err != nil {
 		return nil, err
 	}
-	version := make(chan string, 1)
+	var version brokerVersion
 	r.cli, err = connect("raw-cli-"+name, func(pr paho.PublishReceived) (bool, error) {
-		if pr.Packet.Topic == "$SYS/broker/version" {
-			select {
-			case version <- string(pr.Packet.Payload):
-			default:
-			}
-			return true, nil
-		}
-		if pr.Packet.Properties == nil {
+		if version.take(pr) || pr.Packet.Properties == nil {
 			return true, nil
 		}
 		r.mu.Lock()
@@ -73,17 +67,49 @@ func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 		r.srv.Disconnect(&paho.Disconnect{})
 		return nil, err
 	}
-	// Mosquitto publishes its version, retained, on $SYS/broker/version.
-	r.broker = "MQTT 5 broker"
-	sctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	r.broker = version.ask(ctx, r.cli, cfg.Timeout)
+	return r, nil
+}
+
+// brokerVersion asks an MQTT broker for its version: Mosquitto publishes
+// it, retained, on $SYS/broker/version. The client's receive handler
+// passes each message to take first.
+type brokerVersion struct {
+	once sync.Once
+	got  chan string
+}
+
+const versionTopic = "$SYS/broker/version"
+
+func (v *brokerVersion) init() { v.once.Do(func() { v.got = make(chan string, 1) }) }
+
+// take reports whether pr is the version message (and keeps it).
+func (v *brokerVersion) take(pr paho.PublishReceived) bool {
+	if pr.Packet.Topic != versionTopic {
+		return false
+	}
+	v.init()
+	select {
+	case v.got <- string(pr.Packet.Payload):
+	default:
+	}
+	return true
+}
+
+// ask subscribes c to the version topic and waits up to timeout for it;
+// "MQTT 5 broker" when the broker does not say.
+func (v *brokerVersion) ask(ctx context.Context, c *paho.Client, timeout time.Duration) string {
+	v.init()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := r.cli.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$SYS/broker/version"}}}); err == nil {
+	if _, err := c.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: versionTopic}}}); err == nil {
 		select {
-		case r.broker = <-version:
-		case <-sctx.Done():
+		case s := <-v.got:
+			return s
+		case <-ctx.Done():
 		}
 	}
-	return r, nil
+	return "MQTT 5 broker"
 }
 
 func (r *rawMQTT) Do(ctx context.Context) error {

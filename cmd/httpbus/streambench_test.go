@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/httpbus/httpbus/internal/brokertest"
 )
 
 func TestGenReaderIsOffsetAddressable(t *testing.T) {
@@ -130,16 +128,7 @@ func TestBenchStreamUsage(t *testing.T) {
 // TestRawStreamers publishes 3 MiB and a bit through each broker's raw
 // publisher, twice (the second transfer must not count the first's).
 func TestRawStreamers(t *testing.T) {
-	tests := []struct {
-		name string
-		url  func(t testing.TB) string
-	}{
-		{"nats", brokertest.NATS},
-		{"amqp", brokertest.AMQP},
-		{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
-		{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
-	}
-	for _, tt := range tests {
+	for _, tt := range rawBrokers {
 		t.Run(tt.name, func(t *testing.T) {
 			u, err := url.Parse(tt.url(t))
 			if err != nil {

@@ -20,6 +20,7 @@ type rawMQTTPublish struct {
 	msg      int
 	buf      []byte
 	c        byteCounter
+	broker   string
 }
 
 func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchConfig) (rawStreamer, error) {
@@ -32,10 +33,12 @@ func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchC
 	if err != nil {
 		return nil, err
 	}
-	if r.pub, err = connectPaho(ctx, u, "rawstream-pub-"+name+"-"+runID, cfg, func(paho.PublishReceived) (bool, error) { return true, nil }, "", 0); err != nil {
+	var version brokerVersion
+	if r.pub, err = connectPaho(ctx, u, "rawstream-pub-"+name+"-"+runID, cfg, func(pr paho.PublishReceived) (bool, error) { return version.take(pr), nil }, "", 0); err != nil {
 		r.sub.Disconnect(&paho.Disconnect{})
 		return nil, err
 	}
+	r.broker = version.ask(ctx, r.pub, cfg.Timeout)
 	r.msg = rawMsgBytes(cfg, 0)
 	r.buf = genBytes(r.msg)
 	return r, nil
@@ -53,7 +56,7 @@ func (r *rawMQTTPublish) MsgBytes() int { return r.msg }
 func (r *rawMQTTPublish) Describe() string {
 	return "paho.golang Publish (QoS 0), a QoS 0 subscription on a second connection counting bytes"
 }
-func (r *rawMQTTPublish) Broker() string { return "" }
+func (r *rawMQTTPublish) Broker() string { return r.broker }
 func (r *rawMQTTPublish) Close() error {
 	r.pub.Disconnect(&paho.Disconnect{})
 	r.sub.Disconnect(&paho.Disconnect{})
