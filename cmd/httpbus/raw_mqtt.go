@@ -33,21 +33,30 @@ type rawMQTT struct {
 	mu       sync.Mutex
 	pending  map[string]chan []byte
 	broker   string
+	stop     context.Context // cancelled by Close: ends the responder's publishes
+	cancel   context.CancelFunc
+	replies  sync.WaitGroup // the responder's publishes in flight
 }
 
 func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg benchConfig) (rawRunner, error) {
 	r := &rawMQTT{topic: "httpbus-bench-raw/" + name, reply: "httpbus-bench-raw/reply/" + name, body: body, pending: map[string]chan []byte{}}
+	r.stop, r.cancel = context.WithCancel(context.Background())
 	connect := func(id string, h func(paho.PublishReceived) (bool, error), filter string) (*paho.Client, error) {
 		return connectPaho(ctx, u, id, cfg, h, filter, 1)
 	}
 	var err error
 	r.srv, err = connect("raw-srv-"+name, func(pr paho.PublishReceived) (bool, error) {
 		p := pr.Packet
-		go pr.Client.Publish(context.Background(), &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: p.Payload, //nolint:errcheck // the requester times out
-			Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData}})
+		r.replies.Add(1)
+		go func() {
+			defer r.replies.Done()
+			pr.Client.Publish(r.stop, &paho.Publish{Topic: p.Properties.ResponseTopic, QoS: 1, Payload: p.Payload, //nolint:errcheck // the requester times out
+				Properties: &paho.PublishProperties{CorrelationData: p.Properties.CorrelationData}})
+		}()
 		return true, nil
 	}, "$share/responders/"+r.topic)
 	if err != nil {
+		r.cancel()
 		return nil, err
 	}
 	var version brokerVersion
@@ -65,6 +74,8 @@ func openRawMQTT(ctx context.Context, u *url.URL, name string, body []byte, cfg 
 	}, r.reply)
 	if err != nil {
 		r.srv.Disconnect(&paho.Disconnect{})
+		r.cancel()
+		r.replies.Wait()
 		return nil, err
 	}
 	r.broker = version.ask(ctx, r.cli, cfg.Timeout)
@@ -147,6 +158,8 @@ func (r *rawMQTT) Broker() string { return r.broker }
 func (r *rawMQTT) Close() error {
 	r.cli.Disconnect(&paho.Disconnect{})
 	r.srv.Disconnect(&paho.Disconnect{})
+	r.cancel() // a reply publish still waiting for its PUBACK gives up
+	r.replies.Wait()
 	return nil
 }
 
