@@ -21,6 +21,7 @@ type Conn struct {
 	cfg    Config
 	closed atomic.Bool
 	inbox  inbox
+	limit  *payloadLimit
 }
 
 // NewConn returns a client side over nc, which the caller owns (Close
@@ -37,7 +38,7 @@ func newConn(nc *natsgo.Conn, cfg Config) (*Conn, error) {
 	if err := checkSubject("prefix", cfg.prefix()); err != nil {
 		return nil, err
 	}
-	return &Conn{nc: nc, cfg: cfg, inbox: inbox{nc: nc, cfg: cfg, log: cfg.logger()}}, nil
+	return &Conn{nc: nc, cfg: cfg, inbox: inbox{nc: nc, cfg: cfg, log: cfg.logger()}, limit: newPayloadLimit(nc)}, nil
 }
 
 // Call implements transport.Conn. It sends req to the service's subject
@@ -64,7 +65,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		}
 	}
 	out := newOutgoing(ServiceSubject(c.cfg.Prefix, service), &m)
-	if err := checkSize(c.nc, &out.msg); err != nil {
+	if err := c.limit.check(&out.msg); err != nil {
 		out.release()
 		return nil, err
 	}
@@ -99,7 +100,7 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 	if c.closed.Load() {
 		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)
 	}
-	return publishNotification(ctx, c.nc, c.cfg, topic, m)
+	return publishNotification(ctx, c.limit, c.cfg, topic, m)
 }
 
 // Inbox implements transport.Streamer: the subject of the Conn's stream
@@ -132,7 +133,7 @@ func (c *Conn) Send(ctx context.Context, addr string, m *transport.Message) erro
 	if c.closed.Load() {
 		return fmt.Errorf("transport/nats: send: %w", transport.ErrClosed)
 	}
-	return send(ctx, c.nc, addr, m)
+	return send(ctx, c.limit, addr, m)
 }
 
 // Close implements transport.Conn. It unsubscribes the stream inbox. A
@@ -151,7 +152,7 @@ func (c *Conn) Close() error {
 
 // MaxMessageBytes implements transport.SizeLimiter: the server's
 // max_payload minus HeaderRoom.
-func (c *Conn) MaxMessageBytes() int64 { return maxMessageBytes(c.nc) }
+func (c *Conn) MaxMessageBytes() int64 { return c.limit.messageBytes() }
 
 // State implements transport.StateReporter from the connection's status.
 func (c *Conn) State() transport.State {

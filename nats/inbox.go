@@ -148,8 +148,8 @@ func (b *inbox) close() {
 	}
 }
 
-// send implements Streamer.Send on nc.
-func send(ctx context.Context, nc *natsgo.Conn, addr string, m *transport.Message) error {
+// send implements Streamer.Send on lim.nc.
+func send(ctx context.Context, lim *payloadLimit, addr string, m *transport.Message) error {
 	if err := ctx.Err(); err != nil {
 		return transport.ContextError(ctx)
 	}
@@ -158,10 +158,10 @@ func send(ctx context.Context, nc *natsgo.Conn, addr string, m *transport.Messag
 	}
 	out := newOutgoing(addr, m)
 	defer out.release()
-	if err := checkSize(nc, &out.msg); err != nil {
+	if err := lim.check(&out.msg); err != nil {
 		return err
 	}
-	if err := nc.PublishMsg(&out.msg); err != nil {
+	if err := lim.nc.PublishMsg(&out.msg); err != nil {
 		return sendError("send to "+addr, err)
 	}
 	return nil

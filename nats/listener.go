@@ -38,6 +38,7 @@ type Listener struct {
 	stopped chan struct{} // closed when every forwarder has returned
 
 	inbox inbox
+	limit *payloadLimit
 
 	// Push mode (Push): a pool of workers serves deliveries where they
 	// are received, up to maxWorkers (SetPrefetch) of them.
@@ -98,6 +99,7 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		ch: make(chan *transport.Delivery), ctx: ctx, cancel: cancel,
 		stopped: make(chan struct{}),
 		inbox:   inbox{nc: nc, cfg: cfg, log: cfg.logger()},
+		limit:   newPayloadLimit(nc),
 	}
 	l.pushCtx, l.pushStop = context.WithCancel(ctx)
 	l.workers.done = make(chan struct{})
@@ -336,7 +338,7 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	// A response carries no deadline.
 	out := newOutgoing(m.Reply, &transport.Message{Body: resp.Body, ContentType: resp.ContentType, Header: resp.Header})
 	defer out.release()
-	if err := checkSize(l.nc, &out.msg); err != nil {
+	if err := l.limit.check(&out.msg); err != nil {
 		// The Server checks MaxMessageBytes first; this is the last
 		// resort: answer with the error rather than leave the caller to
 		// time out.
@@ -395,10 +397,10 @@ func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Messa
 	if l.isClosed() {
 		return fmt.Errorf("transport/nats: publish: %w", transport.ErrClosed)
 	}
-	return publishNotification(ctx, l.nc, l.cfg, topic, m)
+	return publishNotification(ctx, l.limit, l.cfg, topic, m)
 }
 
-func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic string, m *transport.Message) error {
+func publishNotification(ctx context.Context, lim *payloadLimit, cfg Config, topic string, m *transport.Message) error {
 	if err := ctx.Err(); err != nil {
 		return transport.ContextError(ctx)
 	}
@@ -407,10 +409,10 @@ func publishNotification(ctx context.Context, nc *natsgo.Conn, cfg Config, topic
 	}
 	out := newOutgoing(TopicSubject(cfg.Prefix, topic), m)
 	defer out.release()
-	if err := checkSize(nc, &out.msg); err != nil {
+	if err := lim.check(&out.msg); err != nil {
 		return err
 	}
-	if err := nc.PublishMsg(&out.msg); err != nil {
+	if err := lim.nc.PublishMsg(&out.msg); err != nil {
 		return sendError("publish to "+out.msg.Subject, err)
 	}
 	return nil
@@ -462,7 +464,7 @@ func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) 
 	if l.isClosed() {
 		return fmt.Errorf("transport/nats: send: %w", transport.ErrClosed)
 	}
-	return send(ctx, l.nc, addr, m)
+	return send(ctx, l.limit, addr, m)
 }
 
 func (l *Listener) isClosed() bool {
@@ -580,7 +582,7 @@ func (l *Listener) handBack(s *natsgo.Subscription) {
 
 // MaxMessageBytes implements transport.SizeLimiter: the server's
 // max_payload (as the connection last saw it) minus HeaderRoom.
-func (l *Listener) MaxMessageBytes() int64 { return maxMessageBytes(l.nc) }
+func (l *Listener) MaxMessageBytes() int64 { return l.limit.messageBytes() }
 
 // State implements transport.StateReporter from the connection's status.
 func (l *Listener) State() transport.State {

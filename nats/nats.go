@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	natsgo "github.com/nats-io/nats.go"
 
@@ -236,10 +238,45 @@ func headerSize(h natsgo.Header) int {
 	return n
 }
 
-// checkSize returns a *transport.TooLargeError when m does not fit in the
+// payloadLimit reads the server's max_payload for size checks, cached:
+// nc.MaxPayload takes the connection's lock, which every publish, request
+// and received reply takes too, and the size checks asked for it five times
+// per call (the core before it sends on either side, the backend before it
+// publishes), enough to show as
+// lock contention in `httpbus bench -trace` (go tool trace -pprof=sync). The
+// value is read again at most every payloadLimitTTL; one gone stale after a
+// reconnect to a server with a smaller limit is still caught by nats.go's
+// own check at publish (natsgo.ErrMaxPayload, mapped to
+// transport.ErrTooLarge by sendError).
+type payloadLimit struct {
+	nc   *natsgo.Conn
+	max  atomic.Int64 // bytes; 0 until the connection has seen the server's INFO
+	read atomic.Int64 // when max was read: ns on the monotonic clock since clockStart
+}
+
+// payloadLimitTTL is how long payloadLimit keeps a max_payload it read.
+const payloadLimitTTL = time.Second
+
+var clockStart = time.Now()
+
+func newPayloadLimit(nc *natsgo.Conn) *payloadLimit { return &payloadLimit{nc: nc} }
+
+// bytes returns max_payload in bytes (0: not known yet, no check).
+func (p *payloadLimit) bytes() int64 {
+	now := int64(time.Since(clockStart))
+	if max := p.max.Load(); max > 0 && now-p.read.Load() < int64(payloadLimitTTL) {
+		return max
+	}
+	max := p.nc.MaxPayload()
+	p.max.Store(max)
+	p.read.Store(now)
+	return max
+}
+
+// check returns a *transport.TooLargeError when m does not fit in the
 // server's max_payload.
-func checkSize(nc *natsgo.Conn, m *natsgo.Msg) error {
-	max := nc.MaxPayload()
+func (p *payloadLimit) check(m *natsgo.Msg) error {
+	max := p.bytes()
 	if max <= 0 {
 		return nil
 	}
@@ -248,6 +285,19 @@ func checkSize(nc *natsgo.Conn, m *natsgo.Msg) error {
 		return &transport.TooLargeError{What: "message (max_payload)", Limit: max, Size: size}
 	}
 	return nil
+}
+
+// messageBytes is SizeLimiter.MaxMessageBytes: max_payload minus HeaderRoom
+// (0 while not known).
+func (p *payloadLimit) messageBytes() int64 {
+	max := p.bytes()
+	if max <= 0 {
+		return 0
+	}
+	if max <= HeaderRoom {
+		return 1
+	}
+	return max - HeaderRoom
 }
 
 // httpHeader canonicalises NATS header keys (case-sensitive in nats.go)
@@ -304,15 +354,4 @@ func state(nc *natsgo.Conn) transport.State {
 	default:
 		return transport.StateReconnecting
 	}
-}
-
-func maxMessageBytes(nc *natsgo.Conn) int64 {
-	max := nc.MaxPayload()
-	if max <= 0 {
-		return 0
-	}
-	if max <= HeaderRoom {
-		return 1
-	}
-	return max - HeaderRoom
 }
