@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
+	"sync/atomic"
 
 	"github.com/httpbus/httpbus/transport"
 )
@@ -95,7 +96,9 @@ func (b *Bus) Listen(ctx context.Context, lc transport.ListenConfig) (*Listener,
 	for _, t := range lc.Topics {
 		svc.topics[t]++
 	}
-	return &Listener{bus: b, svc: svc, topics: lc.Topics, done: make(chan struct{})}, nil
+	l := &Listener{bus: b, svc: svc, topics: lc.Topics, done: make(chan struct{})}
+	l.pushCtx, l.pushStop = context.WithCancel(context.Background())
+	return l, nil
 }
 
 // Dial returns a client side of b. It does not block and the error is
@@ -171,10 +174,35 @@ type Listener struct {
 	done      chan struct{}
 	closed    bool
 	leaveOnce sync.Once
+
+	// Push mode (Push): a pool of workers takes and serves deliveries,
+	// up to maxWorkers (SetPrefetch) of them.
+	pushed     atomic.Bool
+	pool       atomic.Pointer[transport.PullWorkers]
+	maxWorkers atomic.Int32
+	pushCtx    context.Context // ends when the Server stops its intake
+	pushStop   context.CancelFunc
 }
 
-// Receive implements transport.Listener.
+// Receive implements transport.Listener. In push mode (Push) it only
+// waits for the end: transport.ErrClosed after Drain or Close, ctx's error
+// when ctx ends first, which also stops the workers from taking more
+// deliveries (the Server has stopped its intake).
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
+	if p := l.pool.Load(); p != nil {
+		select {
+		case <-p.Done():
+			return nil, transport.ErrClosed
+		case <-ctx.Done():
+			l.pushStop()
+			return nil, ctx.Err()
+		}
+	}
+	return l.take(ctx)
+}
+
+// take returns the next request or notification for this listener.
+func (l *Listener) take(ctx context.Context) (*transport.Delivery, error) {
 	select {
 	case <-l.done:
 		return nil, transport.ErrClosed
@@ -190,6 +218,45 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// SetPrefetch implements transport.Prefetcher, only to learn the Server's
+// in-flight bound n: the most goroutines Push serves deliveries on at once,
+// so that a request is taken from the service only by an instance that can
+// run it at once (as in pull mode, where the Server takes a slot before
+// Receive). Calls after Push are ignored; n below 1 counts as 1.
+func (l *Listener) SetPrefetch(n int) {
+	if l.pool.Load() != nil {
+		return
+	}
+	l.maxWorkers.Store(int32(max(n, 1)))
+}
+
+// Push implements transport.Pusher. transport.Server calls it before its
+// first Receive; from then on a transport.PullWorkers pool takes each
+// request and notification and serves it on the goroutine that took it,
+// which saves a goroutine handoff per call (the Server's own worker). A
+// delivery taken as the Server stops its intake goes back to the service
+// (abandon).
+func (l *Listener) Push(serve func(*transport.Delivery)) {
+	if serve == nil || !l.pushed.CompareAndSwap(false, true) {
+		return
+	}
+	l.pool.Store(transport.StartPullWorkers(l.pushCtx, int(l.maxWorkers.Load()), l.take, serve, l.abandon))
+}
+
+// abandon gives back a delivery a worker took as the intake stopped: a
+// request to the service (Reply with transport.Requeue), a notification to
+// the service's queue unless that is full.
+func (l *Listener) abandon(d *transport.Delivery) {
+	if d.Token == nil {
+		select {
+		case l.svc.notes <- d:
+		default:
+		}
+		return
+	}
+	l.Reply(context.Background(), d, nil, transport.Requeue) //nolint:errcheck // nil for a requeue
 }
 
 // Reply implements transport.Listener. A request settled with
@@ -251,6 +318,7 @@ func (l *Listener) Drain() error {
 // Close implements transport.Listener.
 func (l *Listener) Close() error {
 	l.Drain()
+	l.pushStop()
 	l.ends.close(l.bus)
 	return nil
 }

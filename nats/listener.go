@@ -42,9 +42,9 @@ type Listener struct {
 
 	// Push mode (Push): a pool of workers serves deliveries where they
 	// are received, up to maxWorkers (SetPrefetch) of them.
-	serve      atomic.Pointer[func(*transport.Delivery)]
+	pushed     atomic.Bool
+	pool       atomic.Pointer[transport.PullWorkers]
 	maxWorkers atomic.Int32
-	workers    workerPool
 	pushCtx    context.Context // ends when the Server stops intake, or at Close
 	pushStop   context.CancelFunc
 
@@ -102,7 +102,6 @@ func newListener(nc *natsgo.Conn, own bool, lc transport.ListenConfig, cfg Confi
 		limit:   newPayloadLimit(nc),
 	}
 	l.pushCtx, l.pushStop = context.WithCancel(ctx)
-	l.workers.done = make(chan struct{})
 	msgs, bytes := cfg.pending(nc.Opts.SubChanLen)
 	subscribe := func(subject, topic string) error {
 		s, err := nc.QueueSubscribeSync(subject, queue)
@@ -252,8 +251,8 @@ func firstValue(h http.Header, k string) string {
 // Receive implements transport.Listener. After Drain it returns the
 // messages the subscriptions already hold, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
-	if l.serve.Load() != nil {
-		return nil, l.waitPushed(ctx)
+	if p := l.pool.Load(); p != nil {
+		return nil, l.waitPushed(ctx, p)
 	}
 	if l.direct != nil {
 		d, _, err := l.next(ctx, l.direct, "")
@@ -276,9 +275,9 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 
 // waitPushed is Receive in push mode (Push): it waits for the end of the
 // workers.
-func (l *Listener) waitPushed(ctx context.Context) error {
+func (l *Listener) waitPushed(ctx context.Context, p *transport.PullWorkers) error {
 	select {
-	case <-l.workers.done:
+	case <-p.Done():
 		return l.endError()
 	case <-l.ctx.Done():
 		return transport.ErrClosed

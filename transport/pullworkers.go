@@ -1,0 +1,118 @@
+package transport
+
+import (
+	"context"
+	"sync/atomic"
+)
+
+// PullWorkers is how a listener that takes its deliveries with a blocking
+// call of its own (a NATS synchronous subscription, inmem's channel)
+// implements Pusher: a pool of goroutines of which each takes the next
+// delivery itself, only when it has none to serve, and serves it where it
+// took it. Compared with handing each delivery from Receive to a Server
+// worker this saves a goroutine handoff per request, and the deliveries not
+// yet taken stay where the listener keeps them (a broker's pending limits,
+// Close handing them back).
+//
+// The pool starts with one worker and starts one more whenever the last
+// idle one takes a delivery, up to max workers (the Server's in-flight
+// bound, learnt through Prefetcher.SetPrefetch, so that no taken delivery
+// waits for an in-flight slot out of the listener's reach); once the load
+// has passed, at most MaxIdlePullWorkers stay waiting, the others return.
+type PullWorkers struct {
+	ctx     context.Context
+	pull    func(context.Context) (*Delivery, error)
+	serve   func(*Delivery)
+	abandon func(*Delivery)
+	max     int32
+	total   atomic.Int32  // workers running
+	idle    atomic.Int32  // workers waiting in pull
+	done    chan struct{} // closed when the last worker has returned
+}
+
+// MaxIdlePullWorkers is how many PullWorkers wait for deliveries at most:
+// one more that finishes serving returns instead.
+const MaxIdlePullWorkers = 2
+
+// StartPullWorkers starts a pool that serves with serve (the function
+// Pusher.Push was given) what pull returns, on up to max goroutines (below
+// 1 means DefaultMaxInFlight). pull blocks until the next delivery or until
+// its context ends; an error from it ends the worker that called it (every
+// worker, in practice: a listener's end shows to all of them). The workers
+// stop taking deliveries once ctx ends (the Server stopped its intake, or
+// the listener closed): a delivery pull returned just then is given to
+// abandon instead of serve (a backend hands it back to its broker), or
+// dropped when abandon is nil. Done reports the end of the last worker.
+func StartPullWorkers(ctx context.Context, max int, pull func(context.Context) (*Delivery, error), serve func(*Delivery), abandon func(*Delivery)) *PullWorkers {
+	if max < 1 {
+		max = DefaultMaxInFlight
+	}
+	p := &PullWorkers{ctx: ctx, pull: pull, serve: serve, abandon: abandon, max: int32(max), done: make(chan struct{})}
+	p.total.Store(1)
+	p.idle.Store(1)
+	go p.work()
+	return p
+}
+
+// Done is closed once every worker has returned.
+func (p *PullWorkers) Done() <-chan struct{} { return p.done }
+
+func (p *PullWorkers) work() {
+	defer p.exited()
+	for p.ctx.Err() == nil {
+		d, err := p.pull(p.ctx)
+		if err != nil {
+			return
+		}
+		p.idle.Add(-1)
+		if p.ctx.Err() != nil {
+			if p.abandon != nil {
+				p.abandon(d)
+			}
+			return
+		}
+		if p.idle.Load() <= 0 {
+			p.grow()
+		}
+		p.serve(d)
+		if !p.rest() {
+			return
+		}
+	}
+}
+
+// rest counts a worker that finished serving as idle, unless
+// MaxIdlePullWorkers already are: then it reports false and the worker
+// ends.
+func (p *PullWorkers) rest() bool {
+	for {
+		n := p.idle.Load()
+		if n >= MaxIdlePullWorkers {
+			return false
+		}
+		if p.idle.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// grow starts one more worker unless the pool is full.
+func (p *PullWorkers) grow() {
+	for {
+		n := p.total.Load()
+		if n >= p.max {
+			return
+		}
+		if p.total.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	p.idle.Add(1)
+	go p.work()
+}
+
+func (p *PullWorkers) exited() {
+	if p.total.Add(-1) == 0 {
+		close(p.done)
+	}
+}
