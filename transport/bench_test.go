@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 
 	"github.com/httpbus/httpbus/transport"
@@ -153,4 +154,85 @@ func BenchmarkFrameRoundTrip(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkFloor measures what one call costs before httpbus's own work,
+// for the floors BENCHMARKS.md gives next to issue 13's targets. Both
+// cases serve the echo handler of inmem's BenchmarkRoundTrip (256 B each
+// way) through an http.Client, on the caller's goroutine:
+//
+//   - net/http: the RoundTripper runs the handler on an
+//     httptest.ResponseRecorder (what net/http alone costs: the Client's
+//     request copy, the Request, the ResponseWriter, the Response);
+//   - codec: the RoundTripper also writes and reads both frames
+//     (EncodeRequest, DecodeRequest, EncodeResponse, DecodeResponse).
+//
+// inmem's BenchmarkRoundTrip/256B is this plus a Server (in-flight bound,
+// deadline, panic guard, stream bookkeeping) and the handoff to a server
+// goroutine and back.
+func BenchmarkFloor(b *testing.B) {
+	payload := make([]byte, 256)
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body) //nolint:errcheck // bytes.Reader
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(payload) //nolint:errcheck // recorder
+	})
+	for _, c := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{
+		{"net/http", floorDirect{echo}},
+		{"codec", floorCodec{echo}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			client := &http.Client{Transport: c.rt}
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			for b.Loop() {
+				resp, err := client.Post("http://orders/echo", "application/octet-stream", bytes.NewReader(payload))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, _ := io.Copy(io.Discard, resp.Body); n != int64(len(payload)) {
+					b.Fatalf("echo of %d bytes came back with %d", len(payload), n)
+				}
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+type floorDirect struct{ h http.Handler }
+
+func (f floorDirect) RoundTrip(r *http.Request) (*http.Response, error) {
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = r
+	return resp, nil
+}
+
+type floorCodec struct{ h http.Handler }
+
+func (f floorCodec) RoundTrip(r *http.Request) (*http.Response, error) {
+	lim := transport.Limits{MaxBodyBytes: -1}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	frame, err := transport.EncodeRequest(r, r.URL.Host, body)
+	if err != nil {
+		return nil, err
+	}
+	in, err := transport.DecodeRequest(frame, lim)
+	if err != nil {
+		return nil, err
+	}
+	rec := httptest.NewRecorder()
+	f.h.ServeHTTP(rec, in)
+	out, err := transport.EncodeResponse(rec.Code, rec.Header(), rec.Body.Bytes(), in.Method)
+	if err != nil {
+		return nil, err
+	}
+	return transport.DecodeResponse(out, r, lim)
 }
