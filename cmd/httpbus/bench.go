@@ -120,6 +120,34 @@ var targets = map[string]struct{ rps, p50 float64 }{
 	"mqtt":  {0.90, 1.10}, // issue 14
 }
 
+// Issue 13's goals for mem at 32 callers: p99 within memTailTarget× p50,
+// and at most memCPUTarget µs of CPU per request.
+const (
+	memTailTarget = 20
+	memCPUTarget  = 10
+)
+
+// memTargetCheck says whether a mem run meets its targets, for the -md row.
+func memTargetCheck(rep *Report) string {
+	h := rep.Httpbus
+	if rep.Backend != "mem" || rep.Callers < 32 || h.P50us <= 0 {
+		return "—"
+	}
+	tail := h.P99us / h.P50us
+	var parts []string
+	if tail <= memTailTarget {
+		parts = append(parts, fmt.Sprintf("met: p99/p50 %.1f ≤ %d", tail, memTailTarget))
+	} else {
+		parts = append(parts, fmt.Sprintf("**missed**: p99/p50 %.1f > %d", tail, memTailTarget))
+	}
+	if h.CPUusPerReq <= memCPUTarget {
+		parts = append(parts, fmt.Sprintf("met: CPU ≤ %d µs", memCPUTarget))
+	} else {
+		parts = append(parts, fmt.Sprintf("**missed**: CPU %.1f > %d µs", h.CPUusPerReq, memCPUTarget))
+	}
+	return strings.Join(parts, "; ")
+}
+
 // targetCheck says whether rep meets its target, for the -md row.
 func targetCheck(rep *Report) string {
 	t, ok := targets[rep.Backend]
@@ -674,8 +702,8 @@ func printMarkdownRow(w io.Writer, rep *Report, label string) {
 	}
 	h, r := rep.Httpbus, rep.Raw
 	if r == nil {
-		fmt.Fprintf(w, "| %s | %d | %.0f | — | — | %.0f / — | — | %.0f / — | %.1f / — | %d | — |\n",
-			label, rep.Callers, h.RPS, h.P50us, h.P99us, h.CPUusPerReq, h.Errors)
+		fmt.Fprintf(w, "| %s | %d | %.0f | — | — | %.0f / — | — | %.0f / — | %.1f / — | %d | %s |\n",
+			label, rep.Callers, h.RPS, h.P50us, h.P99us, h.CPUusPerReq, h.Errors, memTargetCheck(rep))
 		return
 	}
 	fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f | %.0f / %.0f | %.2f | %.0f / %.0f | %.1f / %.1f | %d / %d | %s |\n",
