@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net/http"
 	"testing"
@@ -17,7 +18,11 @@ import (
 // each way through httpbus (http.Client → RoundTripper → NATS → Server →
 // handler) next to raw nats.go (Request to a queue subscriber that
 // responds), on the same server in the same run; serial and with
-// b.RunParallel (GOMAXPROCS callers).
+// b.RunParallel (benchParallelism × GOMAXPROCS callers: 32 on a 2-core
+// machine, as in BENCHMARKS.md's request/reply table).
+// benchParallelism is the b.SetParallelism of the parallel cases.
+const benchParallelism = 16
+
 func BenchmarkRequestReply(b *testing.B) {
 	url := brokertest.NATS(b)
 	payload := bytes.Repeat([]byte("x"), 256)
@@ -34,9 +39,38 @@ func BenchmarkRequestReply(b *testing.B) {
 		b.Run("parallel", func(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
+			b.SetParallelism(benchParallelism)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					httpbusCall(b, client, svc, payload)
+				}
+			})
+		})
+	})
+
+	// raw-shaped is raw nats.go carrying what httpbus carries, with no
+	// http.Client, codec or Server: the request and response frames of
+	// this benchmark's call as payloads, httpbus's NATS headers both ways
+	// (Content-Type and Httpbus-Version, plus Httpbus-Deadline on the
+	// request), a synchronous queue subscription served by a pool of
+	// workers as Listener.Push does. Its gap to raw is the floor that
+	// message shape sets under any NATS backend of httpbus (BENCHMARKS.md).
+	b.Run("raw-shaped", func(b *testing.B) {
+		nc, subject, reqFrame := benchShaped(b, url, payload)
+		b.Run("serial", func(b *testing.B) {
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			for b.Loop() {
+				shapedCall(b, nc, subject, reqFrame)
+			}
+		})
+		b.Run("parallel", func(b *testing.B) {
+			b.SetBytes(int64(len(payload)))
+			b.ReportAllocs()
+			b.SetParallelism(benchParallelism)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					shapedCall(b, nc, subject, reqFrame)
 				}
 			})
 		})
@@ -54,6 +88,7 @@ func BenchmarkRequestReply(b *testing.B) {
 		b.Run("parallel", func(b *testing.B) {
 			b.SetBytes(int64(len(payload)))
 			b.ReportAllocs()
+			b.SetParallelism(benchParallelism)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					rawCall(b, nc, subject, payload)
@@ -106,6 +141,62 @@ func rawCall(b *testing.B, nc *natsgo.Conn, subject string, payload []byte) {
 		b.Fatal(err)
 	}
 	if len(m.Data) != len(payload) {
+		b.Fatalf("%d bytes", len(m.Data))
+	}
+}
+
+// benchShaped starts raw-shaped's responder and returns the requester's
+// connection, the subject and the request frame to send.
+func benchShaped(b *testing.B, url string, payload []byte) (*natsgo.Conn, string, []byte) {
+	req, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(payload))
+	if err != nil {
+		b.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	reqFrame, err := transport.EncodeRequest(req, "bench", payload)
+	if err != nil {
+		b.Fatal(err)
+	}
+	respFrame, err := transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, payload, http.MethodPost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	subject := "bench.shaped." + uniqueName("svc")
+	snc := connect(b, url)
+	sub, err := snc.QueueSubscribeSync(subject, "shaped")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sub.Unsubscribe() })
+	replyHeader := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version}}
+	for range 8 {
+		go func() {
+			for {
+				m, err := sub.NextMsgWithContext(context.Background())
+				if err != nil {
+					return // unsubscribed
+				}
+				snc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Data: respFrame, Header: replyHeader}) //nolint:errcheck // the requester fails
+			}
+		}()
+	}
+	if err := snc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	return connect(b, url), subject, reqFrame
+}
+
+func shapedCall(b *testing.B, nc *natsgo.Conn, subject string, frame []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), transport.DefaultReplyTimeout)
+	defer cancel()
+	dl, _ := ctx.Deadline()
+	h := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version},
+		transport.HeaderDeadline: {transport.FormatDeadline(dl)}}
+	m, err := nc.RequestMsgWithContext(ctx, &natsgo.Msg{Subject: subject, Data: frame, Header: h})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if len(m.Data) <= len(frame)/2 {
 		b.Fatalf("%d bytes", len(m.Data))
 	}
 }
