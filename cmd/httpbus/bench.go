@@ -45,6 +45,10 @@ type benchConfig struct {
 	Label      string
 	CPUProfile string
 	Trace      string // runtime/trace of the measured rounds
+	// BrokerPID, when positive, is the broker's process (same machine,
+	// Linux): its CPU time over each runner's rounds is reported per
+	// request next to the caller's.
+	BrokerPID  int
 	MemProfile string
 	// Requests, when positive, ends each measured phase after that many
 	// calls (for memory measurements); zero means run for Duration. With
@@ -100,14 +104,28 @@ type Result struct {
 	P99us       float64 `json:"p99_us"`
 	Maxus       float64 `json:"max_us"`
 	CPUusPerReq float64 `json:"cpu_us_per_req"`
+	// BrokerCPUusPerReq is the broker process's user+system CPU time over
+	// this runner's measured rounds per request (-broker-pid), µs.
+	BrokerCPUusPerReq float64 `json:"broker_cpu_us_per_req,omitempty"`
 
-	hist histogram
-	cpu  time.Duration
+	hist      histogram
+	cpu       time.Duration
+	brokerCPU time.Duration
 }
 
 // MarkdownHeader is the head of the table whose rows bench -md prints.
-const MarkdownHeader = `| backend | callers | httpbus req/s | raw req/s | ratio req/s | p50 httpbus / raw µs | ratio p50 | p99 httpbus / raw µs | CPU µs/req httpbus / raw | errors | target (issue 13) |
-|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`
+const MarkdownHeader = `| backend | callers | httpbus req/s | raw req/s | ratio req/s | p50 httpbus / raw µs | ratio p50 | p99 httpbus / raw µs | CPU µs/req httpbus / raw | broker CPU µs/req httpbus / raw | errors | target (issue 13) |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|`
+
+// brokerCPUCell is a runner's broker CPU per request for the tables, "—"
+// when the broker's process was not given (-broker-pid) or did no work
+// the clock could see.
+func brokerCPUCell(r *Result) string {
+	if r == nil || r.BrokerCPUusPerReq <= 0 {
+		return "—"
+	}
+	return strconv.FormatFloat(r.BrokerCPUusPerReq, 'f', 1, 64)
+}
 
 // targets are issue 13's goals for the ratio httpbus/raw (issue 14's for
 // mqtt): requests/s at 32 callers at least rps, p50 latency at 1 caller at
@@ -210,6 +228,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.IntVar(&cfg.Requests, "n", 0, "stop each measured phase after `N` calls (0: run for -d); with -c 1 -warmup 0 for memory measurements")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile (allocations of the whole run) to `file`")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`")
+	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "also report the CPU time per request of this broker `process` (Linux /proc; same machine)")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace (runtime/trace; go tool trace) of the measured rounds to `file`")
 	fs.StringVar(&cfg.Stream, "stream", "", "stream one -size body `up|down|both` (POST /upload, GET /download; -n transfers per round, -raw: raw publish MB/s)")
 	fs.IntVar(&cfg.RawMsg, "raw-msg", 0, "with -stream -raw, raw message size, `bytes` (0: 1 MiB, at most the broker's max)")
@@ -503,7 +522,9 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	roundDur := cfg.Duration / time.Duration(rep.Rounds)
 	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {
 		for _, p := range phases {
+			b0 := processCPU(cfg.BrokerPID)
 			measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, cfg.Requests, p.res)
+			p.res.brokerCPU += processCPU(cfg.BrokerPID) - b0
 		}
 	}
 	for _, p := range phases {
@@ -537,6 +558,38 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// userHZ is the unit of the CPU times in /proc/PID/stat: USER_HZ, 100 on
+// every Linux architecture Go supports (proc(5)).
+const userHZ = 100
+
+// processCPU returns the user+system CPU time of process pid so far, from
+// /proc/PID/stat (utime and stime, fields 14 and 15, proc(5)), with a
+// resolution of 1/userHZ s; 0 when pid is not positive or not readable.
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * time.Second / userHZ
 }
 
 // measure runs callers closed-loop callers on r for d, or until they made
@@ -615,6 +668,7 @@ func (res *Result) finish() {
 	res.Maxus = us(res.hist.max)
 	if res.Requests > 0 {
 		res.CPUusPerReq = us(res.cpu) / float64(res.Requests+res.Errors)
+		res.BrokerCPUusPerReq = us(res.brokerCPU) / float64(res.Requests+res.Errors)
 	}
 }
 
@@ -625,13 +679,13 @@ func printReport(w io.Writer, rep *Report) {
 	}
 	fmt.Fprintf(w, "\ncallers %d  size %d B  duration %s  rounds %d\n\n", rep.Callers, rep.Size, rep.Duration, rep.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "runner\trequests\treq/s\tp50 µs\tp90 µs\tp99 µs\tmax µs\terrors\tCPU µs/req\t")
+	fmt.Fprintln(tw, "runner\trequests\treq/s\tp50 µs\tp90 µs\tp99 µs\tmax µs\terrors\tCPU µs/req\tbroker CPU µs/req\t")
 	for _, r := range []*Result{rep.Httpbus, rep.Raw} {
 		if r == nil {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t\n",
-			r.Name, r.Requests, r.RPS, r.P50us, r.P90us, r.P99us, r.Maxus, r.Errors, r.CPUusPerReq)
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%.1f\t%s\t\n",
+			r.Name, r.Requests, r.RPS, r.P50us, r.P90us, r.P99us, r.Maxus, r.Errors, r.CPUusPerReq, brokerCPUCell(r))
 	}
 	tw.Flush()
 	if rep.Raw != nil {
@@ -702,12 +756,12 @@ func printMarkdownRow(w io.Writer, rep *Report, label string) {
 	}
 	h, r := rep.Httpbus, rep.Raw
 	if r == nil {
-		fmt.Fprintf(w, "| %s | %d | %.0f | — | — | %.0f / — | — | %.0f / — | %.1f / — | %d | %s |\n",
-			label, rep.Callers, h.RPS, h.P50us, h.P99us, h.CPUusPerReq, h.Errors, memTargetCheck(rep))
+		fmt.Fprintf(w, "| %s | %d | %.0f | — | — | %.0f / — | — | %.0f / — | %.1f / — | %s / — | %d | %s |\n",
+			label, rep.Callers, h.RPS, h.P50us, h.P99us, h.CPUusPerReq, brokerCPUCell(h), h.Errors, memTargetCheck(rep))
 		return
 	}
-	fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f | %.0f / %.0f | %.2f | %.0f / %.0f | %.1f / %.1f | %d / %d | %s |\n",
-		label, rep.Callers, h.RPS, r.RPS, rep.RatioRPS, h.P50us, r.P50us, rep.RatioP50, h.P99us, r.P99us, h.CPUusPerReq, r.CPUusPerReq, h.Errors, r.Errors, targetCheck(rep))
+	fmt.Fprintf(w, "| %s | %d | %.0f | %.0f | %.2f | %.0f / %.0f | %.2f | %.0f / %.0f | %.1f / %.1f | %s / %s | %d / %d | %s |\n",
+		label, rep.Callers, h.RPS, r.RPS, rep.RatioRPS, h.P50us, r.P50us, rep.RatioP50, h.P99us, r.P99us, h.CPUusPerReq, r.CPUusPerReq, brokerCPUCell(h), brokerCPUCell(r), h.Errors, r.Errors, targetCheck(rep))
 }
 
 func writeHeapProfile(name string) error {

@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestTargetChecks: the -md row's last column judges a run against issue
@@ -29,5 +32,35 @@ func TestTargetChecks(t *testing.T) {
 		if !strings.HasSuffix(row, "| "+c.want+" |") {
 			t.Errorf("%s: row %q, want it to end with %q", c.name, row, c.want)
 		}
+	}
+}
+
+// TestProcessCPU reads this process's own CPU time the way -broker-pid
+// reads the broker's: it grows with work done, and a missing process
+// reads as 0.
+func TestProcessCPU(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("/proc/PID/stat is Linux's")
+	}
+	pid := os.Getpid()
+	before := processCPU(pid)
+	deadline := time.Now().Add(5 * time.Second)
+	x := 0
+	for processCPU(pid)-before < 50*time.Millisecond {
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s of busy work added %v of CPU time, want at least 50ms", processCPU(pid)-before)
+		}
+		for i := range 1_000_000 {
+			x += i
+		}
+	}
+	if x == 0 {
+		t.Fatal("no work done")
+	}
+	if got := processCPU(0); got != 0 {
+		t.Fatalf("processCPU(0) = %v, want 0", got)
+	}
+	if got := processCPU(1 << 30); got != 0 {
+		t.Fatalf("processCPU of a missing process = %v, want 0", got)
 	}
 }
