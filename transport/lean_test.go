@@ -3,10 +3,12 @@ package transport
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -171,5 +173,35 @@ func TestLeanDecodeTakesOwnFrames(t *testing.T) {
 		if _, _, ok := leanParseResponse(string(frame[:headerEnd(frame, -1)]), r); !ok {
 			t.Errorf("lean declines httpbus's response frame %q", frame)
 		}
+	}
+}
+
+// TestLeanManyFields: a header block with more lines than leanParseFields
+// keeps on its stack (leanStackFields) is still taken by the lean decoder,
+// with every field, and one past leanMaxFields is declined.
+func TestLeanManyFields(t *testing.T) {
+	for _, n := range []int{leanStackFields - 1, leanStackFields, leanStackFields + 1, leanMaxFields - 2} {
+		h := http.Header{}
+		for i := range n {
+			h.Set(fmt.Sprintf("X-Field-%d", i), strconv.Itoa(i))
+		}
+		r := &http.Request{Method: http.MethodGet, URL: &url.URL{Path: "/"}, Header: h}
+		frame, err := EncodeRequest(r, "orders", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _, ok := leanParseRequest(string(frame[:headerEnd(frame, -1)]))
+		if !ok {
+			t.Fatalf("%d fields: lean declines httpbus's request frame", n)
+		}
+		for i := range n {
+			if got := req.Header.Get(fmt.Sprintf("X-Field-%d", i)); got != strconv.Itoa(i) {
+				t.Fatalf("%d fields: X-Field-%d = %q, want %d", n, i, got, i)
+			}
+		}
+	}
+	block := "GET / HTTP/1.1\r\nHost: orders\r\n" + strings.Repeat("X-A: 1\r\n", leanMaxFields) + "\r\n"
+	if _, _, ok := leanParseRequest(block); ok {
+		t.Fatalf("lean takes a block of %d fields, more than leanMaxFields", leanMaxFields+1)
 	}
 }
