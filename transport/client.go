@@ -126,7 +126,7 @@ func (rt *RoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		return rt.failure(req, err)
 	}
-	resp, err := DecodeResponse(reply.Body, req, rt.limits())
+	resp, err := decodeResponse(reply.Body, req, rt.limits(), true)
 	if err != nil {
 		return rt.failure(req, err)
 	}

@@ -126,7 +126,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		if more {
 			closeBody(req)
 		}
-		resp, err := DecodeResponse(reply.Body, req, rt.limits())
+		resp, err := decodeResponse(reply.Body, req, rt.limits(), true)
 		if err != nil {
 			return rt.failure(req, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Default limits, in bytes. They apply wherever a limit field is zero.
@@ -318,11 +319,30 @@ func leanBody(frame []byte, end int, length string, lim Limits) (body io.ReadClo
 // lim, ErrMalformedFrame for anything http.ReadRequest refuses and for a
 // Content-Length that disagrees with the frame.
 func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
+	return decodeRequest(frame, lim, false)
+}
+
+// headerBlock is frame[:end] as a string for the lean parsers, whose
+// header keys and values are substrings of it: a copy, or with owned the
+// frame's own bytes. owned is for a frame the core owns for good, a
+// message's Body that a Transport returned (Message: "belongs to the
+// caller"), which nothing modifies afterwards; it saves an allocation and
+// a copy per decode (slicebytetostring was 6% of the CPU of httpbus bench
+// over mem at 32 callers).
+func headerBlock(frame []byte, end int, owned bool) string {
+	if owned && end > 0 {
+		return unsafe.String(&frame[0], end)
+	}
+	return string(frame[:end])
+}
+
+// decodeRequest is DecodeRequest; owned as for headerBlock.
+func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) {
 	end, err := checkHeader(frame, lim)
 	if err != nil {
 		return nil, err
 	}
-	if req, length, ok := leanParseRequest(string(frame[:end])); ok && validHost(req.Host) {
+	if req, length, ok := leanParseRequest(headerBlock(frame, end, owned)); ok && validHost(req.Host) {
 		if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
 			if err != nil {
 				return nil, err
@@ -365,12 +385,17 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 // included (resp.Trailer), and keeps ContentLength -1 and TransferEncoding
 // ["chunked"], as from net/http's client. Errors as DecodeRequest's.
 func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response, error) {
+	return decodeResponse(frame, req, lim, false)
+}
+
+// decodeResponse is DecodeResponse; owned as for headerBlock.
+func decodeResponse(frame []byte, req *http.Request, lim Limits, owned bool) (*http.Response, error) {
 	for {
 		end, err := checkHeader(frame, lim)
 		if err != nil {
 			return nil, err
 		}
-		if resp, length, ok := leanParseResponse(string(frame[:end]), req); ok {
+		if resp, length, ok := leanParseResponse(headerBlock(frame, end, owned), req); ok {
 			if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
 				if err != nil {
 					return nil, err

@@ -382,7 +382,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	var decodeErr error
 	decoded := false
 	if peer == "" && d.Topic == "" && IsFrame(d.ContentType) {
-		req, decodeErr = DecodeRequest(d.Body, s.limits())
+		req, decodeErr = decodeRequest(d.Body, s.limits(), true)
 		decoded = true
 		if decodeErr == nil {
 			peer, id = takeStreamFields(req.Header)
@@ -429,7 +429,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	case ex.streamedRequest():
 		req, err = ex.decodeStreamedRequest(ctx, s.limits())
 	case IsFrame(d.ContentType):
-		req, err = DecodeRequest(d.Body, s.limits())
+		req, err = decodeRequest(d.Body, s.limits(), true)
 	default:
 		req = ForeignRequest(d)
 		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
