@@ -27,7 +27,6 @@ import (
 	"fmt"
 	"net/url"
 	"sync"
-	"sync/atomic"
 
 	"github.com/httpbus/httpbus/transport"
 )
@@ -177,11 +176,9 @@ type Listener struct {
 
 	// Push mode (Push): a pool of workers takes and serves deliveries,
 	// up to maxWorkers (SetPrefetch) of them.
-	pushed     atomic.Bool
-	pool       atomic.Pointer[transport.PullWorkers]
-	maxWorkers atomic.Int32
-	pushCtx    context.Context // ends when the Server stops its intake
-	pushStop   context.CancelFunc
+	workers  transport.PullWorkers
+	pushCtx  context.Context // ends when the Server stops its intake
+	pushStop context.CancelFunc
 }
 
 // Receive implements transport.Listener. In push mode (Push) it only
@@ -189,9 +186,9 @@ type Listener struct {
 // when ctx ends first, which also stops the workers from taking more
 // deliveries (the Server has stopped its intake).
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
-	if p := l.pool.Load(); p != nil {
+	if l.workers.Started() {
 		select {
-		case <-p.Done():
+		case <-l.workers.Done():
 			return nil, transport.ErrClosed
 		case <-ctx.Done():
 			l.pushStop()
@@ -225,12 +222,7 @@ func (l *Listener) take(ctx context.Context) (*transport.Delivery, error) {
 // so that a request is taken from the service only by an instance that can
 // run it at once (as in pull mode, where the Server takes a slot before
 // Receive). Calls after Push are ignored; n below 1 counts as 1.
-func (l *Listener) SetPrefetch(n int) {
-	if l.pool.Load() != nil {
-		return
-	}
-	l.maxWorkers.Store(int32(max(n, 1)))
-}
+func (l *Listener) SetPrefetch(n int) { l.workers.SetMax(n) }
 
 // Push implements transport.Pusher. transport.Server calls it before its
 // first Receive; from then on a transport.PullWorkers pool takes each
@@ -239,10 +231,7 @@ func (l *Listener) SetPrefetch(n int) {
 // delivery taken as the Server stops its intake goes back to the service
 // (abandon).
 func (l *Listener) Push(serve func(*transport.Delivery)) {
-	if serve == nil || !l.pushed.CompareAndSwap(false, true) {
-		return
-	}
-	l.pool.Store(transport.StartPullWorkers(l.pushCtx, int(l.maxWorkers.Load()), l.take, serve, l.abandon))
+	l.workers.Start(l.pushCtx, l.take, serve, l.abandon)
 }
 
 // abandon gives back a delivery a worker took as the intake stopped: a

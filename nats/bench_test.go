@@ -14,38 +14,22 @@ import (
 	"github.com/httpbus/httpbus/transport"
 )
 
+// benchParallelism is the b.SetParallelism of the parallel cases.
+const benchParallelism = 16
+
 // BenchmarkRequestReply measures one request/reply with a 256-byte body
 // each way through httpbus (http.Client → RoundTripper → NATS → Server →
 // handler) next to raw nats.go (Request to a queue subscriber that
 // responds), on the same server in the same run; serial and with
 // b.RunParallel (benchParallelism × GOMAXPROCS callers: 32 on a 2-core
 // machine, as in BENCHMARKS.md's request/reply table).
-// benchParallelism is the b.SetParallelism of the parallel cases.
-const benchParallelism = 16
-
 func BenchmarkRequestReply(b *testing.B) {
 	url := brokertest.NATS(b)
 	payload := bytes.Repeat([]byte("x"), 256)
 
 	b.Run("httpbus", func(b *testing.B) {
 		client, svc := benchHTTPBus(b, url, payload)
-		b.Run("serial", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			for b.Loop() {
-				httpbusCall(b, client, svc, payload)
-			}
-		})
-		b.Run("parallel", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					httpbusCall(b, client, svc, payload)
-				}
-			})
-		})
+		serialAndParallel(b, len(payload), func(b *testing.B) { httpbusCall(b, client, svc, payload) })
 	})
 
 	// raw-shaped is raw nats.go carrying what httpbus carries, with no
@@ -57,43 +41,33 @@ func BenchmarkRequestReply(b *testing.B) {
 	// message shape sets under any NATS backend of httpbus (BENCHMARKS.md).
 	b.Run("raw-shaped", func(b *testing.B) {
 		nc, subject, reqFrame := benchShaped(b, url, payload)
-		b.Run("serial", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			for b.Loop() {
-				shapedCall(b, nc, subject, reqFrame)
-			}
-		})
-		b.Run("parallel", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					shapedCall(b, nc, subject, reqFrame)
-				}
-			})
-		})
+		serialAndParallel(b, len(payload), func(b *testing.B) { shapedCall(b, nc, subject, reqFrame) })
 	})
 
 	b.Run("raw", func(b *testing.B) {
 		nc, subject := benchRaw(b, url, payload)
-		b.Run("serial", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			for b.Loop() {
-				rawCall(b, nc, subject, payload)
+		serialAndParallel(b, len(payload), func(b *testing.B) { rawCall(b, nc, subject, payload) })
+	})
+}
+
+// serialAndParallel runs call as the sub-benchmarks "serial" and
+// "parallel" (benchParallelism × GOMAXPROCS goroutines), size bytes each.
+func serialAndParallel(b *testing.B, size int, call func(*testing.B)) {
+	b.Run("serial", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		for b.Loop() {
+			call(b)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetBytes(int64(size))
+		b.ReportAllocs()
+		b.SetParallelism(benchParallelism)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				call(b)
 			}
-		})
-		b.Run("parallel", func(b *testing.B) {
-			b.SetBytes(int64(len(payload)))
-			b.ReportAllocs()
-			b.SetParallelism(benchParallelism)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					rawCall(b, nc, subject, payload)
-				}
-			})
 		})
 	})
 }

@@ -42,11 +42,9 @@ type Listener struct {
 
 	// Push mode (Push): a pool of workers serves deliveries where they
 	// are received, up to maxWorkers (SetPrefetch) of them.
-	pushed     atomic.Bool
-	pool       atomic.Pointer[transport.PullWorkers]
-	maxWorkers atomic.Int32
-	pushCtx    context.Context // ends when the Server stops intake, or at Close
-	pushStop   context.CancelFunc
+	workers  transport.PullWorkers
+	pushCtx  context.Context // ends when the Server stops intake, or at Close
+	pushStop context.CancelFunc
 
 	// held counts the entries of heldMsgs, so that Reply looks at the map
 	// (under mu) only while some delivery is held.
@@ -251,8 +249,8 @@ func firstValue(h http.Header, k string) string {
 // Receive implements transport.Listener. After Drain it returns the
 // messages the subscriptions already hold, then transport.ErrClosed.
 func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
-	if p := l.pool.Load(); p != nil {
-		return nil, l.waitPushed(ctx, p)
+	if l.workers.Started() {
+		return nil, l.waitPushed(ctx)
 	}
 	if l.direct != nil {
 		d, _, err := l.next(ctx, l.direct, "")
@@ -275,9 +273,9 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 
 // waitPushed is Receive in push mode (Push): it waits for the end of the
 // workers.
-func (l *Listener) waitPushed(ctx context.Context, p *transport.PullWorkers) error {
+func (l *Listener) waitPushed(ctx context.Context) error {
 	select {
-	case <-p.Done():
+	case <-l.workers.Done():
 		return l.endError()
 	case <-l.ctx.Done():
 		return transport.ErrClosed

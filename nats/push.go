@@ -15,12 +15,7 @@ import (
 // has no prefetch: the pending limits stay as configured (Config.PendingMsgs,
 // Config.PendingBytes; see the package doc, Delivery). Calls after Push
 // are ignored; n below 1 counts as 1.
-func (l *Listener) SetPrefetch(n int) {
-	if l.pool.Load() != nil {
-		return
-	}
-	l.maxWorkers.Store(int32(max(n, 1)))
-}
+func (l *Listener) SetPrefetch(n int) { l.workers.SetMax(n) }
 
 // Push implements transport.Pusher. transport.Server calls it before its
 // first Receive; from then on the Listener serves each delivery with serve
@@ -36,10 +31,7 @@ func (l *Listener) SetPrefetch(n int) {
 // intake); a request taken just then goes back to its subject as Close
 // hands requests back.
 func (l *Listener) Push(serve func(*transport.Delivery)) {
-	if serve == nil || !l.pushed.CompareAndSwap(false, true) {
-		return
-	}
-	l.pool.Store(transport.StartPullWorkers(l.pushCtx, int(l.maxWorkers.Load()), l.pull, serve, l.abandon))
+	l.workers.Start(l.pushCtx, l.pull, serve, l.abandon)
 }
 
 // pull returns the next delivery for a worker.

@@ -19,12 +19,17 @@ import (
 // bound, learnt through Prefetcher.SetPrefetch, so that no taken delivery
 // waits for an in-flight slot out of the listener's reach); once the load
 // has passed, at most MaxIdlePullWorkers stay waiting, the others return.
+//
+// The zero value is ready: a listener keeps one as a field, passes
+// Prefetcher.SetPrefetch on to SetMax and Pusher.Push on to Start.
 type PullWorkers struct {
+	max     atomic.Int32
+	claimed atomic.Bool // Start has begun
+	started atomic.Bool // Start has set the pool up (done is set)
 	ctx     context.Context
 	pull    func(context.Context) (*Delivery, error)
 	serve   func(*Delivery)
 	abandon func(*Delivery)
-	max     int32
 	total   atomic.Int32  // workers running
 	idle    atomic.Int32  // workers waiting in pull
 	done    chan struct{} // closed when the last worker has returned
@@ -34,27 +39,45 @@ type PullWorkers struct {
 // one more that finishes serving returns instead.
 const MaxIdlePullWorkers = 2
 
-// StartPullWorkers starts a pool that serves with serve (the function
-// Pusher.Push was given) what pull returns, on up to max goroutines (below
-// 1 means DefaultMaxInFlight). pull blocks until the next delivery or until
-// its context ends; an error from it ends the worker that called it (every
-// worker, in practice: a listener's end shows to all of them). The workers
-// stop taking deliveries once ctx ends (the Server stopped its intake, or
-// the listener closed): a delivery pull returned just then is given to
-// abandon instead of serve (a backend hands it back to its broker), or
-// dropped when abandon is nil. Done reports the end of the last worker.
-func StartPullWorkers(ctx context.Context, max int, pull func(context.Context) (*Delivery, error), serve func(*Delivery), abandon func(*Delivery)) *PullWorkers {
-	if max < 1 {
-		max = DefaultMaxInFlight
+// SetMax sets the most workers that serve at once: the Server's in-flight
+// bound, which a listener learns through Prefetcher.SetPrefetch. n below 1
+// counts as 1; without a call the bound is DefaultMaxInFlight. Ignored
+// once Start has run.
+func (p *PullWorkers) SetMax(n int) {
+	if !p.claimed.Load() {
+		p.max.Store(int32(max(n, 1)))
 	}
-	p := &PullWorkers{ctx: ctx, pull: pull, serve: serve, abandon: abandon, max: int32(max), done: make(chan struct{})}
-	p.total.Store(1)
-	p.idle.Store(1)
-	go p.work()
-	return p
 }
 
-// Done is closed once every worker has returned.
+// Start starts the pool, once (a later call does nothing and returns
+// false): it serves with serve (the function Pusher.Push was given) what
+// pull returns. pull blocks until the next delivery or until its context
+// ends; an error from it ends the worker that called it (every worker, in
+// practice: a listener's end shows to all of them). The workers stop
+// taking deliveries once ctx ends (the Server stopped its intake, or the
+// listener closed): a delivery pull returned just then is given to
+// abandon instead of serve (a backend hands it back to its broker), or
+// dropped when abandon is nil. Done reports the end of the last worker.
+func (p *PullWorkers) Start(ctx context.Context, pull func(context.Context) (*Delivery, error), serve func(*Delivery), abandon func(*Delivery)) bool {
+	if serve == nil || !p.claimed.CompareAndSwap(false, true) {
+		return false
+	}
+	if p.max.Load() < 1 {
+		p.max.Store(DefaultMaxInFlight)
+	}
+	p.ctx, p.pull, p.serve, p.abandon = ctx, pull, serve, abandon
+	p.done = make(chan struct{})
+	p.total.Store(1)
+	p.idle.Store(1)
+	p.started.Store(true)
+	go p.work()
+	return true
+}
+
+// Started reports whether Start has run: the listener is in push mode.
+func (p *PullWorkers) Started() bool { return p.started.Load() }
+
+// Done is closed once every worker has returned; nil before Start.
 func (p *PullWorkers) Done() <-chan struct{} { return p.done }
 
 func (p *PullWorkers) work() {
@@ -100,7 +123,7 @@ func (p *PullWorkers) rest() bool {
 func (p *PullWorkers) grow() {
 	for {
 		n := p.total.Load()
-		if n >= p.max {
+		if n >= p.max.Load() {
 			return
 		}
 		if p.total.CompareAndSwap(n, n+1) {

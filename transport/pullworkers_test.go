@@ -10,9 +10,10 @@ import (
 	"github.com/httpbus/httpbus/transport"
 )
 
-// TestPullWorkers: the pool grows to serve deliveries side by side up to
-// its bound and never past it, hands a delivery taken after its context
-// ended to abandon, and reports its end once pull fails.
+// TestPullWorkers: the pool starts once, grows to serve deliveries side by
+// side up to its bound (SetMax, not changed once started) and never past
+// it, hands a delivery taken after its context ended to abandon, and
+// reports its end once pull fails.
 func TestPullWorkers(t *testing.T) {
 	const max = 4
 	in := make(chan *transport.Delivery)
@@ -43,7 +44,15 @@ func TestPullWorkers(t *testing.T) {
 		served.Done()
 	}
 	abandoned := make(chan *transport.Delivery, 1)
-	p := transport.StartPullWorkers(ctx, max, pull, serve, func(d *transport.Delivery) { abandoned <- d })
+	var p transport.PullWorkers
+	p.SetMax(max)
+	if !p.Start(ctx, pull, serve, func(d *transport.Delivery) { abandoned <- d }) {
+		t.Fatal("Start of a new pool reported false")
+	}
+	if p.Start(ctx, pull, serve, nil) {
+		t.Fatal("a second Start reported true")
+	}
+	p.SetMax(1) // ignored once started
 
 	// max deliveries are taken at once: each send succeeds only when a
 	// worker pulls, and a worker pulls only when it has nothing to serve.
