@@ -428,7 +428,8 @@ SEND with \`reply-to: /temp-queue/…\` and \`correlation-id\`, the responder
 subscribed with client-individual acks (ack after reply); mqtt — paho.golang
 QoS 1 publish with Response Topic and Correlation Data against a
 shared-subscription responder (both dialled with TCP_QUICKACK, as httpbus is);
-tcp — net/http client and server on loopback. mem has no raw twin.
+tcp — net/http client and server on loopback, the server running the same
+handler (ServeMux and routes) as the httpbus echo service. mem has no raw twin.
 
 ## Machine
 

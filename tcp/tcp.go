@@ -297,15 +297,19 @@ func NewListener(ctx context.Context, ln net.Listener, lc transport.ListenConfig
 // Addr returns the listening address.
 func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 
+// token is a delivery's Token; done is closed by Reply where ServeHTTP
+// waits for the Server (pull mode), nil in push mode.
 type token struct{ done chan struct{} }
 
 // ServeHTTP hands a request to Receive and waits until it is answered.
 func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	d := &transport.Delivery{
-		Service:    r.Host,
-		RemoteAddr: r.RemoteAddr,
-		Request:    r,
-	}
+	// The delivery and its token in one allocation; the token's channel
+	// only where a Receive caller waits on it (pull mode).
+	x := &struct {
+		transport.Delivery
+		tok token
+	}{Delivery: transport.Delivery{Service: r.Host, RemoteAddr: r.RemoteAddr, Request: r}}
+	d := &x.Delivery
 	if r.Method != transport.MethodNotify && !l.serves(r.Host) {
 		writeErr(w, fmt.Errorf("transport/tcp: this server serves %q, not %q: %w", l.cfg.Service, r.Host, transport.ErrNoResponders))
 		return
@@ -336,12 +340,13 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = http.MaxBytesReader(w, r.Body, max)
 	}
 	d.ResponseWriter = w
-	tok := &token{done: make(chan struct{})}
+	tok := &x.tok
 	d.Token = tok
 	if serve := l.pushed(); serve != nil {
 		serve(d) // on this connection's goroutine: no handoff
 		return
 	}
+	tok.done = make(chan struct{})
 	select {
 	case l.ch <- d:
 	case <-l.stopped:
@@ -413,7 +418,9 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 	if disp == transport.Requeue {
 		writeErr(d.ResponseWriter, fmt.Errorf("transport/tcp: server shutting down: %w", transport.ErrNoResponders))
 	}
-	close(tok.done)
+	if tok.done != nil {
+		close(tok.done) // pull mode: ServeHTTP waits for it
+	}
 	return nil
 }
 
@@ -550,10 +557,12 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	// A shallow copy (a RoundTripper must not change the caller's request);
 	// the header is copied only when a deadline is added to it.
-	out := new(http.Request)
-	*out = *req
-	u := *req.URL
-	out.URL = &u
+	x := &struct {
+		r http.Request
+		u url.URL
+	}{r: *req, u: *req.URL}
+	out := &x.r
+	out.URL = &x.u
 	out.URL.Scheme, out.URL.Host, out.Host = c.scheme(), addr, service
 	out.RequestURI = ""
 	if dl, ok := req.Context().Deadline(); ok {

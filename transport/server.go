@@ -518,7 +518,12 @@ func (s *Server) runHandler(w http.ResponseWriter, req *http.Request, d *Deliver
 // serveNative runs the handler on a backend's own ResponseWriter (tcp).
 func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 	req := d.Request
-	w := &trackingWriter{ResponseWriter: d.ResponseWriter}
+	// The writer and the handler's context in one allocation.
+	x := &struct {
+		w  trackingWriter
+		lc lazyDeadline
+	}{w: trackingWriter{ResponseWriter: d.ResponseWriter}}
+	w := &x.w
 	defer s.reply(base, l, d, nil, Ack)
 	if !d.Deadline.IsZero() {
 		if !time.Now().Before(d.Deadline) {
@@ -529,7 +534,8 @@ func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 		// connection's context when it does: that must read as the deadline
 		// (DeadlineExceeded), not a cancellation. A hang-up well before the
 		// deadline still cancels the handler.
-		ctx := &lazyDeadline{Context: req.Context(), deadline: d.Deadline, slack: 10 * time.Millisecond}
+		ctx := &x.lc
+		ctx.Context, ctx.deadline, ctx.slack = req.Context(), d.Deadline, 10*time.Millisecond
 		defer ctx.cancel()
 		req = req.WithContext(ctx)
 	}

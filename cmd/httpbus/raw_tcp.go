@@ -30,7 +30,9 @@ func openRawTCP(ctx context.Context, u *url.URL, name string, body []byte, cfg b
 		return nil, err
 	}
 	r := &rawTCP{
-		srv:  &http.Server{Handler: echoHandler(), ReadHeaderTimeout: 10 * time.Second},
+		// The same application the httpbus echo service serves (its
+		// ServeMux and routes), so that the two differ only in the wire.
+		srv:  &http.Server{Handler: serviceHandler(), ReadHeaderTimeout: 10 * time.Second},
 		done: make(chan error, 1),
 		// As many idle connections as callers, so that no caller dials anew.
 		tr:   &http.Transport{MaxIdleConns: cfg.Callers, MaxIdleConnsPerHost: cfg.Callers, DisableCompression: true, IdleConnTimeout: time.Minute},
@@ -56,7 +58,7 @@ func (r *rawTCP) Do(ctx context.Context) error {
 }
 
 func (r *rawTCP) Describe() string {
-	return fmt.Sprintf("net/http Client (MaxIdleConnsPerHost %d) and Server on loopback", r.tr.MaxIdleConnsPerHost)
+	return fmt.Sprintf("net/http Client (MaxIdleConnsPerHost %d) and Server on loopback, serving the same handler", r.tr.MaxIdleConnsPerHost)
 }
 
 func (r *rawTCP) Broker() string { return "" }
