@@ -476,8 +476,8 @@ commands given.
   adds the Server (in-flight bound, deadline, panic guard, stream bookkeeping)
   and the hand-off to a server goroutine and back, which a server cannot skip
   (a handler run on the caller's goroutine would hold the caller past its
-  deadline if it ignored its context): 12–15 µs wall, 40 allocations. With 32
-  callers on 2 cores the mem row's CPU per request is 20–24 µs: the same work
+  deadline if it ignored its context): 9–15 µs wall, 38 allocations. With 32
+  callers on 2 cores the mem row's CPU per request is about 20 µs: the same work
   plus the garbage collector (GOGC=400 raised nats's req/s by 15% in a
   trial) and the scheduler's wake-ups. **mem ≤ 10 µs/req** is below the codec
   floor plus one hand-off pair.
