@@ -22,7 +22,7 @@ import (
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreToxiproxy()...) }
 
 // testLogger writes to t.Log.
 func testLogger(t testing.TB) *slog.Logger { return transporttest.Logger(t) }

@@ -14,7 +14,7 @@ import (
 	_ "github.com/httpbus/httpbus/mqtt"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreToxiproxy()...) }
 
 // TestConformance runs the suite on the broker brokertest resolves
 // (Mosquitto on CI), through the URL openers.

@@ -15,7 +15,7 @@ import (
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreToxiproxy()...) }
 
 // frameRoom is what the conformance suite's large body leaves for the
 // frame's own request line and headers (and the response's), in bytes.

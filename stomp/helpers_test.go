@@ -20,7 +20,7 @@ import (
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreToxiproxy()...) }
 
 // broker is one of the two real STOMP brokers the tests run on.
 type broker struct {
