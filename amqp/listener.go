@@ -316,16 +316,18 @@ func (l *Listener) pump(g *listenerGen, deliveries <-chan amqp091.Delivery, noti
 		}
 		td := l.delivery(g, &d, notify)
 		if serve := l.push.Load(); serve != nil && l.cfg.prefetch() > 0 {
-			// A Server serves this listener: from now on this goroutine
-			// is the first worker of a pool that serves deliveries where
-			// they arrive, with no handoff to Receive and no goroutine per
-			// request. It no longer counts as a pump: Close does not wait
-			// for handlers, as transport.Server.Close promises.
+			// A Server serves this listener: from now on a pool of workers
+			// (transport.PullWorkers, up to the prefetch: a busy worker
+			// holds an unacknowledged delivery, so the broker never hands
+			// the consumer more than there are workers) reads the
+			// deliveries and serves each where it took it, with no handoff
+			// to Receive and no goroutine per request. This goroutine no
+			// longer counts as a pump (Close does not wait for handlers,
+			// as transport.Server.Close promises); it stays live for Drain
+			// until the last worker has returned.
 			tracked = false
 			l.pumps.Done()
-			w := &workers{max: int32(l.cfg.prefetch())}
-			w.total.Store(1)
-			l.work(w, g, deliveries, notify, *serve, td)
+			l.servePushed(g, deliveries, notify, *serve, td)
 			return
 		}
 		select {
@@ -338,65 +340,38 @@ func (l *Listener) pump(g *listenerGen, deliveries <-chan amqp091.Delivery, noti
 	}
 }
 
-// workers is the pool serving one consumer's deliveries in push mode. It
-// grows by one worker whenever every worker is busy, up to max, the
-// prefetch: a busy worker holds an unacknowledged delivery, so the broker
-// never hands the consumer more deliveries than there are workers.
-type workers struct {
-	max   int32
-	total atomic.Int32 // workers started
-	idle  atomic.Int32 // workers waiting for a delivery
-}
-
-// work serves deliveries with serve until the consumer ends: td first,
-// when not nil.
-func (l *Listener) work(w *workers, g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool, serve func(*transport.Delivery), td *transport.Delivery) {
-	for {
-		if td == nil {
-			select {
-			case d, ok := <-deliveries:
-				if !ok {
-					return
-				}
-				w.idle.Add(-1)
-				td = l.delivery(g, &d, notify)
-			case <-g.stop:
-				return
-			case <-l.done:
-				return
+// servePushed serves a consumer's deliveries on a transport.PullWorkers
+// pool, first (taken by the pump already), until the consumer ends (its
+// channel closed, g stopped, or the listener done), and returns once every
+// worker has.
+func (l *Listener) servePushed(g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool, serve func(*transport.Delivery), first *transport.Delivery) {
+	var pending atomic.Pointer[transport.Delivery]
+	pending.Store(first)
+	pull := func(context.Context) (*transport.Delivery, error) {
+		if d := pending.Swap(nil); d != nil {
+			return d, nil
+		}
+		select {
+		case d, ok := <-deliveries:
+			if !ok {
+				return nil, transport.ErrClosed
 			}
-		}
-		if w.idle.Load() <= 0 {
-			l.grow(w, g, deliveries, notify, serve)
-		}
-		serve(td)
-		td = nil
-		w.idle.Add(1)
-	}
-}
-
-// grow starts one more worker unless the pool is full.
-func (l *Listener) grow(w *workers, g *listenerGen, deliveries <-chan amqp091.Delivery, notify bool, serve func(*transport.Delivery)) {
-	for {
-		n := w.total.Load()
-		if n >= w.max {
-			return
-		}
-		if w.total.CompareAndSwap(n, n+1) {
-			break
+			return l.delivery(g, &d, notify), nil
+		case <-g.stop:
+			return nil, transport.ErrClosed // the channel is gone; the broker requeues
+		case <-l.done:
+			return nil, transport.ErrClosed
 		}
 	}
-	w.idle.Add(1)
-	l.mu.Lock()
-	l.live++
-	l.mu.Unlock()
-	go func() {
-		defer l.exited()
-		l.work(w, g, deliveries, notify, serve, nil)
-	}()
+	var w transport.PullWorkers
+	w.SetMax(l.cfg.prefetch())
+	// The workers end with the consumer (pull's errors), never for a
+	// context: a Server that stops its intake drains the listener.
+	w.Start(context.Background(), pull, serve, nil)
+	<-w.Done()
 }
 
-// exited records the end of a pump or worker.
+// exited records the end of a pump.
 func (l *Listener) exited() {
 	l.mu.Lock()
 	l.live--
@@ -408,8 +383,9 @@ func (l *Listener) exited() {
 
 // Push implements transport.Pusher. transport.Server calls it before its
 // first Receive; from then on the Listener serves each delivery with serve
-// on a pool of worker goroutines that read the consumer's deliveries
-// directly (at most the prefetch of them per consumer, started as needed),
+// on a pool of worker goroutines (transport.PullWorkers) that read the
+// consumer's deliveries directly (at most the prefetch of them per
+// consumer, started as needed),
 // instead of handing them to Receive, which saves two goroutine handoffs
 // and a goroutine per request. Receive still reports the end of the
 // Listener (transport.ErrClosed after Drain, once every worker is done).
