@@ -205,3 +205,32 @@ func TestLazyDeadline(t *testing.T) {
 		t.Fatalf("Err %v after the parent's end within slack, want DeadlineExceeded", lc.Err())
 	}
 }
+
+// TestServerLeavesFramesAlone: the core reads a received frame's header
+// block in place (headerBlock, owned), so it must never write into a
+// delivery's Body: the strings a handler keeps from r.Header would change
+// under it.
+func TestServerLeavesFramesAlone(t *testing.T) {
+	r, _ := http.NewRequest(http.MethodPost, "http://svc/echo?x=1", nil)
+	r.Header.Set("X-Keep", "kept value")
+	r.Header.Set("Content-Type", "text/plain")
+	frame, err := EncodeRequest(r, "svc", []byte("hello body"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := string(frame)
+	var kept string
+	srv := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kept = r.Header.Get("X-Keep")
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Echo", r.Header.Get("X-Keep"))
+		w.Write(b)
+	})}
+	resp, body, _ := serveOne(t, srv, &Delivery{Message: Message{Body: frame, ContentType: MediaType}, Service: "svc"})
+	if string(frame) != orig {
+		t.Fatalf("the Server wrote into the delivered frame:\n%q\nwas\n%q", frame, orig)
+	}
+	if kept != "kept value" || body != "hello body" || resp.Header.Get("X-Echo") != "kept value" {
+		t.Fatalf("kept %q, body %q, X-Echo %q", kept, body, resp.Header.Get("X-Echo"))
+	}
+}
