@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,7 @@ type Listener struct {
 	limit *payloadLimit
 
 	// Push mode (Push): a pool of workers serves deliveries where they
-	// are received, up to maxWorkers (SetPrefetch) of them.
+	// are received, up to the Server's in-flight bound (SetPrefetch).
 	workers  transport.PullWorkers
 	pushCtx  context.Context // ends when the Server stops intake, or at Close
 	pushStop context.CancelFunc
@@ -214,12 +213,12 @@ func (l *Listener) delivery(m *natsgo.Msg, topic string) (*transport.Delivery, e
 		if vs := h["Content-Type"]; len(vs) > 0 && transport.IsFrame(vs[0]) {
 			d.ContentType = vs[0]
 			d.Header = h
-			dl, err := transport.ParseDeadline(firstValue(h, transport.HeaderDeadline))
+			dl, err := transport.ParseDeadline(transport.HeaderValue(h, transport.HeaderDeadline))
 			if err != nil {
 				return nil, err
 			}
 			d.Deadline = dl
-			d.Redelivered = firstValue(h, transport.HeaderRedelivered) == "true"
+			d.Redelivered = transport.HeaderValue(h, transport.HeaderRedelivered) == "true"
 			return d, nil
 		}
 	}
@@ -236,14 +235,6 @@ func (l *Listener) delivery(m *natsgo.Msg, topic string) (*transport.Delivery, e
 		d.Header = h
 	}
 	return d, nil
-}
-
-// firstValue returns h[k][0], or "" (k canonical, no canonicalisation).
-func firstValue(h http.Header, k string) string {
-	if vs := h[k]; len(vs) > 0 {
-		return vs[0]
-	}
-	return ""
 }
 
 // Receive implements transport.Listener. After Drain it returns the

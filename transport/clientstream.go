@@ -120,7 +120,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		}
 		return rt.failure(req, err)
 	}
-	if headerValue(reply.Header, HeaderStream) != s.id {
+	if HeaderValue(reply.Header, HeaderStream) != s.id {
 		// One whole response (a version-1 server, or a server's answer
 		// before it took the body, such as a 413).
 		if more {
@@ -133,7 +133,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		resp.Request = req
 		return resp, nil
 	}
-	s.setPeer(headerValue(reply.Header, HeaderReplyTo))
+	s.setPeer(HeaderValue(reply.Header, HeaderReplyTo))
 	// From here on, the caller's cancellation reaches the server.
 	stop := context.AfterFunc(ctx, func() {
 		if !errors.Is(ctx.Err(), context.DeadlineExceeded) {

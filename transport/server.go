@@ -377,7 +377,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	// The caller's inbox and stream id: broker headers (a streamed request,
 	// or a caller from before issue 13), else fields of the frame, which is
 	// then decoded first.
-	peer, id := headerValue(d.Header, HeaderReplyTo), headerValue(d.Header, HeaderStream)
+	peer, id := HeaderValue(d.Header, HeaderReplyTo), HeaderValue(d.Header, HeaderStream)
 	var req *http.Request
 	var decodeErr error
 	decoded := false

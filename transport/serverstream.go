@@ -57,7 +57,7 @@ func takeStreamFields(h http.Header) (peer, id string) {
 	if h == nil {
 		return "", ""
 	}
-	peer, id = headerValue(h, HeaderReplyTo), headerValue(h, HeaderStream)
+	peer, id = HeaderValue(h, HeaderReplyTo), HeaderValue(h, HeaderStream)
 	delete(h, HeaderReplyTo)
 	delete(h, HeaderStream)
 	return peer, id
@@ -65,7 +65,7 @@ func takeStreamFields(h http.Header) (peer, id string) {
 
 // streamedRequest reports that the request's body follows in parts.
 func (ex *exchange) streamedRequest() bool {
-	return ex != nil && headerValue(ex.d.Header, HeaderSeq) == "0" && headerValue(ex.d.Header, HeaderEnd) != "1"
+	return ex != nil && HeaderValue(ex.d.Header, HeaderSeq) == "0" && HeaderValue(ex.d.Header, HeaderEnd) != "1"
 }
 
 // open registers the exchange's stream in the listener's mux; ex.mu held.
