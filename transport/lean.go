@@ -100,7 +100,15 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra
 		dst = appendHeader(dst, r.Header, requestExcluded)
 	} else {
 		dst = appendHeader(dst, r.Header, func(k string) bool {
-			return requestExcluded(k) || k == HeaderReplyTo || k == HeaderStream
+			if requestExcluded(k) {
+				return true
+			}
+			for _, f := range extra {
+				if k == f.key {
+					return true
+				}
+			}
+			return false
 		})
 		for _, f := range extra {
 			dst = append(dst, f.key...)
