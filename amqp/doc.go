@@ -47,8 +47,8 @@
 // one consumer on one channel per Conn, shared by all its callers), no
 // Httpbus-Version for version 1 (WIRE.md §2: a missing one means 1) and,
 // when the caller has a deadline, header Httpbus-Deadline (Unix ms) and
-// expiration (the milliseconds left, rounded
-// up), so the broker drops it once it expires. A call whose deadline has
+// expiration (the milliseconds left, rounded up), so the broker drops it
+// once it expires. A call whose deadline has
 // already passed is not sent (504 at once); a request whose deadline has
 // passed when a server takes it is answered 504 without running the handler.
 //
@@ -63,16 +63,16 @@
 // their own within two milliseconds); Close sends the pending ones first.
 // This saves a frame, a write and the broker's work per request under
 // load. The only delivery of the channel in flight has nothing to be
-// coalesced with: it is acknowledged as soon as its reply is sent. A
-// server that dies leaves at most those milliseconds of answered requests
-// unacknowledged, and the broker redelivers them (see below). A frame
-// that does not decode is answered 400 and nacked without requeue (to
-// the dead-letter exchange, if any); a panicking handler is answered 500
-// and acked. When a server's connection dies before it
-// acks, the broker redelivers the request to another instance (or to the
-// same one once reconnected) with the redelivered flag, which the handler
-// sees as Httpbus-Redelivered: true: delivery is at least once, so handlers
-// of non-idempotent requests should use it. A duplicate reply reaching the
+// coalesced with: it is acknowledged as soon as its reply is sent. A server
+// that dies leaves at most those milliseconds of answered requests
+// unacknowledged, and the broker redelivers them (see below). A frame that
+// does not decode is answered 400 and nacked without requeue (to the
+// dead-letter exchange, if any); a panicking handler is answered 500 and
+// acked. When a server's connection dies before it acks, the broker
+// redelivers the request to another instance (or to the same one once
+// reconnected) with the redelivered flag, which the handler sees as
+// Httpbus-Redelivered: true: delivery is at least once, so handlers of
+// non-idempotent requests should use it. A duplicate reply reaching the
 // caller is discarded (Conn.DiscardedReplies counts it).
 //
 // Notifications: published to the topic exchange (Config.Exchange) with the

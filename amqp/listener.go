@@ -385,9 +385,8 @@ func (l *Listener) exited() {
 // first Receive; from then on the Listener serves each delivery with serve
 // on a pool of worker goroutines (transport.PullWorkers) that read the
 // consumer's deliveries directly (at most the prefetch of them per
-// consumer, started as needed),
-// instead of handing them to Receive, which saves two goroutine handoffs
-// and a goroutine per request. Receive still reports the end of the
+// consumer, started as needed), instead of handing them to Receive, which
+// saves two goroutine handoffs and a goroutine per request. Receive still reports the end of the
 // Listener (transport.ErrClosed after Drain, once every worker is done).
 // With no prefetch limit (Config.Prefetch negative) deliveries keep going
 // through Receive.
@@ -463,17 +462,17 @@ func (l *Listener) Receive(ctx context.Context) (*transport.Delivery, error) {
 // dead-letter exchange when one is configured), Requeue nacks it with
 // requeue, and Hold leaves it unacknowledged (a stream's first message: the
 // delivery stays in flight, counted against the prefetch, until a later
-// Reply, usually with a nil resp, settles it; if the Listener closes or
-// its channel is lost first, the broker redelivers the request). Nacks are sent before Reply returns; so is the
-// ack of the only delivery of the channel in flight; other acks within a
-// millisecond, coalesced with the channel's other acks into one basic.ack
-// with multiple set (a delivery acked while an older one of the channel is
-// still in flight gets its own basic.ack within two milliseconds), and
-// Close sends the pending ones before closing the channel. A request
-// without reply_to and a notification are only settled. If the channel the delivery came on has closed, the reply is
-// still sent on the new channel, but the delivery cannot be settled: the
-// broker redelivers it, and Reply returns an error matching
-// transport.ErrUnavailable.
+// Reply, usually with a nil resp, settles it; if the Listener closes or its
+// channel is lost first, the broker redelivers the request). Nacks are sent
+// before Reply returns; so is the ack of the only delivery of the channel in
+// flight; other acks within a millisecond, coalesced with the channel's
+// other acks into one basic.ack with multiple set (a delivery acked while an
+// older one of the channel is still in flight gets its own basic.ack within
+// two milliseconds), and Close sends the pending ones before closing the
+// channel. A request without reply_to and a notification are only settled.
+// If the channel the delivery came on has closed, the reply is still sent on
+// the new channel, but the delivery cannot be settled: the broker redelivers
+// it, and Reply returns an error matching transport.ErrUnavailable.
 func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *transport.Message, disp transport.Disposition) error {
 	tok, ok := d.Token.(*token)
 	if !ok || tok == nil || tok.g == nil || tok.g.l != l {

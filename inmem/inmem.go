@@ -175,7 +175,7 @@ type Listener struct {
 	leaveOnce sync.Once
 
 	// Push mode (Push): a pool of workers takes and serves deliveries,
-	// up to maxWorkers (SetPrefetch) of them.
+	// up to the Server's in-flight bound (SetPrefetch).
 	workers  transport.PullWorkers
 	pushCtx  context.Context // ends when the Server stops its intake
 	pushStop context.CancelFunc

@@ -240,14 +240,13 @@ func headerSize(h natsgo.Header) int {
 
 // payloadLimit reads the server's max_payload for size checks, cached:
 // nc.MaxPayload takes the connection's lock, which every publish, request
-// and received reply takes too, and the size checks asked for it five times
-// per call (the core before it sends on either side, the backend before it
-// publishes), enough to show as
-// lock contention in `httpbus bench -trace` (go tool trace -pprof=sync). The
-// value is read again at most every payloadLimitTTL; one gone stale after a
-// reconnect to a server with a smaller limit is still caught by nats.go's
-// own check at publish (natsgo.ErrMaxPayload, mapped to
-// transport.ErrTooLarge by sendError).
+// and received reply takes too, and the size checks asked for it five
+// times per call (the core before it sends on either side, the backend
+// before it publishes), enough to show as lock contention in `httpbus
+// bench -trace` (go tool trace -pprof=sync). The value is read again at
+// most every payloadLimitTTL; one gone stale after a reconnect to a server
+// with a smaller limit is still caught by nats.go's own check at publish
+// (natsgo.ErrMaxPayload, mapped to transport.ErrTooLarge by sendError).
 type payloadLimit struct {
 	nc   *natsgo.Conn
 	max  atomic.Int64 // bytes; 0 until the connection has seen the server's INFO

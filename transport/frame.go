@@ -79,9 +79,9 @@ func putReader(br *bufio.Reader) {
 }
 
 // EncodeRequest writes r as a frame, byte for byte as net/http's
-// Request.Write does (a lean encoder for the common case, FuzzLeanEncode;
-// Request.Write itself for the rest): the
-// request line in origin form (r.URL.RequestURI()), Host set to service,
+// Request.Write does (a lean encoder for the common case, proved against
+// it by FuzzLeanEncode; Request.Write itself for the rest): the request
+// line in origin form (r.URL.RequestURI()), Host set to service,
 // r.Header, and body as the body with a Content-Length. r.Body is ignored:
 // the caller passes the body it read. Header values holding CR or LF are
 // written with spaces instead (net/http's rule), so a value cannot smuggle a
@@ -315,7 +315,8 @@ func leanBody(frame []byte, end int, length string, lim Limits) (body io.ReadClo
 // returned request's Body reads from frame without copying (the caller
 // must not modify frame while the body is in use). A chunked body is
 // decoded at once (its trailers are in req.Trailer), and ContentLength -1
-// and TransferEncoding ["chunked"] say so, as net/http's server does. Errors: *TooLargeError (ErrTooLarge) for a header block or body over
+// and TransferEncoding ["chunked"] say so, as net/http's server does.
+// Errors: *TooLargeError (ErrTooLarge) for a header block or body over
 // lim, ErrMalformedFrame for anything http.ReadRequest refuses and for a
 // Content-Length that disagrees with the frame.
 func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
@@ -377,7 +378,8 @@ func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) 
 }
 
 // DecodeResponse reads a response frame, by the lean parser or with
-// net/http's http.ReadResponse as DecodeRequest does; req is the request it answers (for HEAD) and becomes resp.Request.
+// net/http's http.ReadResponse as DecodeRequest does; req is the request
+// it answers (for HEAD) and becomes resp.Request.
 // Interim 1xx responses (other than 101) before the final one are passed
 // to req's httptrace.ClientTrace Got1xxResponse, if any, and skipped, as
 // net/http's client does; an error from Got1xxResponse is returned. Each
