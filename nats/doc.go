@@ -117,7 +117,7 @@
 // Send publishes to an inbox subject with the Message.Header entries as
 // NATS headers (Httpbus-Stream, Httpbus-Seq, Httpbus-End, Httpbus-Control,
 // Httpbus-Credit, Httpbus-Reply-To), after a max_payload check. The inbox
-// holds up to Config.InboxPendingBytes (DefaultInboxPendingBytes, 256 MiB)
+// holds up to Config.InboxPendingBytes (DefaultInboxPendingBytes, 320 MiB)
 // not yet taken by ReceiveInbox; past it nats.go drops messages as a slow
 // consumer (logged; the core sees the gap). Close unsubscribes it.
 //

@@ -14,11 +14,12 @@ import (
 )
 
 // DefaultInboxPendingBytes is the pending-bytes limit of an inbox
-// subscription when Config.InboxPendingBytes is zero: 256 MiB, room for
+// subscription when Config.InboxPendingBytes is zero: 320 MiB, room for
 // transport.DefaultMaxInFlight (128) streams that each have a full credit
-// window of 16 parts of 128 KiB in flight. It is a bound, not an
+// window in flight (at most 2.5 MiB: 2 MiB of credit in bytes and one part
+// of 512 KiB, WIRE.md §7). It is a bound, not an
 // allocation: memory is used only by parts received and not yet taken.
-const DefaultInboxPendingBytes = 256 << 20
+const DefaultInboxPendingBytes = 320 << 20
 
 // inboxFlushTimeout bounds the wait for the server to confirm an inbox
 // subscription when ctx has no earlier deadline.

@@ -2,6 +2,7 @@ package nats_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -41,15 +42,27 @@ func TestWireStreamPython(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
-	out, err := exec.CommandContext(t.Context(), py, "../scripts/wire-stream.py", u.Hostname(), u.Port(), svc, "/file").CombinedOutput()
-	if err != nil {
-		t.Fatalf("wire-stream.py: %v\n%s", err, out)
+	// Granting credit in bytes, the script gets parts of up to
+	// transport.LargePartBytes after its first credit; in parts only, of
+	// up to transport.DefaultPartBytes.
+	for _, tc := range []struct {
+		args    []string
+		largest int
+	}{{nil, transport.LargePartBytes}, {[]string{"parts"}, transport.DefaultPartBytes}} {
+		args := append([]string{"../scripts/wire-stream.py", u.Hostname(), u.Port(), svc, "/file"}, tc.args...)
+		out, err := exec.CommandContext(t.Context(), py, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("wire-stream.py %v: %v\n%s", tc.args, err, out)
+		}
+		want := "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\n"
+		if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "http.client: 200, 3145728 body bytes") {
+			t.Fatalf("wire-stream.py %v printed:\n%s\nwant the head %q and a 3145728-byte body", tc.args, out, want)
+		}
+		if !strings.Contains(string(out), fmt.Sprintf("the largest %d bytes;", tc.largest)) {
+			t.Errorf("wire-stream.py %v printed:\n%s\nwant the largest part of %d bytes", tc.args, out, tc.largest)
+		}
+		t.Logf("wire-stream.py %v:\n%s", tc.args, out)
 	}
-	want := "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\n"
-	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "http.client: 200, 3145728 body bytes") {
-		t.Fatalf("wire-stream.py printed:\n%s\nwant the head %q and a 3145728-byte body", out, want)
-	}
-	t.Logf("wire-stream.py:\n%s", out)
 }
 
 type zeros struct{}

@@ -528,8 +528,10 @@ $(cat "$rssrows")
 
 ## Streams
 
-One body of $stream_size B through the stream protocol (issue 10: parts of at
-most 128 KiB, a credit window of 16 parts), up (\`POST /upload\`: the handler
+One body of $stream_size B through the stream protocol (issue 10, WIRE.md §7:
+a credit window of 16 parts and, between httpbus peers, of 2 MiB in bytes;
+parts of at most 128 KiB, then of 512 KiB once the receiver grants credit in
+bytes, issue 13), up (\`POST /upload\`: the handler
 reads, counts and CRC-32C-checks it) and down (\`GET /download?n=…\`: the handler
 writes it in 32 KiB writes; the caller checks every byte). The body is
 generated and checked on the fly, never held whole. Server and caller are

@@ -109,6 +109,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 		rest = first[k:]
 		h := http.Header{HeaderReplyTo: mx.replyTo(), HeaderStream: s.idv[:], HeaderVersion: {Version2}, HeaderSeq: {"0"}}
 		m = &Message{Body: b.Bytes(), ContentType: MediaType, Header: h}
+		s.countSent(len(m.Body)) // part 0 counts against credit in bytes
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		m.Deadline = dl
@@ -148,9 +149,9 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	pr := &partsReader{s: s, ctx: ctx}
 	switch reply.Header.Get(HeaderControl) {
 	case controlContinue:
-		s.grant(reply.Header.Get(HeaderCredit))
+		s.grant(reply.Header)
 		if more {
-			go sendRequestBody(ctx, s, req, rest, size)
+			go sendRequestBody(ctx, s, req, rest, size, largePartBytes(rt.Conn))
 		}
 	case "":
 		if err := pr.take(reply); err != nil {
@@ -334,11 +335,12 @@ func validMethod(m string) bool {
 }
 
 // sendRequestBody sends the rest of a request body as parts 1, 2, … to the
-// server that answered "continue", within the credit it grants.
-func sendRequestBody(ctx context.Context, s *stream, req *http.Request, rest []byte, size int) {
+// server that answered "continue", within the credit it grants: parts of
+// size bytes, or of large bytes once the server grants credit in bytes.
+func sendRequestBody(ctx context.Context, s *stream, req *http.Request, rest []byte, size, large int) {
 	defer closeBody(req)
-	pw := &partWriter{size: size, seq: 1, send: func(b []byte, seq int64, end bool) error {
-		if err := s.waitCredit(ctx, seq, 0); err != nil {
+	pw := &partWriter{size: func() int { return s.partSize(size, large) }, seq: 1, send: func(b []byte, seq int64, end bool) error {
+		if err := s.waitCredit(ctx, seq, len(b), 0); err != nil {
 			return err
 		}
 		return s.mx.st.Send(ctx, s.peerAddr(), &Message{Body: b, ContentType: MediaType, Header: partHeader(s.id, seq, end)})

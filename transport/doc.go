@@ -28,7 +28,8 @@
 // calls Flush, and a request body still being produced travel as a stream
 // (binding version 2, WIRE.md §7): a sequence of broker messages whose
 // bodies, in order, are one HTTP/1.1 message, with credit-based flow control
-// (DefaultWindow parts of at most DefaultPartBytes in flight), cancellation
+// (DefaultWindow parts, and DefaultWindowBytes with parts of at most
+// LargePartBytes between httpbus peers), cancellation
 // (the handler's r.Context ends when the caller gives up) and trailers. The
 // core runs the protocol; a backend implements Streamer (an inbox per
 // endpoint and Send) and the Hold disposition. A lost, duplicated or

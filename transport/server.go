@@ -824,7 +824,7 @@ func (w *responseWriter) startStream() error {
 	if err := writeHead(&b, w.status, h); err != nil {
 		return err
 	}
-	rs.pw = &partWriter{size: w.ex.size, send: func(body []byte, seq int64, end bool) error {
+	rs.pw = &partWriter{size: w.ex.partSize, send: func(body []byte, seq int64, end bool) error {
 		return w.ex.sendPart(w.ctx, body, seq, end)
 	}}
 	w.rs = rs

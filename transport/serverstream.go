@@ -116,7 +116,10 @@ func (ex *exchange) announce(credit int64) error {
 		HeaderReplyTo: {ex.mx.address()},
 	}
 	if credit > 0 {
+		// Credit for the request's parts: in parts, and in bytes from
+		// the end of part 0 (the request message), which this end took.
 		h.Set(HeaderCredit, strconv.FormatInt(credit, 10))
+		h.Set(HeaderCreditBytes, strconv.FormatInt(int64(len(ex.d.Body))+DefaultWindowBytes, 10))
 	}
 	ex.held = true
 	return ex.l.Reply(ctx, ex.d, &Message{ContentType: MediaType, Header: h}, Hold)
@@ -180,6 +183,7 @@ func (ex *exchange) sendPart(ctx context.Context, body []byte, seq int64, end bo
 		}
 		h.Set(HeaderReplyTo, ex.mx.address())
 		ex.held = true
+		ex.s.countSent(len(body)) // part 0 counts against credit in bytes
 		return ex.l.Reply(rctx, ex.d, &Message{Body: body, ContentType: MediaType, Header: h}, Hold)
 	}
 	s := ex.s
@@ -189,12 +193,24 @@ func (ex *exchange) sendPart(ctx context.Context, body []byte, seq int64, end bo
 		h.Set(HeaderReplyTo, ex.mx.address())
 	}
 	ex.mu.Unlock()
-	if err := s.waitCredit(ctx, seq, ex.srv.replyTimeout()); err != nil {
+	if err := s.waitCredit(ctx, seq, len(body), ex.srv.replyTimeout()); err != nil {
 		return err
 	}
 	rctx := ex.srv.replyContext(ex.base)
 	defer rctx.cancel()
 	return ex.st.Send(rctx, ex.peer, &Message{Body: body, ContentType: MediaType, Header: h})
+}
+
+// partSize is the size of the next response part: the small size until
+// the caller grants credit in bytes.
+func (ex *exchange) partSize() int {
+	ex.mu.Lock()
+	s := ex.s
+	ex.mu.Unlock()
+	if s == nil {
+		return ex.size
+	}
+	return s.partSize(ex.size, largePartBytes(ex.l))
 }
 
 // finishWhole sends a response that is one frame: as the reply (the
@@ -265,7 +281,8 @@ func (ex *exchange) decodeStreamedRequest(ctx context.Context, lim Limits) (*htt
 	if err := ex.announce(DefaultWindow); err != nil {
 		return nil, err
 	}
-	pr := &partsReader{s: ex.s, ctx: ctx, cur: ex.d.Body, seq: 1}
+	n := int64(len(ex.d.Body)) // part 0, counted by announce
+	pr := &partsReader{s: ex.s, ctx: ctx, cur: ex.d.Body, seq: 1, taken: n, creditBytes: n}
 	br := bufio.NewReaderSize(pr, 4096)
 	req, err := http.ReadRequest(br)
 	if err != nil {

@@ -19,13 +19,25 @@ import (
 // Stream defaults (WIRE.md §7).
 const (
 	// DefaultPartBytes is the largest body of one stream part, in bytes,
-	// where the broker's own limit (SizeLimiter) is not lower.
+	// where the broker's own limit (SizeLimiter) is not lower, until the
+	// receiver grants credit in bytes (HeaderCreditBytes).
 	DefaultPartBytes = 128 << 10
+	// LargePartBytes is the largest body of one stream part, in bytes, once
+	// the receiver grants credit in bytes, where the broker's own limit is
+	// not lower. A broker's cost per message is high (RabbitMQ's STOMP
+	// plugin: ~0.2 ms), so fewer, larger parts move more bytes per second
+	// within the same window (BENCHMARKS.md).
+	LargePartBytes = 512 << 10
 	// DefaultWindow is the credit window, in parts: a sender may have this
-	// many parts sent and not yet consumed by the receiver. Memory per
-	// stream direction is bounded by DefaultWindow × DefaultPartBytes
-	// (2 MiB) on each side.
+	// many parts sent and not yet consumed by the receiver.
 	DefaultWindow = 16
+	// DefaultWindowBytes is the credit window in bytes that httpbus grants
+	// as a receiver (HeaderCreditBytes): a sender may start a part while
+	// the parts it sent and the receiver did not consume hold fewer bytes.
+	// Memory per stream direction is bounded by DefaultWindowBytes plus
+	// one part (2.5 MiB), or by DefaultWindow × DefaultPartBytes (2 MiB)
+	// with a sender that counts parts only.
+	DefaultWindowBytes = 2 << 20
 	// processingAfter is how long a handler runs for a version-2 caller
 	// before the server sends a "continue" control message announcing its
 	// inbox, so that the caller can cancel it.
@@ -55,8 +67,13 @@ var (
 
 // partBytes is the part size for an endpoint: DefaultPartBytes, or less
 // where the broker takes less (room kept for the headers of a part).
-func partBytes(endpoint any) int {
-	n := DefaultPartBytes
+func partBytes(endpoint any) int { return capPart(endpoint, DefaultPartBytes) }
+
+// largePartBytes is the part size for an endpoint once the receiver grants
+// credit in bytes: LargePartBytes, or less where the broker takes less.
+func largePartBytes(endpoint any) int { return capPart(endpoint, LargePartBytes) }
+
+func capPart(endpoint any, n int) int {
 	if sl, ok := endpoint.(SizeLimiter); ok {
 		if max := sl.MaxMessageBytes(); max > 0 && max-1024 < int64(n) {
 			n = int(max - 1024)
@@ -266,12 +283,14 @@ type stream struct {
 	mx  *mux
 	log *slog.Logger
 
-	mu      sync.Mutex
-	peer    string      // the peer's inbox, from its first message with HeaderReplyTo
-	limit   int64       // this end may send parts with seq < limit
-	failed  error       //
-	gotPart bool        // a part arrived: the peer may no longer change
-	onAbort func(error) // the server's cancel of the handler context
+	mu         sync.Mutex
+	peer       string      // the peer's inbox, from its first message with HeaderReplyTo
+	limit      int64       // this end may send parts with seq < limit
+	limitBytes int64       // … and start one while sent < limitBytes; -1: no credit in bytes yet
+	sent       int64       // body bytes of the parts this end sent (or is sending), from part 0
+	failed     error       //
+	gotPart    bool        // a part arrived: the peer may no longer change
+	onAbort    func(error) // the server's cancel of the handler context
 
 	// The channels are made on first use (most exchanges never stream, and
 	// the fast path should not pay for them): call init first.
@@ -282,7 +301,7 @@ type stream struct {
 }
 
 func newStream(mx *mux, id string) *stream {
-	return &stream{id: id, idv: [1]string{id}, mx: mx, limit: DefaultWindow}
+	return &stream{id: id, idv: [1]string{id}, mx: mx, limit: DefaultWindow, limitBytes: -1}
 }
 
 func (s *stream) init() *stream {
@@ -320,7 +339,7 @@ func (s *stream) receive(msg *Message) {
 	}
 	switch msg.Header.Get(HeaderControl) {
 	case controlCredit, controlContinue:
-		s.grant(msg.Header.Get(HeaderCredit))
+		s.grant(msg.Header)
 		if msg.Header.Get(HeaderControl) == controlCredit {
 			return
 		}
@@ -335,15 +354,22 @@ func (s *stream) receive(msg *Message) {
 	}
 }
 
-func (s *stream) grant(v string) {
+// grant takes the credit of a "continue" or "credit" message: in parts
+// (HeaderCredit) and, from a receiver that counts bytes, in bytes
+// (HeaderCreditBytes). Credit only grows.
+func (s *stream) grant(h http.Header) {
 	s.init()
-	n, err := strconv.ParseInt(v, 10, 64)
+	n, err := strconv.ParseInt(HeaderValue(h, HeaderCredit), 10, 64)
 	if err != nil {
 		return
 	}
+	nb, errb := strconv.ParseInt(HeaderValue(h, HeaderCreditBytes), 10, 64)
 	s.mu.Lock()
 	if n > s.limit {
 		s.limit = n
+	}
+	if errb == nil && nb > s.limitBytes {
+		s.limitBytes = nb
 	}
 	s.mu.Unlock()
 	select {
@@ -374,6 +400,25 @@ func (s *stream) err() error {
 	return s.failed
 }
 
+// countSent counts n body bytes sent outside waitCredit (part 0, which
+// travels as the request or on the reply path).
+func (s *stream) countSent(n int) {
+	s.mu.Lock()
+	s.sent += int64(n)
+	s.mu.Unlock()
+}
+
+// partSize is the size of the next part this end cuts: small until the
+// receiver grants credit in bytes, then large.
+func (s *stream) partSize(small, large int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.limitBytes >= 0 {
+		return max(small, large)
+	}
+	return small
+}
+
 func (s *stream) peerAddr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -388,13 +433,18 @@ func (s *stream) setPeer(p string) {
 	s.mu.Unlock()
 }
 
-// waitCredit blocks until part seq may be sent.
-func (s *stream) waitCredit(ctx context.Context, seq int64, idle time.Duration) error {
+// waitCredit blocks until part seq, of n body bytes, may be sent, and
+// counts its bytes as sent.
+func (s *stream) waitCredit(ctx context.Context, seq int64, n int, idle time.Duration) error {
 	s.init()
 	var timer <-chan time.Time
 	for {
 		s.mu.Lock()
-		ok, failed := seq < s.limit, s.failed
+		ok := seq < s.limit && (s.limitBytes < 0 || s.sent < s.limitBytes)
+		if ok {
+			s.sent += int64(n)
+		}
+		failed := s.failed
 		s.mu.Unlock()
 		if failed != nil {
 			return failed
@@ -441,12 +491,16 @@ func (s *stream) control(ctx context.Context, kind string, h http.Header) {
 // stream's parts. It grants credit as it consumes parts, and fails on a
 // lost, duplicated or reordered part, an abort, or ctx.
 type partsReader struct {
-	s   *stream
-	ctx context.Context
-	cur []byte
-	seq int64 // next expected sequence number
-	end bool
-	err error
+	s     *stream
+	ctx   context.Context
+	cur   []byte
+	seq   int64 // next expected sequence number
+	taken int64 // body bytes of the parts taken, from part 0
+	end   bool
+	err   error
+
+	// What the last credit message counted: parts and bytes taken.
+	creditSeq, creditBytes int64
 }
 
 func (r *partsReader) take(msg *Message) error {
@@ -468,12 +522,17 @@ func (r *partsReader) take(msg *Message) error {
 		return fmt.Errorf("%w: part %d arrived, expected part %d (lost or reordered)", ErrStreamBroken, seq, r.seq)
 	}
 	r.seq++
+	r.taken += int64(len(msg.Body))
 	r.cur = msg.Body
 	r.end = h.Get(HeaderEnd) == "1"
-	// Credit: every half window, tell the sender it may go a window
-	// beyond what this end has consumed.
-	if !r.end && r.seq%(DefaultWindow/2) == 0 {
-		r.s.control(r.ctx, controlCredit, http.Header{HeaderCredit: {strconv.FormatInt(r.seq+DefaultWindow, 10)}})
+	// Credit: every half window, in parts or in bytes, tell the sender it
+	// may go a window beyond what this end has consumed.
+	if !r.end && (r.seq-r.creditSeq >= DefaultWindow/2 || r.taken-r.creditBytes >= DefaultWindowBytes/2) {
+		r.creditSeq, r.creditBytes = r.seq, r.taken
+		r.s.control(r.ctx, controlCredit, http.Header{
+			HeaderCredit:      {strconv.FormatInt(r.seq+DefaultWindow, 10)},
+			HeaderCreditBytes: {strconv.FormatInt(r.taken+DefaultWindowBytes, 10)},
+		})
 	}
 	return nil
 }
@@ -541,10 +600,11 @@ func (r *partsReader) finish(br *bufio.Reader) error {
 }
 
 // partWriter cuts the bytes of an outgoing HTTP message into parts of at
-// most size bytes, each sent by send (which waits for credit).
+// most size() bytes (asked as each part starts), each sent by send (which
+// waits for credit).
 type partWriter struct {
 	buf  []byte
-	size int
+	size func() int
 	seq  int64
 	send func(body []byte, seq int64, end bool) error
 	err  error
@@ -557,12 +617,12 @@ func (w *partWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if w.buf == nil {
-			w.buf = make([]byte, 0, w.size)
+			w.buf = make([]byte, 0, w.size())
 		}
-		k := min(len(p), w.size-len(w.buf))
+		k := min(len(p), cap(w.buf)-len(w.buf))
 		w.buf = append(w.buf, p[:k]...)
 		p, n = p[k:], n+k
-		if len(w.buf) == w.size {
+		if len(w.buf) == cap(w.buf) {
 			if err := w.flush(false); err != nil {
 				return n, err
 			}

@@ -59,6 +59,11 @@ const (
 	// HeaderCredit carries the receiver's credit: the sender may send the
 	// parts whose sequence number is lower than this decimal value.
 	HeaderCredit = "Httpbus-Credit"
+	// HeaderCreditBytes carries the receiver's credit in bytes, next to
+	// HeaderCredit: the sender may start a part while the body bytes of
+	// the parts it sent in this direction (from part 0) are fewer than
+	// this decimal value. A receiver that counts parts only omits it.
+	HeaderCreditBytes = "Httpbus-Credit-Bytes"
 )
 
 // MethodNotify is the method of a notification: a request published to a

@@ -172,15 +172,17 @@ func (c *genChecker) Write(p []byte) (int, error) {
 // scripts/bench.sh reads it with awk. Sizes are bytes, rates MB/s (10^6
 // bytes per second, as go test -bench), times seconds, memory KiB.
 type StreamReport struct {
-	URL       string `json:"url"` // password redacted
-	Backend   string `json:"backend"`
-	Broker    string `json:"broker,omitempty"`
-	Direction string `json:"direction"` // up, down or both
-	Size      int64  `json:"size"`
-	Transfers int    `json:"transfers"` // per direction and round
-	Rounds    int    `json:"rounds"`
-	PartBytes int    `json:"part_bytes"` // transport.DefaultPartBytes
-	Window    int    `json:"window"`     // transport.DefaultWindow
+	URL            string `json:"url"` // password redacted
+	Backend        string `json:"backend"`
+	Broker         string `json:"broker,omitempty"`
+	Direction      string `json:"direction"` // up, down or both
+	Size           int64  `json:"size"`
+	Transfers      int    `json:"transfers"` // per direction and round
+	Rounds         int    `json:"rounds"`
+	PartBytes      int    `json:"part_bytes"`       // transport.DefaultPartBytes
+	LargePartBytes int    `json:"large_part_bytes"` // transport.LargePartBytes
+	Window         int    `json:"window"`           // transport.DefaultWindow
+	WindowBytes    int    `json:"window_bytes"`     // transport.DefaultWindowBytes
 
 	UpTransfers   int     `json:"up_transfers"`
 	UpSeconds     float64 `json:"up_seconds"`
@@ -303,7 +305,8 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 	rep := &StreamReport{
 		URL: u.Redacted(), Backend: scheme, Direction: cfg.Stream, Size: int64(cfg.Size),
 		Transfers: transfers, Rounds: cfg.Rounds,
-		PartBytes: transport.DefaultPartBytes, Window: transport.DefaultWindow,
+		PartBytes: transport.DefaultPartBytes, LargePartBytes: transport.LargePartBytes,
+		Window: transport.DefaultWindow, WindowBytes: transport.DefaultWindowBytes,
 	}
 	var open rawStreamOpener
 	if cfg.Raw {
@@ -457,8 +460,8 @@ func printStreamReport(w io.Writer, rep *StreamReport) {
 	if rep.Broker != "" {
 		fmt.Fprintf(w, "  broker %s", rep.Broker)
 	}
-	fmt.Fprintf(w, "\nstream %s  size %d B  transfers %d × %d rounds  parts ≤ %d B, window %d parts\n\n",
-		rep.Direction, rep.Size, rep.Transfers, rep.Rounds, rep.PartBytes, rep.Window)
+	fmt.Fprintf(w, "\nstream %s  size %d B  transfers %d × %d rounds  parts ≤ %d B (≤ %d B under credit in bytes), window %d parts and %d B\n\n",
+		rep.Direction, rep.Size, rep.Transfers, rep.Rounds, rep.PartBytes, rep.LargePartBytes, rep.Window, rep.WindowBytes)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "runner\ttransfers\tseconds\tMB/s\tratio to raw\t")
 	if rep.UpTransfers > 0 || strings.Contains("up both", rep.Direction) {

@@ -599,3 +599,154 @@ func (c *announcedConn) Call(ctx context.Context, service string, m *transport.M
 }
 
 func (c *announcedConn) Close() error { return c.Conn.Close() }
+
+// creditPeer wraps one end's Streamer to play a peer from before credit in
+// bytes (WIRE.md §7, flow control): drop removes HeaderCreditBytes from
+// what the end sends (a receiver that counts parts only) or from what it
+// receives (a sender that ignores it). It records the largest part body
+// the end receives.
+type creditPeer struct {
+	st                transport.Streamer
+	dropOut, dropIn   bool
+	maxPart, partsGot atomic.Int64
+}
+
+func (p *creditPeer) out(m *transport.Message) {
+	if p.dropOut && m != nil {
+		delete(m.Header, transport.HeaderCreditBytes)
+	}
+}
+
+func (p *creditPeer) in(m *transport.Message) {
+	if m == nil {
+		return
+	}
+	if p.dropIn {
+		delete(m.Header, transport.HeaderCreditBytes)
+	}
+	if m.Header.Get(transport.HeaderSeq) != "" {
+		p.partsGot.Add(1)
+		for n := int64(len(m.Body)); ; {
+			cur := p.maxPart.Load()
+			if n <= cur || p.maxPart.CompareAndSwap(cur, n) {
+				break
+			}
+		}
+	}
+}
+
+func (p *creditPeer) Inbox(ctx context.Context) (string, error) { return p.st.Inbox(ctx) }
+func (p *creditPeer) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	m, err := p.st.ReceiveInbox(ctx)
+	p.in(m)
+	return m, err
+}
+func (p *creditPeer) Send(ctx context.Context, addr string, m *transport.Message) error {
+	p.out(m)
+	return p.st.Send(ctx, addr, m)
+}
+
+// creditConn is a caller's Conn behind a creditPeer; the reply to Call
+// (a "continue" with credit) passes through it too.
+type creditConn struct {
+	transport.Conn
+	*creditPeer
+}
+
+func (c *creditConn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	r, err := c.Conn.Call(ctx, service, m)
+	c.in(r)
+	return r, err
+}
+
+func (c *creditConn) Close() error { return c.Conn.Close() }
+
+// creditListener is a server's Listener behind a creditPeer; its Reply (a
+// "continue" with credit, or response part 0) passes through it too.
+type creditListener struct {
+	transport.Listener
+	*creditPeer
+}
+
+func (l *creditListener) Reply(ctx context.Context, d *transport.Delivery, m *transport.Message, disp transport.Disposition) error {
+	l.out(m)
+	return l.Listener.Reply(ctx, d, m, disp)
+}
+
+func (l *creditListener) Close() error { return l.Listener.Close() }
+
+// streamCreditBytes: a receiver grants credit in bytes, and a sender that
+// has it cuts parts of up to transport.LargePartBytes; with a peer that
+// counts parts only, either way, the parts stay at most
+// transport.DefaultPartBytes and the body still arrives whole, up and down.
+func (s *suite) streamCreditBytes(t *testing.T) {
+	probe := s.h.Listen(t, transport.ListenConfig{Service: unique("probe")})
+	_, ok := probe.(transport.Streamer)
+	probe.Close()
+	if !ok {
+		t.Skip("the backend carries HTTP natively (no parts)")
+	}
+	const n = 3 << 20 // 1 MiB goes in small parts before the first credit in bytes
+	for _, tc := range []struct {
+		name           string
+		up             bool // the caller sends (an upload), else the server (a download)
+		oldCaller      bool
+		oldServer      bool
+		wantLargeParts bool
+	}{
+		{"down/both count bytes", false, false, false, true},
+		{"down/caller counts parts", false, true, false, false},
+		{"down/server counts parts", false, false, true, false},
+		{"up/both count bytes", true, false, false, true},
+		{"up/caller counts parts", true, true, false, false},
+		{"up/server counts parts", true, false, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := unique("credit")
+			l := s.h.Listen(t, transport.ListenConfig{Service: svc})
+			// An old receiver drops the header from what it sends; an old
+			// sender never hears it.
+			sp := &creditPeer{st: l.(transport.Streamer), dropOut: tc.oldServer && tc.up, dropIn: tc.oldServer && !tc.up}
+			srv := &transport.Server{Logger: Logger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if tc.up {
+					uploadHandler(w, r)
+					return
+				}
+				io.Copy(w, pattern(3, n))
+			})}
+			go srv.Serve(&creditListener{Listener: l, creditPeer: sp})
+			t.Cleanup(func() { srv.Close() })
+			c := s.h.Dial(t)
+			t.Cleanup(func() { c.Close() })
+			cp := &creditPeer{st: c.(transport.Streamer), dropOut: tc.oldCaller && !tc.up, dropIn: tc.oldCaller && tc.up}
+			client := &http.Client{Transport: transport.NewRoundTripper(&creditConn{Conn: c, creditPeer: cp})}
+			receiver := cp // the end whose inbox takes the parts
+			if tc.up {
+				s.upload(t, client, svc, n, true)
+				receiver = sp
+			} else {
+				req, _ := http.NewRequestWithContext(s.ctx(t), "GET", "http://"+svc+"/", nil)
+				resp, err := client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, size, err := digest(resp.Body)
+				resp.Body.Close()
+				if want, _, _ := digest(pattern(3, n)); err != nil || got != want {
+					t.Fatalf("download: %d of %d bytes, err %v, same bytes %v", size, n, err, got == want)
+				}
+			}
+			maxPart := receiver.maxPart.Load()
+			t.Logf("%d parts at the receiver's inbox, the largest %d bytes", receiver.partsGot.Load(), maxPart)
+			if maxPart > transport.LargePartBytes {
+				t.Errorf("a part of %d bytes, over LargePartBytes (%d)", maxPart, transport.LargePartBytes)
+			}
+			if tc.wantLargeParts && maxPart <= transport.DefaultPartBytes {
+				t.Errorf("the largest part has %d bytes: the sender never used the credit in bytes (parts up to %d)", maxPart, transport.LargePartBytes)
+			}
+			if !tc.wantLargeParts && maxPart > transport.DefaultPartBytes {
+				t.Errorf("a part of %d bytes to or from a peer that counts parts only, want at most DefaultPartBytes (%d)", maxPart, transport.DefaultPartBytes)
+			}
+		})
+	}
+}

@@ -125,6 +125,7 @@ func Cases() []Case {
 		{"StreamUpload", (*suite).streamUpload},
 		{"StreamUploadOneInstance", (*suite).streamUploadOneInstance},
 		{"StreamSlowReader", (*suite).streamSlowReader},
+		{"StreamCreditBytes", (*suite).streamCreditBytes},
 		{"StreamFlush", (*suite).streamFlush},
 		{"StreamFieldsInFrame", (*suite).streamFieldsInFrame},
 		{"StreamTrailers", (*suite).streamTrailers},

@@ -1,0 +1,62 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"testing"
+)
+
+// TestCreditBytes: a sender waits for credit in parts and, once the
+// receiver grants it, in bytes: it starts a part only while the bytes it
+// sent are below the credit, and cuts large parts from then on.
+func TestCreditBytes(t *testing.T) {
+	done, cancel := context.WithCancel(context.Background())
+	cancel() // a wait that would block returns at once with this context
+	ctx := context.Background()
+	s := newStream(&mux{}, "s1")
+
+	// Before any credit in bytes: parts only (the implicit 16), small parts.
+	if got := s.partSize(100, 500); got != 100 {
+		t.Errorf("partSize before credit in bytes = %d, want the small size 100", got)
+	}
+	for seq := range int64(DefaultWindow) {
+		if err := s.waitCredit(ctx, seq, 1<<20, 0); err != nil {
+			t.Fatalf("part %d within the implicit window: %v", seq, err)
+		}
+	}
+	if err := s.waitCredit(done, DefaultWindow, 10, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("part %d beyond the window: %v, want to wait", DefaultWindow, err)
+	}
+
+	// The receiver grants 100 more parts and bytes up to 16 MiB + 1000:
+	// the bytes bind first.
+	sent := int64(DefaultWindow) << 20
+	s.grant(http.Header{HeaderCredit: {"116"}, HeaderCreditBytes: {"16778216"}})
+	if got := s.partSize(100, 500); got != 500 {
+		t.Errorf("partSize with credit in bytes = %d, want the large size 500", got)
+	}
+	if err := s.waitCredit(ctx, 16, 600, 0); err != nil { // starts at sent = 16 MiB < credit
+		t.Fatalf("part 16: %v", err)
+	}
+	if err := s.waitCredit(ctx, 17, 600, 0); err != nil { // starts at 16 MiB + 600 < credit
+		t.Fatalf("part 17: %v", err)
+	}
+	if err := s.waitCredit(done, 18, 1, 0); !errors.Is(err, context.Canceled) { // 16 MiB + 1200 ≥ credit
+		t.Fatalf("part 18 after %d bytes against a credit of %d: %v, want to wait", sent+1200, sent+1000, err)
+	}
+	// Credit never shrinks: a stale, lower grant changes nothing.
+	s.grant(http.Header{HeaderCredit: {"20"}, HeaderCreditBytes: {"5"}})
+	if err := s.waitCredit(done, 18, 1, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("part 18 after a lower grant: %v, want to wait", err)
+	}
+	s.grant(http.Header{HeaderCredit: {"116"}, HeaderCreditBytes: {"16778417"}})
+	if err := s.waitCredit(done, 18, 1, 0); err != nil {
+		t.Fatalf("part 18 after the grant grew past what was sent: %v", err)
+	}
+	// A grant without a valid part credit is ignored whole.
+	s.grant(http.Header{HeaderCreditBytes: {"99999999"}})
+	if err := s.waitCredit(done, 19, 1, 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("part 19 after a grant with no %s: %v, want to wait", HeaderCredit, err)
+	}
+}
