@@ -631,6 +631,9 @@ func (l *Listener) Close() error {
 // MaxMessageBytes implements transport.SizeLimiter.
 func (l *Listener) MaxMessageBytes() int64 { return l.cfg.maxMessageBytes() }
 
+// StreamPartBytes implements transport.PartSizer (see streamPartBytes).
+func (l *Listener) StreamPartBytes() int { return streamPartBytes }
+
 // State implements transport.StateReporter.
 func (l *Listener) State() transport.State { return l.sup.State() }
 

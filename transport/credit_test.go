@@ -60,3 +60,28 @@ func TestCreditBytes(t *testing.T) {
 		t.Fatalf("part 19 after a grant with no %s: %v, want to wait", HeaderCredit, err)
 	}
 }
+
+type sizedEndpoint struct{ part, max int }
+
+func (e sizedEndpoint) StreamPartBytes() int   { return e.part }
+func (e sizedEndpoint) MaxMessageBytes() int64 { return int64(e.max) }
+
+// TestLargePartBytes: the part size under credit in bytes is
+// LargePartBytes, or the backend's own (PartSizer), within its message
+// limit (SizeLimiter, less 1024 bytes for the headers of a part).
+func TestLargePartBytes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		endpoint any
+		want     int
+	}{
+		{"plain", struct{}{}, LargePartBytes},
+		{"PartSizer", sizedEndpoint{part: 100 << 10}, 100 << 10},
+		{"PartSizer below 1024", sizedEndpoint{part: 10}, 1024},
+		{"message limit", sizedEndpoint{part: 1 << 20, max: 300 << 10}, 300<<10 - 1024},
+	} {
+		if got := largePartBytes(tc.endpoint); got != tc.want {
+			t.Errorf("%s: largePartBytes = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

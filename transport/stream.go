@@ -70,8 +70,15 @@ var (
 func partBytes(endpoint any) int { return capPart(endpoint, DefaultPartBytes) }
 
 // largePartBytes is the part size for an endpoint once the receiver grants
-// credit in bytes: LargePartBytes, or less where the broker takes less.
-func largePartBytes(endpoint any) int { return capPart(endpoint, LargePartBytes) }
+// credit in bytes: LargePartBytes, or the backend's own size (PartSizer),
+// or less where the broker takes less.
+func largePartBytes(endpoint any) int {
+	n := LargePartBytes
+	if ps, ok := endpoint.(PartSizer); ok {
+		n = max(ps.StreamPartBytes(), 1024)
+	}
+	return capPart(endpoint, n)
+}
 
 func capPart(endpoint any, n int) int {
 	if sl, ok := endpoint.(SizeLimiter); ok {

@@ -221,6 +221,16 @@ type SizeLimiter interface {
 	MaxMessageBytes() int64
 }
 
+// PartSizer is implemented by a Streamer whose broker moves streams
+// faster in parts of another size than LargePartBytes once the receiver
+// grants credit in bytes (WIRE.md §7). The core cuts parts of at most
+// StreamPartBytes (and the SizeLimiter's bound) then.
+type PartSizer interface {
+	// StreamPartBytes returns the largest part body to cut under credit in
+	// bytes, in bytes; at least 1024.
+	StreamPartBytes() int
+}
+
 // State is a connection's health, for health checks (StateReporter).
 type State int
 
