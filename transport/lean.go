@@ -86,13 +86,15 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, service...)
 	dst = append(dst, "\r\n"...)
+	// As Request.Write: the emptiness test comes before the value is
+	// trimmed, so a value of blanks is sent as an empty field.
 	ua := "Go-http-client/1.1"
 	if _, has := r.Header["User-Agent"]; has {
-		ua = sanitizeValue(r.Header.Get("User-Agent"))
+		ua = r.Header.Get("User-Agent")
 	}
 	if ua != "" {
 		dst = append(dst, "User-Agent: "...)
-		dst = append(dst, ua...)
+		dst = append(dst, sanitizeValue(ua)...)
 		dst = append(dst, "\r\n"...)
 	}
 	dst = appendLength(dst, n, method)
