@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/httpbus/httpbus/internal/testtls"
+	"github.com/httpbus/httpbus/tcp"
 	"github.com/httpbus/httpbus/transport"
 )
 
@@ -28,12 +29,14 @@ func TestTLS(t *testing.T) {
 	authority := testtls.NewCA(t, "httpbus test CA")
 	srvCert := authority.Issue(t, "127.0.0.1")
 	ca, cert, key := authority.File, srvCert.CertFile, srvCert.KeyFile
-	addr := freeAddr(t)
 	ctx := context.Background()
-	l, err := transport.Listen(ctx, "tcp+tls://"+addr+"?tls_cert="+cert+"&tls_key="+key)
+	// Port 0: the listener takes a free port and tells it (no window for
+	// another process to take a port found free a moment before).
+	l, err := transport.Listen(ctx, "tcp+tls://127.0.0.1:0?tls_cert="+cert+"&tls_key="+key)
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := l.(*tcp.Listener).Addr().String()
 	srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "secure "+r.Host)
 	})}
