@@ -116,10 +116,11 @@
 // was sent meanwhile is lost, which the core detects by sequence numbers).
 // Send publishes to an inbox subject with the Message.Header entries as
 // NATS headers (Httpbus-Stream, Httpbus-Seq, Httpbus-End, Httpbus-Control,
-// Httpbus-Credit, Httpbus-Reply-To), after a max_payload check. The inbox
-// holds up to Config.InboxPendingBytes (DefaultInboxPendingBytes, 320 MiB)
-// not yet taken by ReceiveInbox; past it nats.go drops messages as a slow
-// consumer (logged; the core sees the gap). Close unsubscribes it.
+// Httpbus-Credit, Httpbus-Credit-Bytes, Httpbus-Reply-To), after a
+// max_payload check. The inbox holds up to Config.InboxPendingBytes
+// (DefaultInboxPendingBytes, 320 MiB) not yet taken by ReceiveInbox; past
+// it nats.go drops messages as a slow consumer (logged; the core sees the
+// gap). Close unsubscribes it.
 //
 // Listener.Reply with transport.Hold publishes the response (a stream's
 // first message) to the reply subject and keeps the request held, in

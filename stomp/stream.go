@@ -366,6 +366,7 @@ var stompNames = map[string]string{
 	transport.HeaderEnd:           "httpbus-end",
 	transport.HeaderControl:       "httpbus-control",
 	transport.HeaderCredit:        "httpbus-credit",
+	transport.HeaderCreditBytes:   "httpbus-credit-bytes",
 }
 
 // httpNames is stompNames reversed: canonical names without allocating.
