@@ -36,6 +36,9 @@ func TestCreditBytes(t *testing.T) {
 	if got := s.partSize(100, 500); got != 500 {
 		t.Errorf("partSize with credit in bytes = %d, want the large size 500", got)
 	}
+	if got := s.partSize(100, 60); got != 60 {
+		t.Errorf("partSize with credit in bytes and a backend's smaller size (PartSizer) = %d, want 60", got)
+	}
 	if err := s.waitCredit(ctx, 16, 600, 0); err != nil { // starts at sent = 16 MiB < credit
 		t.Fatalf("part 16: %v", err)
 	}

@@ -421,7 +421,7 @@ func (s *stream) partSize(small, large int) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.limitBytes >= 0 {
-		return max(small, large)
+		return large
 	}
 	return small
 }

@@ -60,9 +60,11 @@ const (
 	// parts whose sequence number is lower than this decimal value.
 	HeaderCredit = "Httpbus-Credit"
 	// HeaderCreditBytes carries the receiver's credit in bytes, next to
-	// HeaderCredit: the sender may start a part while the body bytes of
-	// the parts it sent in this direction (from part 0) are fewer than
-	// this decimal value. A receiver that counts parts only omits it.
+	// HeaderCredit (WIRE.md §7, flow control): the sender may start a part
+	// while the body bytes of the parts it sent in this direction (from
+	// part 0) are fewer than this decimal value. A receiver that counts
+	// parts only omits it; httpbus grants DefaultWindowBytes beyond what
+	// it consumed.
 	HeaderCreditBytes = "Httpbus-Credit-Bytes"
 )
 
