@@ -489,30 +489,71 @@ func (s *suite) streamServerKilled(t *testing.T) {
 	t.Logf("caller's Body.Read: %v", err)
 }
 
-// faultyListener drops or duplicates one response part sent with
-// Streamer.Send.
-type faultyListener struct {
-	transport.Listener
-	st    transport.Streamer
-	seq   string
-	dup   bool
-	fired atomic.Bool
+// tap wraps one end's Streamer for the tests that play a faulty or an
+// older peer. out sees each message the end sends and returns how many
+// times it goes out (0 loses it, 2 duplicates it); in sees each message
+// the end receives. Either may change the message; nil means unchanged,
+// once.
+type tap struct {
+	st  transport.Streamer
+	out func(*transport.Message) int
+	in  func(*transport.Message)
 }
 
-func (f *faultyListener) Inbox(ctx context.Context) (string, error) { return f.st.Inbox(ctx) }
-func (f *faultyListener) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return f.st.ReceiveInbox(ctx)
+func (p *tap) Inbox(ctx context.Context) (string, error) { return p.st.Inbox(ctx) }
+
+func (p *tap) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	m, err := p.st.ReceiveInbox(ctx)
+	p.received(m)
+	return m, err
 }
-func (f *faultyListener) Send(ctx context.Context, addr string, m *transport.Message) error {
-	if m.Header.Get(transport.HeaderSeq) == f.seq && !f.fired.Swap(true) {
-		if !f.dup {
-			return nil // lost
-		}
-		if err := f.st.Send(ctx, addr, m); err != nil {
+
+func (p *tap) Send(ctx context.Context, addr string, m *transport.Message) error {
+	for range p.sending(m) {
+		if err := p.st.Send(ctx, addr, m); err != nil {
 			return err
 		}
 	}
-	return f.st.Send(ctx, addr, m)
+	return nil
+}
+
+func (p *tap) sending(m *transport.Message) int {
+	if p.out == nil || m == nil {
+		return 1
+	}
+	return p.out(m)
+}
+
+func (p *tap) received(m *transport.Message) {
+	if p.in != nil && m != nil {
+		p.in(m)
+	}
+}
+
+// tapListener is a server's Listener whose stream side goes through a
+// tap; so does each response it Replies (a "continue", a response part
+// 0), which goes out once whatever out returns.
+type tapListener struct {
+	transport.Listener
+	*tap
+}
+
+func (l *tapListener) Reply(ctx context.Context, d *transport.Delivery, m *transport.Message, disp transport.Disposition) error {
+	l.sending(m)
+	return l.Listener.Reply(ctx, d, m, disp)
+}
+
+// tapConn is a caller's Conn whose stream side goes through a tap; so
+// does the reply to each Call.
+type tapConn struct {
+	transport.Conn
+	*tap
+}
+
+func (c *tapConn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
+	r, err := c.Conn.Call(ctx, service, m)
+	c.received(r)
+	return r, err
 }
 
 func (s *suite) streamFault(t *testing.T, dup bool) {
@@ -523,7 +564,17 @@ func (s *suite) streamFault(t *testing.T, dup bool) {
 		l.Close()
 		t.Skip("the backend carries HTTP natively (no parts to lose)")
 	}
-	fl := &faultyListener{Listener: l, st: st, seq: "3", dup: dup}
+	// Response part 3, sent with Streamer.Send, is lost or goes twice.
+	var fired atomic.Bool
+	fl := &tapListener{Listener: l, tap: &tap{st: st, out: func(m *transport.Message) int {
+		if m.Header.Get(transport.HeaderSeq) != "3" || fired.Swap(true) {
+			return 1
+		}
+		if dup {
+			return 2
+		}
+		return 0
+	}}}
 	srv := &transport.Server{Logger: Logger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(w, pattern(4, 4<<20))
 	})}
@@ -600,80 +651,40 @@ func (c *announcedConn) Call(ctx context.Context, service string, m *transport.M
 
 func (c *announcedConn) Close() error { return c.Conn.Close() }
 
-// creditPeer wraps one end's Streamer to play a peer from before credit in
-// bytes (WIRE.md §7, flow control): drop removes HeaderCreditBytes from
-// what the end sends (a receiver that counts parts only) or from what it
-// receives (a sender that ignores it). It records the largest part body
-// the end receives.
-type creditPeer struct {
-	st                transport.Streamer
-	dropOut, dropIn   bool
-	maxPart, partsGot atomic.Int64
-}
+// partSizes records the part bodies a tap's end receives: how many, and
+// the largest, in bytes.
+type partSizes struct{ n, max atomic.Int64 }
 
-func (p *creditPeer) out(m *transport.Message) {
-	if p.dropOut && m != nil {
-		delete(m.Header, transport.HeaderCreditBytes)
-	}
-}
-
-func (p *creditPeer) in(m *transport.Message) {
-	if m == nil {
+func (p *partSizes) record(m *transport.Message) {
+	if m.Header.Get(transport.HeaderSeq) == "" {
 		return
 	}
-	if p.dropIn {
-		delete(m.Header, transport.HeaderCreditBytes)
-	}
-	if m.Header.Get(transport.HeaderSeq) != "" {
-		p.partsGot.Add(1)
-		for n := int64(len(m.Body)); ; {
-			cur := p.maxPart.Load()
-			if n <= cur || p.maxPart.CompareAndSwap(cur, n) {
-				break
-			}
+	p.n.Add(1)
+	for n := int64(len(m.Body)); ; {
+		cur := p.max.Load()
+		if n <= cur || p.max.CompareAndSwap(cur, n) {
+			return
 		}
 	}
 }
 
-func (p *creditPeer) Inbox(ctx context.Context) (string, error) { return p.st.Inbox(ctx) }
-func (p *creditPeer) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	m, err := p.st.ReceiveInbox(ctx)
-	p.in(m)
-	return m, err
+// creditTap returns the tap hooks of an end that, when old, plays a peer
+// from before credit in bytes (WIRE.md §7, flow control): as the receiver
+// it leaves HeaderCreditBytes out of what it sends; as the sender it never
+// hears it. As the receiver it records its parts in sizes.
+func creditTap(st transport.Streamer, old, receiver bool, sizes *partSizes) *tap {
+	drop := func(m *transport.Message) { delete(m.Header, transport.HeaderCreditBytes) }
+	t := &tap{st: st}
+	if receiver {
+		t.in = sizes.record
+		if old {
+			t.out = func(m *transport.Message) int { drop(m); return 1 }
+		}
+	} else if old {
+		t.in = drop
+	}
+	return t
 }
-func (p *creditPeer) Send(ctx context.Context, addr string, m *transport.Message) error {
-	p.out(m)
-	return p.st.Send(ctx, addr, m)
-}
-
-// creditConn is a caller's Conn behind a creditPeer; the reply to Call
-// (a "continue" with credit) passes through it too.
-type creditConn struct {
-	transport.Conn
-	*creditPeer
-}
-
-func (c *creditConn) Call(ctx context.Context, service string, m *transport.Message) (*transport.Message, error) {
-	r, err := c.Conn.Call(ctx, service, m)
-	c.in(r)
-	return r, err
-}
-
-func (c *creditConn) Close() error { return c.Conn.Close() }
-
-// creditListener is a server's Listener behind a creditPeer; its Reply (a
-// "continue" with credit, or response part 0) passes through it too.
-type creditListener struct {
-	transport.Listener
-	*creditPeer
-}
-
-func (l *creditListener) Reply(ctx context.Context, d *transport.Delivery, m *transport.Message, disp transport.Disposition) error {
-	l.out(m)
-	return l.Listener.Reply(ctx, d, m, disp)
-}
-
-func (l *creditListener) Close() error { return l.Listener.Close() }
 
 // streamCreditBytes: a receiver grants credit in bytes, and a sender that
 // has it cuts parts of up to transport.LargePartBytes; with a peer that
@@ -704,9 +715,8 @@ func (s *suite) streamCreditBytes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			svc := unique("credit")
 			l := s.h.Listen(t, transport.ListenConfig{Service: svc})
-			// An old receiver drops the header from what it sends; an old
-			// sender never hears it.
-			sp := &creditPeer{st: l.(transport.Streamer), dropOut: tc.oldServer && tc.up, dropIn: tc.oldServer && !tc.up}
+			var sizes partSizes // at the receiver: the server up, the caller down
+			sp := creditTap(l.(transport.Streamer), tc.oldServer, tc.up, &sizes)
 			srv := &transport.Server{Logger: Logger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if tc.up {
 					uploadHandler(w, r)
@@ -714,16 +724,14 @@ func (s *suite) streamCreditBytes(t *testing.T) {
 				}
 				io.Copy(w, pattern(3, n))
 			})}
-			go srv.Serve(&creditListener{Listener: l, creditPeer: sp})
+			go srv.Serve(&tapListener{Listener: l, tap: sp})
 			t.Cleanup(func() { srv.Close() })
 			c := s.h.Dial(t)
 			t.Cleanup(func() { c.Close() })
-			cp := &creditPeer{st: c.(transport.Streamer), dropOut: tc.oldCaller && !tc.up, dropIn: tc.oldCaller && tc.up}
-			client := &http.Client{Transport: transport.NewRoundTripper(&creditConn{Conn: c, creditPeer: cp})}
-			receiver := cp // the end whose inbox takes the parts
+			cp := creditTap(c.(transport.Streamer), tc.oldCaller, !tc.up, &sizes)
+			client := &http.Client{Transport: transport.NewRoundTripper(&tapConn{Conn: c, tap: cp})}
 			if tc.up {
 				s.upload(t, client, svc, n, true)
-				receiver = sp
 			} else {
 				req, _ := http.NewRequestWithContext(s.ctx(t), "GET", "http://"+svc+"/", nil)
 				resp, err := client.Do(req)
@@ -736,8 +744,8 @@ func (s *suite) streamCreditBytes(t *testing.T) {
 					t.Fatalf("download: %d of %d bytes, err %v, same bytes %v", size, n, err, got == want)
 				}
 			}
-			maxPart := receiver.maxPart.Load()
-			t.Logf("%d parts at the receiver's inbox, the largest %d bytes", receiver.partsGot.Load(), maxPart)
+			maxPart := sizes.max.Load()
+			t.Logf("%d parts at the receiver, the largest %d bytes", sizes.n.Load(), maxPart)
 			if maxPart > transport.LargePartBytes {
 				t.Errorf("a part of %d bytes, over LargePartBytes (%d)", maxPart, transport.LargePartBytes)
 			}
