@@ -297,8 +297,8 @@ func (c *Conn) checkSize(m *transport.Message) error {
 // on the default exchange (mandatory, reply_to amq.rabbitmq.reply-to, a
 // fresh correlation id, expiration and Httpbus-Deadline from req.Deadline,
 // each entry of req.Header in the headers table) and waits for the first
-// reply, whose Header holds the reply's headers table (canonical keys). While the connection is down, Call waits for it
-// until ctx ends. Errors: transport.ErrNoResponders when no queue is bound
+// reply, whose Header holds the reply's headers table (canonical keys).
+// While the connection is down, Call waits for it until ctx ends. Errors: transport.ErrNoResponders when no queue is bound
 // (the broker returned the request), ErrTimeout when ctx's deadline passes,
 // ErrUnavailable when the connection is lost with the request in flight,
 // ErrTooLarge, ErrClosed.

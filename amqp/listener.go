@@ -386,10 +386,10 @@ func (l *Listener) exited() {
 // on a pool of worker goroutines (transport.PullWorkers) that read the
 // consumer's deliveries directly (at most the prefetch of them per
 // consumer, started as needed), instead of handing them to Receive, which
-// saves two goroutine handoffs and a goroutine per request. Receive still reports the end of the
-// Listener (transport.ErrClosed after Drain, once every worker is done).
-// With no prefetch limit (Config.Prefetch negative) deliveries keep going
-// through Receive.
+// saves two goroutine handoffs and a goroutine per request. Receive still
+// reports the end of the Listener (transport.ErrClosed after Drain, once
+// every worker is done). With no prefetch limit (Config.Prefetch negative)
+// deliveries keep going through Receive.
 func (l *Listener) Push(serve func(*transport.Delivery)) {
 	if serve != nil {
 		l.push.Store(&serve)

@@ -68,8 +68,9 @@
 // the topics it was given. A subscriber added later must be added to every
 // publisher's URL; a subscriber that is down misses the notification (the
 // publisher gets an error; nothing is retried or stored); with reuseport
-// each notification reaches one of the servers sharing the address. The caller's deadline travels in the Httpbus-Deadline
-// header (Unix milliseconds); a request without it (curl) has no deadline
+// each notification reaches one of the servers sharing the address. The
+// caller's deadline travels in the Httpbus-Deadline header (Unix
+// milliseconds); a request without it (curl) has no deadline
 // beyond the server's timeouts. A notification is an HTTP request with
 // method NOTIFY and the topic as Host, sent to each configured subscriber
 // address; its response is discarded (2xx counts as delivered).
