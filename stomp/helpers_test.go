@@ -20,7 +20,9 @@ import (
 	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreToxiproxy()...) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, append(brokertest.IgnoreToxiproxy(), brokertest.IgnoreGoStompUnsubscribeWait())...)
+}
 
 // broker is one of the two real STOMP brokers the tests run on.
 type broker struct {

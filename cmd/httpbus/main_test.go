@@ -24,7 +24,7 @@ import (
 	"github.com/httpbus/httpbus/transport"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreGoStompUnsubscribeWait()) }
 
 var serviceSeq atomic.Int64
 
