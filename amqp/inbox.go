@@ -323,7 +323,17 @@ func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) 
 	return sendInbox(ctx, g.ch, addr, m)
 }
 
+// SendCopiesBody implements transport.SendCopier: amqp091's Publish
+// writes the body's frames to the connection's buffered writer before it
+// returns (Channel.sendOpen, Connection.sendUnflushed), and keeps nothing.
+func (c *Conn) SendCopiesBody() bool { return true }
+
+// SendCopiesBody implements transport.SendCopier, as Conn.SendCopiesBody.
+func (l *Listener) SendCopiesBody() bool { return true }
+
 var (
-	_ transport.Streamer = (*Conn)(nil)
-	_ transport.Streamer = (*Listener)(nil)
+	_ transport.Streamer   = (*Conn)(nil)
+	_ transport.Streamer   = (*Listener)(nil)
+	_ transport.SendCopier = (*Conn)(nil)
+	_ transport.SendCopier = (*Listener)(nil)
 )

@@ -347,6 +347,11 @@ func (e *endpoint) Send(ctx context.Context, addr string, m *transport.Message) 
 	return err
 }
 
+// SendCopiesBody implements transport.SendCopier: Send publishes at QoS 0,
+// which paho writes to the connection before Publish returns
+// (paho.Client.PublishWithOptions), keeping nothing to resend.
+func (e *endpoint) SendCopiesBody() bool { return true }
+
 // ReceiveInbox implements transport.Streamer: the next message published
 // to the inbox, user properties in Header (canonical keys), ContentType
 // and Deadline set. Errors: ctx's error, transport.ErrClosed after Close.

@@ -136,6 +136,11 @@ func (c *Conn) Send(ctx context.Context, addr string, m *transport.Message) erro
 	return send(ctx, c.limit, addr, m)
 }
 
+// SendCopiesBody implements transport.SendCopier: nats.go's PublishMsg
+// copies the payload into the connection's write buffer (or, while
+// reconnecting, its pending buffer) before it returns.
+func (c *Conn) SendCopiesBody() bool { return true }
+
 // Close implements transport.Conn. It unsubscribes the stream inbox. A
 // Conn opened from a URL closes its connection (flushing what was
 // published); one from NewConn leaves it to the caller.

@@ -455,6 +455,9 @@ func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) 
 	return send(ctx, l.limit, addr, m)
 }
 
+// SendCopiesBody implements transport.SendCopier, as Conn.SendCopiesBody.
+func (l *Listener) SendCopiesBody() bool { return true }
+
 func (l *Listener) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()

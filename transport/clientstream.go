@@ -339,11 +339,12 @@ func validMethod(m string) bool {
 // size bytes, or of large bytes once the server grants credit in bytes.
 func sendRequestBody(ctx context.Context, s *stream, req *http.Request, rest []byte, size, large int) {
 	defer closeBody(req)
-	pw := &partWriter{size: func() int { return s.partSize(size, large) }, seq: 1, send: func(b []byte, seq int64, end bool) error {
+	copies := sendCopies(s.mx.st)
+	pw := &partWriter{size: func() int { return s.partSize(size, large) }, seq: 1, send: func(b []byte, seq int64, end bool) (bool, error) {
 		if err := s.waitCredit(ctx, seq, len(b), 0); err != nil {
-			return err
+			return false, err
 		}
-		return s.mx.st.Send(ctx, s.peerAddr(), &Message{Body: b, ContentType: MediaType, Header: partHeader(s.id, seq, end)})
+		return copies, s.mx.st.Send(ctx, s.peerAddr(), &Message{Body: b, ContentType: MediaType, Header: partHeader(s.id, seq, end)})
 	}}
 	chunked := req.ContentLength <= 0 // 0 with a body: unknown, as in net/http
 	var enc io.Writer = pw

@@ -88,3 +88,53 @@ func TestLargePartBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestPartWriterReuse: a part writer whose send is done with each body
+// (SendCopier) cuts every part into one buffer; one whose send may keep a
+// body gets a new buffer per part, so a kept body never changes. Either
+// way the parts carry the bytes written, in order; a change of part size
+// takes a new buffer.
+func TestPartWriterReuse(t *testing.T) {
+	for _, done := range []bool{true, false} {
+		var kept, copied [][]byte
+		size := 4
+		w := &partWriter{size: func() int { return size }, send: func(b []byte, seq int64, end bool) (bool, error) {
+			kept = append(kept, b)
+			copied = append(copied, append([]byte(nil), b...))
+			return done, nil
+		}}
+		w.Write([]byte("abcdefgh")) // two full parts of 4
+		size = 3
+		w.Write([]byte("ijklmn")) // two of 3
+		w.Write([]byte("op"))
+		if err := w.flush(true); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"abcd", "efgh", "ijk", "lmn", "op"}
+		if len(copied) != len(want) {
+			t.Fatalf("done=%v: %d parts %q, want %q", done, len(copied), copied, want)
+		}
+		for i, p := range copied {
+			if string(p) != want[i] {
+				t.Errorf("done=%v: part %d sent as %q, want %q", done, i, p, want[i])
+			}
+		}
+		same := func(i, j int) bool { return &kept[i][:1][0] == &kept[j][:1][0] }
+		if got := same(0, 1); got != done {
+			t.Errorf("done=%v: parts 0 and 1 in one buffer: %v", done, got)
+		}
+		if got := same(2, 3) && same(3, 4); got != done {
+			t.Errorf("done=%v: parts 2, 3 and 4 in one buffer: %v", done, got)
+		}
+		if same(1, 2) {
+			t.Errorf("done=%v: part 2 (size 3) reused part 1's buffer (size 4)", done)
+		}
+		if !done {
+			for i, p := range kept {
+				if string(p) != want[i] {
+					t.Errorf("kept part %d changed to %q, want %q", i, p, want[i])
+				}
+			}
+		}
+	}
+}

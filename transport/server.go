@@ -824,8 +824,10 @@ func (w *responseWriter) startStream() error {
 	if err := writeHead(&b, w.status, h); err != nil {
 		return err
 	}
-	rs.pw = &partWriter{size: w.ex.partSize, send: func(body []byte, seq int64, end bool) error {
-		return w.ex.sendPart(w.ctx, body, seq, end)
+	// Part 0 may go as a Reply, which SendCopier does not cover.
+	copies := sendCopies(w.ex.st)
+	rs.pw = &partWriter{size: w.ex.partSize, send: func(body []byte, seq int64, end bool) (bool, error) {
+		return copies && seq > 0, w.ex.sendPart(w.ctx, body, seq, end)
 	}}
 	w.rs = rs
 	if _, err := rs.pw.Write(b.Bytes()); err != nil {

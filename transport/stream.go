@@ -609,12 +609,17 @@ func (r *partsReader) finish(br *bufio.Reader) error {
 // partWriter cuts the bytes of an outgoing HTTP message into parts of at
 // most size() bytes (asked as each part starts), each sent by send (which
 // waits for credit).
+//
+// send reports whether the callee is done with body when it returns
+// (SendCopier); the writer then reuses the buffer for a later part of the
+// same size.
 type partWriter struct {
-	buf  []byte
-	size func() int
-	seq  int64
-	send func(body []byte, seq int64, end bool) error
-	err  error
+	buf   []byte
+	spare []byte // a sent part's buffer, free to reuse
+	size  func() int
+	seq   int64
+	send  func(body []byte, seq int64, end bool) (done bool, err error)
+	err   error
 }
 
 func (w *partWriter) Write(p []byte) (int, error) {
@@ -624,7 +629,11 @@ func (w *partWriter) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if w.buf == nil {
-			w.buf = make([]byte, 0, w.size())
+			if n := w.size(); cap(w.spare) == n {
+				w.buf, w.spare = w.spare[:0], nil
+			} else {
+				w.buf = make([]byte, 0, n)
+			}
 		}
 		k := min(len(p), cap(w.buf)-len(w.buf))
 		w.buf = append(w.buf, p[:k]...)
@@ -648,12 +657,23 @@ func (w *partWriter) flush(end bool) error {
 	}
 	b := w.buf
 	w.buf = nil
-	if err := w.send(b, w.seq, end); err != nil {
+	done, err := w.send(b, w.seq, end)
+	if err != nil {
 		w.err = err
 		return err
 	}
+	if done {
+		w.spare = b
+	}
 	w.seq++
 	return nil
+}
+
+// sendCopies reports whether st's Send is done with a body when it returns
+// (SendCopier).
+func sendCopies(st Streamer) bool {
+	sc, ok := st.(SendCopier)
+	return ok && sc.SendCopiesBody()
 }
 
 func partHeader(id string, seq int64, end bool) http.Header {

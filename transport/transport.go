@@ -233,6 +233,19 @@ type PartSizer interface {
 	StreamPartBytes() int
 }
 
+// SendCopier is implemented by a Streamer whose Send is done with
+// Message.Body once it returns: the broker client has copied the bytes or
+// written them out. Message's ownership rule lets a callee keep Body; a
+// SendCopier promises it does not, so the core cuts a stream's parts into
+// one buffer that it reuses from part to part instead of allocating one
+// per part (a 512 KiB allocation each, which sets the garbage collector's
+// pace on a stream).
+type SendCopier interface {
+	// SendCopiesBody reports whether every Send is done with Message.Body
+	// when it returns.
+	SendCopiesBody() bool
+}
+
 // State is a connection's health, for health checks (StateReporter).
 type State int
 
