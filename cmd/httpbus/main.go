@@ -71,8 +71,8 @@
 // on both sides, so neither process holds it. bench prints MB/s per
 // direction, the process's idle and peak RSS, and with -raw the broker's
 // bare publish throughput for the same bytes in the same run (messages of
-// -raw-msg, default 1 MiB, to a subscriber that counts them) and the
-// ratio httpbus/raw. -memprofile writes a heap profile taken at the
+// -raw-msg, default 1 MiB, generated as the stream's are, to a subscriber
+// that checks and counts them) and the ratio httpbus/raw. -memprofile writes a heap profile taken at the
 // largest live heap.
 //
 // # gateway

@@ -125,6 +125,41 @@ func TestBenchStreamUsage(t *testing.T) {
 	r.want(t, exitUsage, "no raw publisher")
 }
 
+// TestPublishAllChecks: publishAll generates each message at its offset
+// and the counter checks what arrives against the generator, so a raw
+// transfer that arrives changed fails, whether publishAll reuses one buffer
+// or gives each message its own.
+func TestPublishAllChecks(t *testing.T) {
+	const size = 3<<10 + 5
+	for _, tc := range []struct {
+		name    string
+		buf     []byte
+		corrupt int64 // offset of the byte the "broker" changes; -1 none
+	}{
+		{"reused buffer", make([]byte, 1000), -1},
+		{"buffer per message", nil, -1},
+		{"changed byte", make([]byte, 1000), 2500},
+	} {
+		var c byteCounter
+		off := int64(0)
+		err := publishAll(t.Context(), &c, size, 1000, tc.buf, func(id string, b []byte) error {
+			got := append([]byte(nil), b...)
+			if i := tc.corrupt - off; i >= 0 && i < int64(len(got)) {
+				got[i] ^= 1
+			}
+			off += int64(len(b))
+			c.add(id, got)
+			return nil
+		}, nil, nil)
+		switch {
+		case tc.corrupt < 0 && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.corrupt >= 0 && (err == nil || !strings.Contains(err.Error(), fmt.Sprintf("from byte %d", tc.corrupt))):
+			t.Errorf("%s: err = %v, want the difference at byte %d", tc.name, err, tc.corrupt)
+		}
+	}
+}
+
 // TestRawStreamers publishes 3 MiB and a bit through each broker's raw
 // publisher, twice (the second transfer must not count the first's).
 func TestRawStreamers(t *testing.T) {

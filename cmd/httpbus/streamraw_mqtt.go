@@ -12,8 +12,9 @@ func init() { rawStreamOpeners["mqtt"] = openRawMQTTPublish }
 
 // rawMQTTPublish: paho.golang Publish at QoS 0 (as httpbus's mqtt backend
 // sends stream parts to an inbox) on one connection, a QoS 0 subscription
-// on another that counts; the transfer id is the topic's last level. Both
-// connections are dialled with TCP_QUICKACK, as httpbus dials them.
+// on another that checks and counts; the transfer id is the topic's last
+// level. Both connections are dialled with TCP_QUICKACK, as httpbus dials
+// them.
 type rawMQTTPublish struct {
 	pub, sub *paho.Client
 	topic    string
@@ -27,7 +28,7 @@ func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchC
 	r := &rawMQTTPublish{topic: "httpbus-bench-rawstream/" + name + "/" + strings.ReplaceAll(runID, ".", "-")}
 	var err error
 	r.sub, err = connectPaho(ctx, u, "rawstream-sub-"+name+"-"+runID, cfg, func(pr paho.PublishReceived) (bool, error) {
-		r.c.add(pr.Packet.Topic[strings.LastIndexByte(pr.Packet.Topic, '/')+1:], len(pr.Packet.Payload))
+		r.c.add(pr.Packet.Topic[strings.LastIndexByte(pr.Packet.Topic, '/')+1:], pr.Packet.Payload)
 		return true, nil
 	}, r.topic+"/+", 0)
 	if err != nil {
@@ -40,7 +41,7 @@ func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchC
 	}
 	r.broker = version.ask(ctx, r.pub, cfg.Timeout)
 	r.msg = rawMsgBytes(cfg, 0)
-	r.buf = genBytes(r.msg)
+	r.buf = make([]byte, r.msg) // paho writes a QoS 0 publish before returning
 	return r, nil
 }
 
@@ -54,7 +55,7 @@ func (r *rawMQTTPublish) Transfer(ctx context.Context, size int64) error {
 
 func (r *rawMQTTPublish) MsgBytes() int { return r.msg }
 func (r *rawMQTTPublish) Describe() string {
-	return "paho.golang Publish (QoS 0), a QoS 0 subscription on a second connection counting bytes"
+	return "paho.golang Publish (QoS 0), a QoS 0 subscription on a second connection checking and counting the bytes"
 }
 func (r *rawMQTTPublish) Broker() string { return r.broker }
 func (r *rawMQTTPublish) Close() error {
