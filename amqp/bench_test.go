@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
@@ -24,7 +25,12 @@ const benchPayload = 256
 // Listener → Server → handler and back) next to bare amqp091 doing the same
 // exchange (direct reply-to, correlation ids, manual acks, a goroutine per
 // request on the server), in one run: serially and with 64 requests in
-// flight.
+// flight. raw-shaped is that bare amqp091 exchange carrying what httpbus's
+// messages carry (the request and response frames, content type
+// application/x-httpbus, the Httpbus-Deadline header and a per-message TTL
+// for the deadline) with no http.Client, codec or Server: what RabbitMQ
+// and amqp091 cost for httpbus's messages before any httpbus code runs
+// (BENCHMARKS.md "Floors").
 func BenchmarkRequestReply256(b *testing.B) {
 	url := brokertest.AMQP(b)
 	payload := bytes.Repeat([]byte("x"), benchPayload)
@@ -34,7 +40,8 @@ func BenchmarkRequestReply256(b *testing.B) {
 			name = "inflight" + strconv.Itoa(par)
 		}
 		b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, url, payload, par) })
-		b.Run("raw-amqp091/"+name, func(b *testing.B) { benchRaw(b, url, payload, par) })
+		b.Run("raw-amqp091/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, false) })
+		b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, true) })
 	}
 }
 
@@ -108,8 +115,13 @@ func benchHTTPBus(b *testing.B, url string, payload []byte, par int) {
 	})
 }
 
-func benchRaw(b *testing.B, url string, payload []byte, par int) {
+func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 	queue := unique("rawbench")
+	reqBody, respBody, ct := payload, payload, ""
+	if shaped {
+		reqBody, respBody = shapedFrames(b, payload)
+		ct = transport.MediaType
+	}
 	// Server: manual acks, reply then ack, a goroutine per delivery.
 	sconn, err := amqp091.Dial(url)
 	if err != nil {
@@ -133,7 +145,11 @@ func benchRaw(b *testing.B, url string, payload []byte, par int) {
 			swg.Add(1)
 			go func() {
 				defer swg.Done()
-				sch.Publish("", d.ReplyTo, false, false, amqp091.Publishing{CorrelationId: d.CorrelationId, Body: d.Body})
+				reply := amqp091.Publishing{CorrelationId: d.CorrelationId, Body: d.Body}
+				if shaped {
+					reply = amqp091.Publishing{ContentType: ct, CorrelationId: d.CorrelationId, DeliveryMode: amqp091.Transient, Body: respBody}
+				}
+				sch.Publish("", d.ReplyTo, false, false, reply)
 				d.Ack(false)
 			}()
 		}
@@ -177,12 +193,37 @@ func benchRaw(b *testing.B, url string, payload []byte, par int) {
 		mu.Lock()
 		pending[id] = ch
 		mu.Unlock()
-		if err := cch.Publish("", queue, true, false, amqp091.Publishing{CorrelationId: id, ReplyTo: amqp.DirectReplyTo, Body: payload}); err != nil {
+		pub := amqp091.Publishing{CorrelationId: id, ReplyTo: amqp.DirectReplyTo, Body: reqBody}
+		if shaped {
+			dl := time.Now().Add(transport.DefaultReplyTimeout)
+			pub.ContentType, pub.DeliveryMode = ct, amqp091.Transient
+			pub.Headers = amqp091.Table{transport.HeaderDeadline: transport.FormatDeadline(dl)}
+			pub.Expiration = strconv.FormatInt(transport.DefaultReplyTimeout.Milliseconds(), 10)
+		}
+		if err := cch.Publish("", queue, true, false, pub); err != nil {
 			return err
 		}
-		if got := <-ch; len(got) != len(payload) {
+		if got := <-ch; len(got) != len(respBody) {
 			b.Errorf("%d bytes back", len(got))
 		}
 		return nil
 	})
+}
+
+// shapedFrames returns the request frame httpbus sends for a POST of
+// payload to /echo and the response frame of its echo.
+func shapedFrames(b *testing.B, payload []byte) (req, resp []byte) {
+	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(payload))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Header.Set("Content-Type", "application/octet-stream")
+	if req, err = transport.EncodeRequest(r, "bench", payload); err != nil {
+		b.Fatal(err)
+	}
+	resp, err = transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, payload, http.MethodPost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return req, resp
 }
