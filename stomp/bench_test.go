@@ -25,8 +25,14 @@ const benchPayload = 256
 // RoundTripper → stomp.Conn → broker → stomp.Listener → transport.Server →
 // handler) and through raw go-stomp (SEND with reply-to a temp queue and a
 // correlation-id; the responder acks client-individual after replying, as
-// httpbus does; raw-deadline adds httpbus's deadline headers), sequentially
-// and with 16 callers in flight.
+// httpbus does), sequentially and with 16 callers in flight. raw-shaped is
+// that bare go-stomp exchange carrying what httpbus's messages carry (the
+// request and response frames as bodies, content-type
+// application/x-httpbus, httpbus-version, and the deadline headers:
+// httpbus-deadline plus expires on ActiveMQ or expiration on RabbitMQ),
+// with no http.Client, codec or Server: what the broker and go-stomp cost
+// for httpbus's messages before any httpbus code runs (BENCHMARKS.md
+// "Floors").
 //
 //	go test -run '^$' -bench RequestReply -benchtime 3s ./stomp/
 func BenchmarkRequestReply(b *testing.B) {
@@ -40,7 +46,7 @@ func BenchmarkRequestReply(b *testing.B) {
 				}
 				b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, br, addr, par) })
 				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, false) })
-				b.Run("raw-deadline/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, true) })
+				b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, true) })
 			}
 		})
 	}
@@ -138,16 +144,21 @@ func rawDial(b testing.TB, addr string) *stompgo.Conn {
 	return c
 }
 
-// benchRaw is bare go-stomp request/reply; with deadline, each request also
-// carries the deadline headers httpbus sends (httpbus-deadline plus expires
-// on ActiveMQ or expiration on RabbitMQ), to tell their cost at the broker
-// from httpbus's own.
-func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
+// benchRaw is bare go-stomp request/reply; shaped, each message carries
+// what httpbus's does (see BenchmarkRequestReply), to tell their cost at the
+// broker from httpbus's own.
+func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 	j := newJanitor(b, br)
 	svc := unique("rawbench")
 	j.service(svc)
 	dest := "/queue/" + svc
+	payload := bytes.Repeat([]byte("q"), benchPayload)
 	answer := bytes.Repeat([]byte("r"), benchPayload)
+	ct := "application/octet-stream"
+	if shaped {
+		payload, answer = shapedFrames(b, payload, answer)
+		ct = transport.MediaType
+	}
 
 	// Responder: client-individual ack after the reply, prefetch 64.
 	sc := rawDial(b, addr)
@@ -164,8 +175,11 @@ func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
 			if m.Err != nil {
 				continue
 			}
-			sc.Send(m.Header.Get("reply-to"), "application/octet-stream", answer,
-				stompgo.SendOpt.Header("correlation-id", m.Header.Get("correlation-id")))
+			opts := []func(*frame.Frame) error{stompgo.SendOpt.Header("correlation-id", m.Header.Get("correlation-id"))}
+			if shaped {
+				opts = append(opts, stompgo.SendOpt.Header("httpbus-version", transport.Version))
+			}
+			sc.Send(m.Header.Get("reply-to"), ct, answer, opts...)
 			sc.Ack(m)
 		}
 	}()
@@ -209,7 +223,6 @@ func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
 		cc.Disconnect()
 		cwg.Wait()
 	}()
-	payload := bytes.Repeat([]byte("q"), benchPayload)
 	var seq atomic.Int64
 	b.SetBytes(2 * benchPayload)
 	b.ReportAllocs()
@@ -220,21 +233,22 @@ func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
 		pending[id] = ch
 		mu.Unlock()
 		opts := []func(*frame.Frame) error{stompgo.SendOpt.Header("reply-to", replyTo), stompgo.SendOpt.Header("correlation-id", id)}
-		if deadline {
+		if shaped {
 			dl := time.Now().Add(10 * time.Second)
-			opts = append(opts, stompgo.SendOpt.Header("httpbus-deadline", strconv.FormatInt(dl.UnixMilli(), 10)))
+			opts = append(opts, stompgo.SendOpt.Header("httpbus-version", transport.Version),
+				stompgo.SendOpt.Header("httpbus-deadline", strconv.FormatInt(dl.UnixMilli(), 10)))
 			if br.dialect == stomp.DialectRabbitMQ {
 				opts = append(opts, stompgo.SendOpt.Header("expiration", "10000"))
 			} else {
 				opts = append(opts, stompgo.SendOpt.Header("expires", strconv.FormatInt(dl.UnixMilli(), 10)))
 			}
 		}
-		if err := cc.Send(dest, "application/octet-stream", payload, opts...); err != nil {
+		if err := cc.Send(dest, ct, payload, opts...); err != nil {
 			return err
 		}
 		select {
 		case body := <-ch:
-			if len(body) != benchPayload {
+			if len(body) != len(answer) {
 				return &benchError{200, int64(len(body))}
 			}
 			return nil
@@ -242,4 +256,22 @@ func benchRaw(b *testing.B, br broker, addr string, par int, deadline bool) {
 			return context.DeadlineExceeded
 		}
 	})
+}
+
+// shapedFrames returns the request frame httpbus sends for a POST of req to
+// /echo and the response frame of an answer resp.
+func shapedFrames(b *testing.B, req, resp []byte) (reqFrame, respFrame []byte) {
+	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(req))
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Header.Set("Content-Type", "application/octet-stream")
+	if reqFrame, err = transport.EncodeRequest(r, "bench", req); err != nil {
+		b.Fatal(err)
+	}
+	respFrame, err = transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, resp, http.MethodPost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return reqFrame, respFrame
 }
