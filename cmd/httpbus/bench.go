@@ -227,7 +227,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Label, "label", "", "backend `name` for the -md row (default the URL scheme)")
 	fs.IntVar(&cfg.Requests, "n", 0, "stop each measured phase after `N` calls (0: run for -d); with -c 1 -warmup 0 for memory measurements")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile (allocations of the whole run) to `file`")
-	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the measured rounds to `file`, its samples labelled runner=httpbus or runner=raw (go tool pprof -tagfocus)")
 	fs.IntVar(&cfg.BrokerPID, "broker-pid", 0, "also report the CPU time per request of this broker `process` (Linux /proc; same machine)")
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace (runtime/trace; go tool trace) of the measured rounds to `file`")
 	fs.StringVar(&cfg.Stream, "stream", "", "stream one -size body `up|down|both` (POST /upload, GET /download; -n transfers per round, -raw: raw publish MB/s)")
@@ -465,7 +465,17 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	body := payload(cfg.Size)
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	service, conn, stop, err := benchTarget(ctx, cfg, logger)
+	// Each runner's goroutines, those its clients and servers start
+	// included, carry the pprof label runner=httpbus or runner=raw, so that
+	// one -cpuprofile splits by runner (go tool pprof -tagfocus runner=raw).
+	var (
+		service string
+		conn    transport.Conn
+		stop    func()
+	)
+	pprof.Do(ctx, runnerLabel("httpbus"), func(ctx context.Context) {
+		service, conn, stop, err = benchTarget(ctx, cfg, logger)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -479,7 +489,10 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	}{{hb, rep.Httpbus}}
 
 	if open != nil {
-		rr, err := open(ctx, u, cfg.Service, body, cfg)
+		var rr rawRunner
+		pprof.Do(ctx, runnerLabel("raw"), func(ctx context.Context) {
+			rr, err = open(ctx, u, cfg.Service, body, cfg)
+		})
 		if err != nil {
 			return nil, fmt.Errorf("raw %s: %w", scheme, err)
 		}
@@ -523,7 +536,9 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	for i := 0; i < rep.Rounds && ctx.Err() == nil; i++ {
 		for _, p := range phases {
 			b0 := processCPU(cfg.BrokerPID)
-			measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, cfg.Requests, p.res)
+			pprof.Do(ctx, runnerLabel(p.res.Name), func(ctx context.Context) {
+				measure(ctx, p.r, cfg.Callers, roundDur, cfg.Timeout, cfg.Requests, p.res)
+			})
 			p.res.brokerCPU += processCPU(cfg.BrokerPID) - b0
 		}
 	}
@@ -541,6 +556,9 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	}
 	return rep, nil
 }
+
+// runnerLabel is the pprof label set of a runner's goroutines.
+func runnerLabel(name string) pprof.LabelSet { return pprof.Labels("runner", name) }
 
 func rawSchemes() []string {
 	var out []string

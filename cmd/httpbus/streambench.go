@@ -319,7 +319,15 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		heap = startPeakHeap()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	service, conn, stop, err := benchTarget(ctx, cfg, logger)
+	// pprof labels runner=httpbus and runner=raw, as bench's.
+	var (
+		service string
+		conn    transport.Conn
+		stop    func()
+	)
+	pprof.Do(ctx, runnerLabel("httpbus"), func(ctx context.Context) {
+		service, conn, stop, err = benchTarget(ctx, cfg, logger)
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +349,10 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 
 	var raw rawStreamer
 	if open != nil {
-		if raw, err = open(ctx, u, cfg.Service, cfg); err != nil {
+		pprof.Do(ctx, runnerLabel("raw"), func(ctx context.Context) {
+			raw, err = open(ctx, u, cfg.Service, cfg)
+		})
+		if err != nil {
 			return nil, fmt.Errorf("raw %s: %w", scheme, err)
 		}
 		defer raw.Close()
@@ -353,12 +364,15 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 	}
 	defer stopProfiles()
 	size := int64(cfg.Size)
-	timed := func(f func(context.Context, int64) error) (time.Duration, error) {
+	timed := func(runner string, f func(context.Context, int64) error) (d time.Duration, err error) {
 		tctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
-		t0 := time.Now()
-		err := f(tctx, size)
-		return time.Since(t0), err
+		pprof.Do(tctx, runnerLabel(runner), func(tctx context.Context) {
+			t0 := time.Now()
+			err = f(tctx, size)
+			d = time.Since(t0)
+		})
+		return d, err
 	}
 	note := func(errs *int, first *string, err error) {
 		*errs++
@@ -370,7 +384,7 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 	for round := 0; round < cfg.Rounds && ctx.Err() == nil; round++ {
 		for range transfers {
 			if cfg.Stream == "up" || cfg.Stream == "both" {
-				d, err := timed(sc.up)
+				d, err := timed("httpbus", sc.up)
 				if err != nil {
 					note(&rep.Errors, &rep.FirstError, fmt.Errorf("up: %w", err))
 				} else {
@@ -379,7 +393,7 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 				}
 			}
 			if cfg.Stream == "down" || cfg.Stream == "both" {
-				d, err := timed(sc.down)
+				d, err := timed("httpbus", sc.down)
 				if err != nil {
 					note(&rep.Errors, &rep.FirstError, fmt.Errorf("down: %w", err))
 				} else {
@@ -395,7 +409,7 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 			continue
 		}
 		for range transfers {
-			d, err := timed(raw.Transfer)
+			d, err := timed("raw", raw.Transfer)
 			if err != nil {
 				note(&rep.RawErrors, &rep.RawError, err)
 			} else {
