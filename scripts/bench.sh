@@ -496,18 +496,40 @@ commands given.
   0.53 writes per call against 0.66 and 0.24 for raw). p50 at 1 caller: the
   codec floor alone (6–7.6 µs) is most of the 10 µs that 1.15× of raw's
   ~65 µs allows.
-- **amqp and stomp**: not shown out of reach. The broker column puts most of
-  the cost per call in the broker (RabbitMQ ~70 µs per raw call, ~100 per
-  httpbus call in a trial on 2026-12-01), so the core's floor is a smaller
-  share there; the difference in the broker's own cost per call is the open
-  question (httpbus's request adds a headers table, a per-message TTL for its
-  deadline and the mandatory flag, and runs at a lower rate, so with less
-  batching).
-- **Streams ≥ 0.8 of raw publish** (missed on nats and stomp; amqp, mqtt and
-  tcp meet it): raw publish has no flow control, and it sends one buffer
-  generated once to a subscriber that only counts; a stream holds at most
-  2.5 MiB in flight per direction, and the bench generates and checks every
-  byte at its two ends. A sweep on 2026-12-01 (a build taking part size and
+- **amqp** (\`go test -c ./amqp/\`, then \`-test.bench
+  'RequestReply256/.*/inflight' -test.benchtime 2s\` six times, 64 in
+  flight; geometric mean): \`raw-shaped\` — bare amqp091 carrying httpbus's
+  messages (the request and response frames, content type
+  \`application/x-httpbus\`, the \`Httpbus-Deadline\` header table and the
+  per-message TTL of the deadline) with no http.Client, codec or Server —
+  runs at **0.85 of raw**'s rate (76997 against 65631 ns/op; six runs
+  0.63–1.02), below the 0.90 target before any httpbus code runs; httpbus
+  ran at 1.03× raw-shaped's rate (74465 ns/op). Serial (five runs):
+  raw-shaped takes **1.11×** raw's time per call (192.6 against 173.9 µs),
+  over the 1.10 p50 target; httpbus 1.16× (1.05× raw-shaped). The cost is
+  in the message's shape at RabbitMQ and amqp091, not in httpbus's code; a
+  trial splitting the headers table from the TTL (four variants, six runs
+  each) was lost in this machine's noise.
+- **stomp** (\`go test -c ./stomp/\`, \`-test.bench
+  'RequestReply/.*/.*/parallel' -test.benchtime 2s\` five times, 16 in
+  flight): not out of reach. \`raw-shaped\` (frames as bodies,
+  \`content-type\`, \`httpbus-version\`, the deadline headers) runs at 0.96
+  of raw on ActiveMQ and 1.02 on RabbitMQ: the brokers pay nothing
+  measurable for httpbus's message shape, so the gap to raw on STOMP is
+  httpbus's own (the core path, the filter in front of go-stomp on
+  ActiveMQ, go-stomp's per-header unescaping of httpbus's extra headers).
+- **Streams ≥ 0.8 of raw publish** (missed on stomp; see the table below
+  for this run): raw publish has no flow control; a stream holds at most
+  2.5 MiB in flight per direction (3 MiB on stomp over RabbitMQ). The
+  caller's and server's work per byte is not the gap: with the CPU profile
+  split by runner (\`bench -stream both -raw -cpuprofile\`, pprof label
+  \`runner\`), RabbitMQ STOMP streams took 1.64 ms of process CPU per MiB
+  moved against 1.56 for raw publish. What is left is the window and the
+  broker: a trial with 1 MiB parts and a 4 MiB window reached 0.75–0.82 on
+  RabbitMQ STOMP and 0.68–0.81 on ActiveMQ (against 0.62–0.68 and 0.54–0.73
+  with 512 KiB parts and 2 MiB), at twice the memory per stream. A sweep on
+  2026-12-01, when raw publish still resent one buffer to a subscriber that
+  only counted (a build taking part size and
   window from the environment; \`httpbus bench -stream both -raw\`, MB/s up/down
   against raw publish in the same run): RabbitMQ STOMP, 128 KiB × 16 parts
   400/397, 512 KiB × 4 (2 MiB, as credit in bytes now does) 471/474, 1 MiB × 4
@@ -547,7 +569,7 @@ $(cat "$rssrows")
 One body of $stream_size B through the stream protocol (issue 10, WIRE.md §7:
 a credit window of 16 parts and, between httpbus peers, of 2 MiB in bytes;
 parts of at most 128 KiB, then of 512 KiB once the receiver grants credit in
-bytes, issue 13), up (\`POST /upload\`: the handler
+bytes — 128 KiB on amqp, 1 MiB on stomp over RabbitMQ — issue 13), up (\`POST /upload\`: the handler
 reads, counts and CRC-32C-checks it) and down (\`GET /download?n=…\`: the handler
 writes it in 32 KiB writes; the caller checks every byte). The body is
 generated and checked on the fly, never held whole. Server and caller are
@@ -561,17 +583,23 @@ each under \`/usr/bin/time -v\`:
   sides there, against the same 16 MiB.
 - *httpbus MB/s*: a third pair moving the body up and down in
   $stream_rounds rounds alternating with the *raw publish* of the same bytes
-  by the broker's bare client (caller process, publisher and counting
-  subscriber on two connections, no flow control but the broker's and TCP's),
-  so both see the same machine noise; *ratio* is httpbus / raw. *MB/s alone*
-  is the figure of the RSS run. MB = 10^6 bytes.
+  by the broker's bare client (caller process, publisher and subscriber on
+  two connections, no flow control but the broker's and TCP's), so both see
+  the same machine noise; *ratio* is httpbus / raw. As a stream's two ends
+  do, the raw publisher generates every message's bytes and the subscriber
+  checks every byte against the generator (since 6ec573f; before, raw
+  publish resent one buffer to a subscriber that only counted, which put
+  18–22 ms of work per 64 MiB at each end on httpbus's side alone). *MB/s
+  alone* is the figure of the RSS run. MB = 10^6 bytes.
 
 Raw publish: nats — nats.go \`Publish\` of max_payload-sized messages to a
 \`Subscribe\` (no pending limits); amqp — amqp091 transient publish, no
 confirms, to an exclusive queue with a no-ack consumer; stomp — go-stomp
-\`SEND\` to \`/queue/…\`, auto-ack subscription; mqtt — paho.golang QoS 0
-\`Publish\` (httpbus sends stream parts at QoS 0) to a QoS 0 subscription; tcp —
-net/http \`POST\` of the body to a net/http server that counts it.
+\`SEND\` to \`/queue/…\`, auto-ack subscription, a new buffer per message
+(go-stomp's \`Send\` returns before its writer goroutine wrote the frame);
+mqtt — paho.golang QoS 0 \`Publish\` (httpbus sends stream parts at QoS 0) to
+a QoS 0 subscription; tcp — net/http \`POST\` of the body to a net/http server
+that counts it and takes its CRC-32C, as \`/upload\` does.
 
 | backend | direction | httpbus MB/s | MB/s alone | raw publish MB/s | ratio | caller RSS MiB idle → peak (+Δ) | server RSS MiB idle → peak (+Δ) | target Δ ≤ 16 MiB |
 |---|---|---:|---:|---:|---:|---:|---:|---|
