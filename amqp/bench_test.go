@@ -16,6 +16,7 @@ import (
 	"github.com/httpbus/httpbus/amqp"
 	"github.com/httpbus/httpbus/internal/brokertest"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 const benchPayload = 256
@@ -119,7 +120,7 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 	queue := unique("rawbench")
 	reqBody, respBody, ct := payload, payload, ""
 	if shaped {
-		reqBody, respBody = shapedFrames(b, payload)
+		reqBody, respBody = transporttest.EchoFrames(b, payload, payload)
 		ct = transport.MediaType
 	}
 	// Server: manual acks, reply then ack, a goroutine per delivery.
@@ -208,22 +209,4 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 		}
 		return nil
 	})
-}
-
-// shapedFrames returns the request frame httpbus sends for a POST of
-// payload to /echo and the response frame of its echo.
-func shapedFrames(b *testing.B, payload []byte) (req, resp []byte) {
-	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(payload))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.Header.Set("Content-Type", "application/octet-stream")
-	if req, err = transport.EncodeRequest(r, "bench", payload); err != nil {
-		b.Fatal(err)
-	}
-	resp, err = transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, payload, http.MethodPost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return req, resp
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/httpbus/httpbus/internal/brokertest"
 	natstransport "github.com/httpbus/httpbus/nats"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // benchParallelism is the b.SetParallelism of the parallel cases.
@@ -122,19 +123,7 @@ func rawCall(b *testing.B, nc *natsgo.Conn, subject string, payload []byte) {
 // benchShaped starts raw-shaped's responder and returns the requester's
 // connection, the subject and the request frame to send.
 func benchShaped(b *testing.B, url string, payload []byte) (*natsgo.Conn, string, []byte) {
-	req, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(payload))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	reqFrame, err := transport.EncodeRequest(req, "bench", payload)
-	if err != nil {
-		b.Fatal(err)
-	}
-	respFrame, err := transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, payload, http.MethodPost)
-	if err != nil {
-		b.Fatal(err)
-	}
+	reqFrame, respFrame := transporttest.EchoFrames(b, payload, payload)
 	subject := "bench.shaped." + uniqueName("svc")
 	snc := connect(b, url)
 	sub, err := snc.QueueSubscribeSync(subject, "shaped")

@@ -16,6 +16,7 @@ import (
 
 	"github.com/httpbus/httpbus/stomp"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 const benchPayload = 256
@@ -156,7 +157,7 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 	answer := bytes.Repeat([]byte("r"), benchPayload)
 	ct := "application/octet-stream"
 	if shaped {
-		payload, answer = shapedFrames(b, payload, answer)
+		payload, answer = transporttest.EchoFrames(b, payload, answer)
 		ct = transport.MediaType
 	}
 
@@ -256,22 +257,4 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 			return context.DeadlineExceeded
 		}
 	})
-}
-
-// shapedFrames returns the request frame httpbus sends for a POST of req to
-// /echo and the response frame of an answer resp.
-func shapedFrames(b *testing.B, req, resp []byte) (reqFrame, respFrame []byte) {
-	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(req))
-	if err != nil {
-		b.Fatal(err)
-	}
-	r.Header.Set("Content-Type", "application/octet-stream")
-	if reqFrame, err = transport.EncodeRequest(r, "bench", req); err != nil {
-		b.Fatal(err)
-	}
-	respFrame, err = transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, resp, http.MethodPost)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return reqFrame, respFrame
 }

@@ -468,14 +468,7 @@ func bench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Report, err
 	// Each runner's goroutines, those its clients and servers start
 	// included, carry the pprof label runner=httpbus or runner=raw, so that
 	// one -cpuprofile splits by runner (go tool pprof -tagfocus runner=raw).
-	var (
-		service string
-		conn    transport.Conn
-		stop    func()
-	)
-	pprof.Do(ctx, runnerLabel("httpbus"), func(ctx context.Context) {
-		service, conn, stop, err = benchTarget(ctx, cfg, logger)
-	})
+	service, conn, stop, err := benchTarget(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -795,11 +788,19 @@ func writeHeapProfile(name string) error {
 	return f.Close()
 }
 
-// benchTarget starts the echo service on cfg.URL (also serving the stream
+// benchTarget is startTarget with its goroutines labelled runner=httpbus.
+func benchTarget(ctx context.Context, cfg benchConfig, logger *slog.Logger) (service string, conn transport.Conn, stop func(), err error) {
+	pprof.Do(ctx, runnerLabel("httpbus"), func(ctx context.Context) {
+		service, conn, stop, err = startTarget(ctx, cfg, logger)
+	})
+	return service, conn, stop, err
+}
+
+// startTarget starts the echo service on cfg.URL (also serving the stream
 // handlers) unless cfg.Target names a running one, and dials cfg.URL. It
 // returns the service to call, the client side, and stop, which closes the
 // echo service; the caller closes conn (or hands it to a runner that does).
-func benchTarget(ctx context.Context, cfg benchConfig, logger *slog.Logger) (service string, conn transport.Conn, stop func(), err error) {
+func startTarget(ctx context.Context, cfg benchConfig, logger *slog.Logger) (service string, conn transport.Conn, stop func(), err error) {
 	stop = func() {}
 	service = cfg.Target
 	if service == "" {

@@ -319,15 +319,7 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		heap = startPeakHeap()
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	// pprof labels runner=httpbus and runner=raw, as bench's.
-	var (
-		service string
-		conn    transport.Conn
-		stop    func()
-	)
-	pprof.Do(ctx, runnerLabel("httpbus"), func(ctx context.Context) {
-		service, conn, stop, err = benchTarget(ctx, cfg, logger)
-	})
+	service, conn, stop, err := benchTarget(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
 	}

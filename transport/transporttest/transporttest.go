@@ -874,3 +874,25 @@ func (s *suite) invalidUTF8(t *testing.T) {
 		t.Errorf("got %d, handler saw %q, want 200 and the bytes unchanged", resp.StatusCode, resp.Header.Get("X-Echo"))
 	}
 }
+
+// EchoFrames returns the frames of one echo exchange as httpbus sends them,
+// for benchmarks of a raw client carrying httpbus's message shape: the
+// request frame of a POST of req to http://bench/echo (Content-Type
+// application/octet-stream), and the response frame of a 200 whose body is
+// resp.
+func EchoFrames(tb testing.TB, req, resp []byte) (reqFrame, respFrame []byte) {
+	tb.Helper()
+	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(req))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	r.Header.Set("Content-Type", "application/octet-stream")
+	if reqFrame, err = transport.EncodeRequest(r, "bench", req); err != nil {
+		tb.Fatal(err)
+	}
+	respFrame, err = transport.EncodeResponse(http.StatusOK, http.Header{"Content-Type": {"application/octet-stream"}}, resp, http.MethodPost)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return reqFrame, respFrame
+}
