@@ -630,6 +630,9 @@ go build -o /tmp/httpbus ./cmd/httpbus
 # a stream by hand: a server process, then a caller process
 /tmp/httpbus serve -url nats://127.0.0.1:4222 -service files &
 /tmp/httpbus bench -url nats://127.0.0.1:4222 -target files -stream both -size 67108864 -raw
+# one CPU profile, split by runner (pprof label runner=httpbus or runner=raw)
+/tmp/httpbus bench -url nats://127.0.0.1:4222 -c 32 -d 10s -raw -cpuprofile /tmp/cpu.prof
+go tool pprof -top -tagfocus runner=httpbus /tmp/httpbus /tmp/cpu.prof
 \`\`\`
 EOF
 } | redact >"$out"
