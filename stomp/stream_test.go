@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -440,8 +441,10 @@ func TestInboxAfterReconnect(t *testing.T) {
 
 // TestStreamPartBytes: under credit in bytes a stream over RabbitMQ's STOMP
 // plugin is cut in 1 MiB parts and one over ActiveMQ in
-// transport.LargePartBytes, by the broker each end is connected to; a
-// streamed 3 MiB body still arrives whole through the broker.
+// transport.LargePartBytes, by the broker each end is connected to. A
+// streamed 6 MiB download arrives whole, and the largest part the caller's
+// inbox received has exactly that size (its first 2 MiB at most go in
+// small parts, before the caller's first credit in bytes).
 func TestStreamPartBytes(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker, addr string) {
 		c, l := streamers(t, b, addr)
@@ -458,26 +461,45 @@ func TestStreamPartBytes(t *testing.T) {
 				t.Errorf("%s.StreamPartBytes() = %d, want %d", name, got, want)
 			}
 		}
+		const size = 6 << 20
 		svc := unique("parts")
 		j := newJanitor(t, b)
 		url := brokerURL(addr)
 		srv := &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Write(make([]byte, 64<<10))
 			w.(http.Flusher).Flush() // a stream, whatever the broker's limit
-			w.Write(make([]byte, 3<<20-64<<10))
+			w.Write(make([]byte, size-64<<10))
 		})}
 		ln := listen(t, j, url, transport.ListenConfig{Service: svc})
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
-		client := &http.Client{Transport: transport.NewRoundTripper(dial(t, j, url))}
+		pc := &partsSeen{recordingConn: dial(t, j, url).(recordingConn)}
+		client := &http.Client{Transport: transport.NewRoundTripper(pc)}
 		resp, err := client.Get("http://" + svc + "/")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer resp.Body.Close()
 		n, err := io.Copy(io.Discard, resp.Body)
-		if err != nil || n != 3<<20 {
-			t.Fatalf("%d of %d bytes, err %v", n, 3<<20, err)
+		if err != nil || n != size {
+			t.Fatalf("%d of %d bytes, err %v", n, size, err)
+		}
+		if got := pc.largest.Load(); got != int64(want) {
+			t.Errorf("the largest part the caller received has %d bytes, want %d", got, want)
 		}
 	})
+}
+
+// partsSeen is a Conn that records the largest message its inbox received.
+type partsSeen struct {
+	recordingConn
+	largest atomic.Int64
+}
+
+func (c *partsSeen) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	m, err := c.recordingConn.ReceiveInbox(ctx)
+	if m != nil && int64(len(m.Body)) > c.largest.Load() {
+		c.largest.Store(int64(len(m.Body)))
+	}
+	return m, err
 }
