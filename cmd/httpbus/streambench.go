@@ -180,7 +180,7 @@ type StreamReport struct {
 	Transfers      int    `json:"transfers"` // per direction and round
 	Rounds         int    `json:"rounds"`
 	PartBytes      int    `json:"part_bytes"`       // transport.DefaultPartBytes
-	LargePartBytes int    `json:"large_part_bytes"` // transport.LargePartBytes
+	LargePartBytes int    `json:"large_part_bytes"` // under credit in bytes: the backend's (transport.PartSizer), else transport.LargePartBytes
 	Window         int    `json:"window"`           // transport.DefaultWindow
 	WindowBytes    int    `json:"window_bytes"`     // transport.DefaultWindowBytes
 
@@ -325,6 +325,9 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 	}
 	defer stop()
 	defer conn.Close()
+	if ps, ok := conn.(transport.PartSizer); ok {
+		rep.LargePartBytes = ps.StreamPartBytes()
+	}
 	sc := &streamClient{
 		client:  &http.Client{Transport: &transport.RoundTripper{Conn: conn, MaxBodyBytes: cfg.MaxBody}},
 		service: service,
