@@ -483,13 +483,7 @@ func (l *Listener) MaxMessageBytes() int64 { return maxBytes(l.s) }
 // State implements transport.StateReporter.
 func (l *Listener) State() transport.State { return l.s.State() }
 
-func maxBytes(s *session) int64 {
-	d := s.cfg.Dialect
-	if k := s.current(); k != nil {
-		d = k.dialect
-	}
-	return s.cfg.maxMessageBytes(d)
-}
+func maxBytes(s *session) int64 { return s.cfg.maxMessageBytes(s.dialect()) }
 
 // publish sends a notification with a receipt, so that a nil error means
 // the broker has it.

@@ -321,6 +321,15 @@ func (s *session) current() *link {
 	return s.cur
 }
 
+// dialect is the dialect of the current connection (detected at connect),
+// or Config.Dialect while there is none.
+func (s *session) dialect() Dialect {
+	if k := s.current(); k != nil {
+		return k.dialect
+	}
+	return s.cfg.Dialect
+}
+
 // State implements transport.StateReporter.
 func (s *session) State() transport.State {
 	s.mu.Lock()

@@ -535,11 +535,7 @@ func (l *Listener) Send(ctx context.Context, addr string, m *transport.Message) 
 const rabbitMQPartBytes = 1 << 20
 
 func streamPartBytes(s *session) int {
-	d := s.cfg.Dialect
-	if k := s.current(); k != nil {
-		d = k.dialect
-	}
-	if d == DialectRabbitMQ {
+	if s.dialect() == DialectRabbitMQ {
 		return rabbitMQPartBytes
 	}
 	return transport.LargePartBytes

@@ -697,7 +697,10 @@ func (s *suite) streamCreditBytes(t *testing.T) {
 	if !ok {
 		t.Skip("the backend carries HTTP natively (no parts)")
 	}
-	const n = 3 << 20 // 1 MiB goes in small parts before the first credit in bytes
+	// 1 to 2 MiB goes in small parts before the first credit in bytes
+	// (sent after 1 MiB taken; 16 small parts fill the window), so at
+	// least one full large part follows.
+	const n = 3 << 20
 	for _, tc := range []struct {
 		name           string
 		up             bool // the caller sends (an upload), else the server (a download)
