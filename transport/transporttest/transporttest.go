@@ -879,7 +879,7 @@ func (s *suite) invalidUTF8(t *testing.T) {
 // for benchmarks of a raw client carrying httpbus's message shape: the
 // request frame of a POST of req to http://bench/echo (Content-Type
 // application/octet-stream), and the response frame of a 200 whose body is
-// resp.
+// resp. An encoding error fails tb (Fatal).
 func EchoFrames(tb testing.TB, req, resp []byte) (reqFrame, respFrame []byte) {
 	tb.Helper()
 	r, err := http.NewRequest(http.MethodPost, "http://bench/echo", bytes.NewReader(req))
