@@ -45,6 +45,18 @@ func BenchmarkRequestReply(b *testing.B) {
 		serialAndParallel(b, len(payload), func(b *testing.B) { shapedCall(b, nc, subject, reqFrame) })
 	})
 
+	// raw-codec is raw-shaped plus the least work that httpbus's design
+	// requires at each end: the caller is an http.Client whose
+	// RoundTripper encodes the request frame and decodes the response
+	// frame (transporttest.CodecClient), the responder decodes the request
+	// frame, runs the same handler and encodes its response
+	// (transporttest.ServeFrame). No Server, RoundTripper bookkeeping or
+	// stream: its gap to raw is the floor under any httpbus over NATS.
+	b.Run("raw-codec", func(b *testing.B) {
+		client, svc := benchCodec(b, url, payload)
+		serialAndParallel(b, len(payload), func(b *testing.B) { httpbusCall(b, client, svc, payload) })
+	})
+
 	b.Run("raw", func(b *testing.B) {
 		nc, subject := benchRaw(b, url, payload)
 		serialAndParallel(b, len(payload), func(b *testing.B) { rawCall(b, nc, subject, payload) })
@@ -73,14 +85,18 @@ func serialAndParallel(b *testing.B, size int, call func(*testing.B)) {
 	})
 }
 
-func benchHTTPBus(b *testing.B, url string, payload []byte) (*http.Client, string) {
-	svc := uniqueName("bench")
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// echoHandler answers with payload after reading the request's body.
+func echoHandler(payload []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Write(payload)
 	})
-	serve(b, &transport.Server{Handler: h, Logger: discardLogger()}, listen(b, connect(b, url), transport.ListenConfig{Service: svc}, natstransport.Config{Logger: discardLogger()}))
+}
+
+func benchHTTPBus(b *testing.B, url string, payload []byte) (*http.Client, string) {
+	svc := uniqueName("bench")
+	serve(b, &transport.Server{Handler: echoHandler(payload), Logger: discardLogger()}, listen(b, connect(b, url), transport.ListenConfig{Service: svc}, natstransport.Config{Logger: discardLogger()}))
 	return transport.NewClient(dial(b, connect(b, url))), svc
 }
 
@@ -147,6 +163,49 @@ func benchShaped(b *testing.B, url string, payload []byte) (*natsgo.Conn, string
 		b.Fatal(err)
 	}
 	return connect(b, url), subject, reqFrame
+}
+
+// benchCodec starts raw-codec's responder (a synchronous queue
+// subscription on the service's subject served by a pool of workers, each
+// running transporttest.ServeFrame) and returns its http.Client and the
+// service name.
+func benchCodec(b *testing.B, url string, payload []byte) (*http.Client, string) {
+	svc := uniqueName("bench")
+	snc := connect(b, url)
+	sub, err := snc.QueueSubscribeSync(natstransport.ServiceSubject("", svc), "codec")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sub.Unsubscribe() })
+	h := echoHandler(payload)
+	replyHeader := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version}}
+	for range 8 {
+		go func() {
+			for {
+				m, err := sub.NextMsgWithContext(context.Background())
+				if err != nil {
+					return // unsubscribed
+				}
+				snc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Data: transporttest.ServeFrame(h, m.Data), Header: replyHeader}) //nolint:errcheck // the requester fails
+			}
+		}()
+	}
+	if err := snc.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	nc := connect(b, url)
+	return transporttest.CodecClient(func(ctx context.Context, service string, frame []byte) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, transport.DefaultReplyTimeout)
+		defer cancel()
+		dl, _ := ctx.Deadline()
+		h := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version},
+			transport.HeaderDeadline: {transport.FormatDeadline(dl)}}
+		m, err := nc.RequestMsgWithContext(ctx, &natsgo.Msg{Subject: natstransport.ServiceSubject("", service), Data: frame, Header: h})
+		if err != nil {
+			return nil, err
+		}
+		return m.Data, nil
+	}), svc
 }
 
 func shapedCall(b *testing.B, nc *natsgo.Conn, subject string, frame []byte) {

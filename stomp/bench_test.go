@@ -33,7 +33,12 @@ const benchPayload = 256
 // httpbus-deadline plus expires on ActiveMQ or expiration on RabbitMQ),
 // with no http.Client, codec or Server: what the broker and go-stomp cost
 // for httpbus's messages before any httpbus code runs (BENCHMARKS.md
-// "Floors").
+// "Floors"). raw-codec is raw-shaped plus the least work httpbus's design
+// requires at each end: the caller is an http.Client that encodes the
+// request frame and decodes the response frame
+// (transporttest.CodecClient), the responder decodes the request frame,
+// runs the handler and encodes its answer (transporttest.ServeFrame); no
+// Server, RoundTripper bookkeeping or stream.
 //
 //	go test -run '^$' -bench RequestReply -benchtime 3s ./stomp/
 func BenchmarkRequestReply(b *testing.B) {
@@ -46,8 +51,9 @@ func BenchmarkRequestReply(b *testing.B) {
 					name = "parallel" + strconv.Itoa(par)
 				}
 				b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, br, addr, par) })
-				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, false) })
-				b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, true) })
+				b.Run("raw/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, rawPlain) })
+				b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, rawShaped) })
+				b.Run("raw-codec/"+name, func(b *testing.B) { benchRaw(b, br, addr, par, rawCodec) })
 			}
 		})
 	}
@@ -145,10 +151,18 @@ func rawDial(b testing.TB, addr string) *stompgo.Conn {
 	return c
 }
 
-// benchRaw is bare go-stomp request/reply; shaped, each message carries
-// what httpbus's does (see BenchmarkRequestReply), to tell their cost at the
-// broker from httpbus's own.
-func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
+// Modes of benchRaw (see BenchmarkRequestReply).
+const (
+	rawPlain  = iota // bare go-stomp
+	rawShaped        // messages shaped as httpbus's
+	rawCodec         // shaped, with an http.Client and the frame codec at both ends
+)
+
+// benchRaw is bare go-stomp request/reply; rawShaped, each message carries
+// what httpbus's does, to tell their cost at the broker from httpbus's own;
+// rawCodec adds the frame codec and net/http (see BenchmarkRequestReply).
+func benchRaw(b *testing.B, br broker, addr string, par int, mode int) {
+	shaped := mode != rawPlain
 	j := newJanitor(b, br)
 	svc := unique("rawbench")
 	j.service(svc)
@@ -159,6 +173,14 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 	if shaped {
 		payload, answer = transporttest.EchoFrames(b, payload, answer)
 		ct = transport.MediaType
+	}
+
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Write(answer)
+	})
+	if mode == rawCodec {
+		answer = bytes.Repeat([]byte("r"), benchPayload)
 	}
 
 	// Responder: client-individual ack after the reply, prefetch 64.
@@ -180,7 +202,11 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 			if shaped {
 				opts = append(opts, stompgo.SendOpt.Header("httpbus-version", transport.Version))
 			}
-			sc.Send(m.Header.Get("reply-to"), ct, answer, opts...)
+			out := answer
+			if mode == rawCodec {
+				out = transporttest.ServeFrame(handler, m.Body)
+			}
+			sc.Send(m.Header.Get("reply-to"), ct, out, opts...)
 			sc.Ack(m)
 		}
 	}()
@@ -225,9 +251,7 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 		cwg.Wait()
 	}()
 	var seq atomic.Int64
-	b.SetBytes(2 * benchPayload)
-	b.ReportAllocs()
-	runParallel(b, par, func() error {
+	exchange := func(ctx context.Context, payload []byte) ([]byte, error) {
 		id := strconv.FormatInt(seq.Add(1), 10)
 		ch := make(chan []byte, 1)
 		mu.Lock()
@@ -245,16 +269,49 @@ func benchRaw(b *testing.B, br broker, addr string, par int, shaped bool) {
 			}
 		}
 		if err := cc.Send(dest, ct, payload, opts...); err != nil {
-			return err
+			return nil, err
 		}
 		select {
 		case body := <-ch:
-			if len(body) != len(answer) {
-				return &benchError{200, int64(len(body))}
+			return body, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	b.SetBytes(2 * benchPayload)
+	b.ReportAllocs()
+	if mode == rawCodec {
+		client := transporttest.CodecClient(func(ctx context.Context, _ string, frame []byte) ([]byte, error) {
+			return exchange(ctx, frame)
+		})
+		body := bytes.Repeat([]byte("q"), benchPayload)
+		runParallel(b, par, func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/bench", bytes.NewReader(body))
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || n != benchPayload {
+				return &benchError{resp.StatusCode, n}
 			}
 			return nil
-		case <-time.After(10 * time.Second):
-			return context.DeadlineExceeded
+		})
+		return
+	}
+	runParallel(b, par, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		body, err := exchange(ctx, payload)
+		if err != nil {
+			return err
 		}
+		if len(body) != len(answer) {
+			return &benchError{200, int64(len(body))}
+		}
+		return nil
 	})
 }

@@ -896,3 +896,86 @@ func EchoFrames(tb testing.TB, req, resp []byte) (reqFrame, respFrame []byte) {
 	}
 	return reqFrame, respFrame
 }
+
+// CodecClient returns an http.Client for benchmarks of the least that any
+// httpbus backend does per call (the "raw-codec" floor): its RoundTripper
+// reads the request's body, encodes the request as a frame
+// (transport.EncodeRequest, Host set to the URL's host), hands it to
+// exchange with the request's context, and decodes the frame exchange
+// returns (transport.DecodeResponse). There is no Server, deadline
+// bookkeeping, stream, in-flight bound or error mapping: what it costs over
+// a raw client carrying the same frames is the cost of an http.Client
+// talking HTTP/1.1 frames, which httpbus's design (a plain *http.Client,
+// frames in WIRE.md) requires.
+func CodecClient(exchange func(ctx context.Context, service string, frame []byte) ([]byte, error)) *http.Client {
+	return &http.Client{Transport: codecRoundTripper(exchange)}
+}
+
+type codecRoundTripper func(ctx context.Context, service string, frame []byte) ([]byte, error)
+
+func (rt codecRoundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil {
+		b, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = b
+	}
+	frame, err := transport.EncodeRequest(req, req.URL.Host, body)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := rt(req.Context(), req.URL.Host, frame)
+	if err != nil {
+		return nil, err
+	}
+	return transport.DecodeResponse(resp, req, transport.Limits{})
+}
+
+// ServeFrame is the server half of the raw-codec floor (see CodecClient):
+// it decodes a request frame (transport.DecodeRequest), runs h on a
+// ResponseWriter that buffers the header and body, and returns the
+// response frame (transport.EncodeResponse). A frame that does not decode
+// gets transport.ErrorResponse.
+func ServeFrame(h http.Handler, frame []byte) []byte {
+	req, err := transport.DecodeRequest(frame, transport.Limits{})
+	if err != nil {
+		return transport.ErrorResponse(err)
+	}
+	w := &bufferWriter{h: http.Header{}}
+	h.ServeHTTP(w, req)
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	out, err := transport.EncodeResponse(w.status, w.h, w.body, req.Method)
+	if err != nil {
+		return transport.ErrorResponse(err)
+	}
+	return out
+}
+
+// bufferWriter is the least http.ResponseWriter: a header, a status and a
+// body kept in memory.
+type bufferWriter struct {
+	h      http.Header
+	status int
+	body   []byte
+}
+
+func (w *bufferWriter) Header() http.Header { return w.h }
+
+func (w *bufferWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+func (w *bufferWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
