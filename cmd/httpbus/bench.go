@@ -59,6 +59,11 @@ type benchConfig struct {
 	Stream string
 	// RawMsg bounds a raw publish message with Stream, bytes (0: 1 MiB).
 	RawMsg int
+	// RawWindow, with Stream, gives raw publish a stream's flow control:
+	// the subscriber reports what it consumed through the broker every
+	// half window, and the publisher starts a message only while less
+	// than RawWindow bytes are unreported, bytes (0: none; nats and stomp).
+	RawWindow int
 }
 
 // runner makes one request/reply round trip; safe for concurrent use.
@@ -232,6 +237,7 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs.StringVar(&cfg.Trace, "trace", "", "write an execution trace (runtime/trace; go tool trace) of the measured rounds to `file`")
 	fs.StringVar(&cfg.Stream, "stream", "", "stream one -size body `up|down|both` (POST /upload, GET /download; -n transfers per round, -raw: raw publish MB/s)")
 	fs.IntVar(&cfg.RawMsg, "raw-msg", 0, "with -stream -raw, raw message size, `bytes` (0: 1 MiB, at most the broker's max)")
+	fs.IntVar(&cfg.RawWindow, "raw-window", 0, "with -stream -raw, flow control for raw publish as a stream has: at most this many `bytes` sent and not reported consumed by the subscriber through the broker (0: none; nats and stomp)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

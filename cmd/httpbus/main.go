@@ -72,8 +72,11 @@
 // direction, the process's idle and peak RSS, and with -raw the broker's
 // bare publish throughput for the same bytes in the same run (messages of
 // -raw-msg, default 1 MiB, generated as the stream's are, to a subscriber
-// that checks and counts them) and the ratio httpbus/raw. -memprofile writes a heap profile taken at the
-// largest live heap.
+// that checks and counts them) and the ratio httpbus/raw. -raw-window N
+// (nats and stomp) gives raw publish a stream's flow control: at most N
+// bytes sent and not reported consumed by the subscriber, whose reports
+// go back through the broker every N/2 bytes. -memprofile writes a heap
+// profile taken at the largest live heap.
 //
 // # gateway
 //

@@ -193,15 +193,17 @@ type StreamReport struct {
 	Errors        int     `json:"errors"`
 	FirstError    string  `json:"first_error,omitempty"`
 
-	RawClient    string  `json:"raw_client,omitempty"`
-	RawMsgBytes  int     `json:"raw_msg_bytes,omitempty"`
-	RawTransfers int     `json:"raw_transfers,omitempty"`
-	RawSeconds   float64 `json:"raw_seconds,omitempty"`
-	RawMBps      float64 `json:"raw_mbps,omitempty"`
-	RawErrors    int     `json:"raw_errors,omitempty"`
-	RawError     string  `json:"raw_first_error,omitempty"`
-	RatioUp      float64 `json:"ratio_up,omitempty"`   // httpbus up MB/s / raw MB/s
-	RatioDown    float64 `json:"ratio_down,omitempty"` // httpbus down MB/s / raw MB/s
+	RawClient   string `json:"raw_client,omitempty"`
+	RawMsgBytes int    `json:"raw_msg_bytes,omitempty"`
+	// RawWindowBytes is -raw-window: raw publish's flow control, bytes.
+	RawWindowBytes int     `json:"raw_window_bytes,omitempty"`
+	RawTransfers   int     `json:"raw_transfers,omitempty"`
+	RawSeconds     float64 `json:"raw_seconds,omitempty"`
+	RawMBps        float64 `json:"raw_mbps,omitempty"`
+	RawErrors      int     `json:"raw_errors,omitempty"`
+	RawError       string  `json:"raw_first_error,omitempty"`
+	RatioUp        float64 `json:"ratio_up,omitempty"`   // httpbus up MB/s / raw MB/s
+	RatioDown      float64 `json:"ratio_down,omitempty"` // httpbus down MB/s / raw MB/s
 
 	// RSSIdleKiB is this process's resident set after dialling and one
 	// small exchange; RSSPeakKiB its peak resident set (VmHWM) at the end
@@ -313,6 +315,9 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		if open = rawStreamOpeners[scheme]; open == nil {
 			return nil, usagef("-raw: no raw publisher for scheme %q (have: %s)", u.Scheme, strings.Join(rawStreamSchemes(), ", "))
 		}
+		if cfg.RawWindow > 0 && !windowedRaw[scheme] {
+			return nil, usagef("-raw-window: no flow control for the raw publisher of scheme %q (have: nats, tls, stomp)", u.Scheme)
+		}
 	}
 	var heap *peakHeap
 	if cfg.MemProfile != "" {
@@ -352,6 +357,7 @@ func streamBench(ctx context.Context, cfg benchConfig, stderr io.Writer) (*Strea
 		}
 		defer raw.Close()
 		rep.RawClient, rep.RawMsgBytes, rep.Broker = raw.Describe(), raw.MsgBytes(), raw.Broker()
+		rep.RawWindowBytes = cfg.RawWindow
 	}
 	stopProfiles, err := startProfiles(cfg)
 	if err != nil {

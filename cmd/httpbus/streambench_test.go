@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -142,7 +144,7 @@ func TestPublishAllChecks(t *testing.T) {
 	} {
 		var c byteCounter
 		off := int64(0)
-		err := publishAll(t.Context(), &c, size, 1000, tc.buf, func(id string, b []byte) error {
+		err := publishAll(t.Context(), &c, nil, size, 1000, tc.buf, func(id string, b []byte) error {
 			got := append([]byte(nil), b...)
 			if i := tc.corrupt - off; i >= 0 && i < int64(len(got)) {
 				got[i] ^= 1
@@ -183,7 +185,70 @@ func TestRawStreamers(t *testing.T) {
 			if r.MsgBytes() <= 0 || r.Broker() == "" || r.Describe() == "" {
 				t.Errorf("msg %d, broker %q, describe %q", r.MsgBytes(), r.Broker(), r.Describe())
 			}
+			if !windowedRaw[u.Scheme] {
+				return
+			}
+			// -raw-window: 64 KiB messages within 256 KiB, the reports
+			// coming back through the broker.
+			cfg.RawMsg, cfg.RawWindow = 64<<10, 256<<10
+			rw, err := rawStreamOpeners[u.Scheme](t.Context(), u, "httpbus-cmdtest-w-"+tt.name, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rw.Close()
+			if err := rw.Transfer(t.Context(), 3<<20+5); err != nil {
+				t.Fatal(err)
+			}
+			var w *rawWindow
+			switch r := rw.(type) {
+			case *rawNATSPublish:
+				w = r.w
+			case *rawSTOMPPublish:
+				w = r.w
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			// The last message (at 3 MiB) started only after a report of
+			// more than 3 MiB - 256 KiB.
+			if w.consumed <= 3<<20-(256<<10) || w.ahead >= 256<<10 {
+				t.Errorf("-raw-window 256 KiB: %d bytes reported consumed, at most %d ahead; want over %d, under %d", w.consumed, w.ahead, 3<<20-(256<<10), 256<<10)
+			}
 		})
+	}
+}
+
+// TestRawWindow: a message starts only within the window, reports of
+// another transfer or going backwards change nothing, and the subscriber
+// reports each half window.
+func TestRawWindow(t *testing.T) {
+	w := newRawWindow(100)
+	w.start("a")
+	if err := w.wait(t.Context(), 99); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	err := w.wait(ctx, 100)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait at 100 bytes sent, none reported: %v, want it to block", err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- w.wait(t.Context(), 150) }()
+	w.report([]byte("b 1000")) // another transfer
+	w.report([]byte("a 40"))   // 150-40 = 110: still outside
+	w.report([]byte("a 51"))
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	w.report([]byte("a 10")) // backwards: ignored
+	if w.consumed != 51 || w.ahead != 99 {
+		t.Errorf("consumed %d, ahead %d; want 51, 99", w.consumed, w.ahead)
+	}
+	if w.due("a", 49) || !w.due("a", 50) || w.due("a", 99) || !w.due("a", 100) || w.due("b", 1000) {
+		t.Error("due: want a report at each 50 bytes of transfer a only")
+	}
+	if newRawWindow(0) != nil {
+		t.Error("newRawWindow(0): want no flow control")
 	}
 }
 

@@ -46,7 +46,7 @@ func openRawMQTTPublish(ctx context.Context, u *url.URL, name string, cfg benchC
 }
 
 func (r *rawMQTTPublish) Transfer(ctx context.Context, size int64) error {
-	return publishAll(ctx, &r.c, size, r.msg, r.buf,
+	return publishAll(ctx, &r.c, nil, size, r.msg, r.buf,
 		func(id string, b []byte) error {
 			_, err := r.pub.Publish(ctx, &paho.Publish{Topic: r.topic + "/" + id, QoS: 0, Payload: b})
 			return err
