@@ -502,6 +502,22 @@ commands given.
   0.53 writes per call against 0.66 and 0.24 for raw). p50 at 1 caller: the
   codec floor alone (6–7.6 µs) is most of the 10 µs that 1.15× of raw's
   ~65 µs allows.
+  **The design's floor, \`raw-codec\`** (\`go test -c ./nats/\`, then
+  \`-test.bench 'RequestReply/(raw-codec|raw-shaped|raw|httpbus)/'
+  -test.benchtime 2s\` five times, 2026-12-01): raw-shaped plus only the
+  work httpbus's design requires at each end — the caller an \`http.Client\`
+  whose RoundTripper encodes the request frame and decodes the response
+  frame (\`transporttest.CodecClient\`), the responder decoding the request
+  frame, running the same handler and encoding its answer
+  (\`transporttest.ServeFrame\`); no Server, deadline bookkeeping, stream or
+  in-flight bound. With 32 callers it ran at **0.52–0.60 of raw** (46.9–58.1
+  against 24.1–35.1 µs/op; one run 0.24, its own outlier), httpbus at
+  0.49–0.53 (0.36 in that run), raw-shaped at 0.66–0.89. **0.65 is below the floor**: no
+  httpbus over NATS that carries HTTP/1.1 frames between an \`http.Client\`
+  and an \`http.Handler\` reaches it on this machine, and httpbus runs within
+  0.83–0.99 of that floor (httpbus's own code is ~1–17% on top). Serial,
+  raw-codec took 1.01–1.59× raw's time per call (geometric mean 1.20×),
+  above the 1.15× p50 target.
 - **amqp** (\`go test -c ./amqp/\`, then \`-test.bench
   'RequestReply256/.*/inflight' -test.benchtime 2s\` six times, 64 in
   flight; geometric mean): \`raw-shaped\` — bare amqp091 carrying httpbus's
@@ -530,7 +546,20 @@ commands given.
   9.7 against 7.2 µs for httpbus's three more headers), the caller's
   \`http.Client\` path 15 µs against raw's 3.3, the Server's path 16.5 µs
   against the raw responder's 2.7: the core's cost per call (the mem row)
-  on top of what raw pays.
+  on top of what raw pays. \`raw-codec\` (as for nats: raw-shaped plus an
+  \`http.Client\` with the frame codec at the caller, decode, handler and
+  encode at the responder; three alternating runs, 2026-12-01) ran at
+  **0.92 of raw on ActiveMQ** (0.89–0.95; httpbus 0.87, 0.83–0.92) and
+  **0.89 on RabbitMQ** (0.87–0.92; httpbus 0.84, 0.83–0.87): the floor
+  sits at the 0.90 target, on RabbitMQ below it, and httpbus runs at
+  0.94–0.95 of the floor. With a fixed 30,000 calls and a CPU profile
+  each (ActiveMQ), httpbus's process spent 3.75 s against raw-codec's
+  3.25 s, ~17 µs more per call, spread over the Server, the RoundTripper,
+  stream bookkeeping and the garbage they make; two trials found nothing
+  to take: serving pushed deliveries from a pool of goroutines instead of
+  one goroutine each, and removing the ActiveMQ ERROR-frame filter, each
+  changed the process's CPU by less than the run-to-run spread
+  (3.62–3.81 against 3.70–3.90 s, 3.92–4.05 against 3.84–3.96 s).
 - **Streams ≥ 0.8 of raw publish** (missed on stomp; see the table below
   for this run): raw publish has no flow control; a stream holds at most
   2.5 MiB in flight per direction (3 MiB on stomp over RabbitMQ). The
@@ -540,7 +569,14 @@ commands given.
   moved against 1.56 for raw publish. What is left is the window and the
   broker: a trial with 1 MiB parts and a 4 MiB window reached 0.75–0.82 on
   RabbitMQ STOMP and 0.68–0.81 on ActiveMQ (against 0.62–0.68 and 0.54–0.73
-  with 512 KiB parts and 2 MiB), at twice the memory per stream. A sweep on
+  with 512 KiB parts and 2 MiB), at twice the memory per stream. Raw
+  publish given a stream's flow control (\`bench -stream -raw -raw-window
+  2097152\`: the subscriber reports what it consumed through the broker every
+  1 MiB, the publisher stays within 2 MiB; two processes, 3 × 64 MiB both
+  ways, alternating with plain raw publish, 2026-12-01) ran as fast as
+  without it: ActiveMQ 234 against 234 MB/s, nats 210 against 235, RabbitMQ
+  STOMP 318 and 286 against 287 and 305; the window costs a raw client
+  nothing here, so it is not the floor either. A sweep on
   2026-12-01, when raw publish still resent one buffer to a subscriber that
   only counted (a build taking part size and
   window from the environment; \`httpbus bench -stream both -raw\`, MB/s up/down
