@@ -559,7 +559,19 @@ commands given.
   to take: serving pushed deliveries from a pool of goroutines instead of
   one goroutine each, and removing the ActiveMQ ERROR-frame filter, each
   changed the process's CPU by less than the run-to-run spread
-  (3.62–3.81 against 3.70–3.90 s, 3.92–4.05 against 3.84–3.96 s).
+  (3.62–3.81 against 3.70–3.90 s, 3.92–4.05 against 3.84–3.96 s). Keeping
+  the goroutines that serve pushed deliveries for the next one (no stack
+  to grow: \`runtime.copystack\` was ~20% of the server path) saved 6–8% of
+  the process's CPU in six alternating go-test runs at 16 in flight, yet
+  in \`httpbus bench -c 32 -raw\` (nine alternating runs, the bench.sh
+  figure) its CPU per request was ~4% higher (148.7 against 143.3 µs, means) and the ratio no better
+  (0.79–0.93 against 0.83–0.93), so it was not kept; nor was serving
+  each request on the goroutine that took it from the subscription
+  (serial 2–4% slower). Serial (four alternating runs of
+  \`-test.bench 'RequestReply/.*/.*/serial'\`), raw-codec took **1.14×**
+  raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
+  1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
+  1.04× (httpbus 1.22×).
 - **Streams ≥ 0.8 of raw publish** (missed on stomp; see the table below
   for this run): raw publish has no flow control; a stream holds at most
   2.5 MiB in flight per direction (3 MiB on stomp over RabbitMQ). The
