@@ -125,6 +125,16 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra
 // leanResponse appends the frame Response.Write makes of EncodeResponse's
 // response with a known-length body, or returns ok false where it declines.
 func leanResponse(dst []byte, status int, header http.Header, body []byte, method string) (_ []byte, ok bool) {
+	dst, ok = leanResponseHead(dst, status, header, len(body), method)
+	if !ok {
+		return nil, false
+	}
+	return append(dst, body...), true
+}
+
+// leanResponseHead appends the status line and header block of
+// leanResponse's frame for a body of n bytes.
+func leanResponseHead(dst []byte, status int, header http.Header, n int, method string) (_ []byte, ok bool) {
 	if status < 200 || status > 999 || method == http.MethodHead {
 		return nil, false
 	}
@@ -139,14 +149,13 @@ func leanResponse(dst []byte, status int, header http.Header, body []byte, metho
 		dst = append(dst, text...)
 	}
 	dst = append(dst, "\r\n"...)
-	sent := len(body) > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
-	dst = appendLength(dst, int64(len(body)), method)
+	sent := n > 0 || method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch
+	dst = appendLength(dst, int64(n), method)
 	dst = appendHeader(dst, header, responseExcluded)
-	if len(body) == 0 && !sent && bodyAllowed(status) {
+	if n == 0 && !sent && bodyAllowed(status) {
 		dst = append(dst, "Content-Length: 0\r\n"...)
 	}
-	dst = append(dst, "\r\n"...)
-	return append(dst, body...), true
+	return append(dst, "\r\n"...), true
 }
 
 // appendLength writes Content-Length as net/http's transfer writer does

@@ -51,8 +51,58 @@ func FuzzLeanEncode(f *testing.F) {
 					t.Fatalf("response frames differ (method %q):\nlean    %q\nnet/http %q", m, lean, ref)
 				}
 			}
+			// The frame built in front of the handler's buffer (the
+			// body written in two pieces) is net/http's too.
+			var bb bodyBuf
+			bb.Write(body[:len(body)/2])
+			bb.Write(body[len(body)/2:])
+			if inPlace, ok := bb.frame(status, h, m); ok {
+				ref, err := encodeResponseSlow(status, h, body, m, int64(len(body)))
+				if err != nil || !bytes.Equal(inPlace, ref) {
+					t.Fatalf("in-place response frame differs (method %q, %v):\nin place %q\nnet/http %q", m, err, inPlace, ref)
+				}
+			} else if !bytes.Equal(bb.Bytes(), body) {
+				t.Fatalf("bodyBuf declined (method %q) and lost the body: %q, want %q", m, bb.Bytes(), body)
+			}
 		}
 	})
+}
+
+// TestBodyBufFrame: a response frame is built in front of the body when
+// its head fits the room (the body is not copied: the frame shares its
+// array), and left to EncodeResponse, with the body intact, when the head
+// is larger than the room, the body empty or the method HEAD.
+func TestBodyBufFrame(t *testing.T) {
+	h := http.Header{"Content-Type": {"text/plain"}}
+	var bb bodyBuf
+	bb.Write([]byte("hello, "))
+	bb.Write([]byte("world"))
+	body := bb.Bytes()
+	f, ok := bb.frame(200, h, http.MethodGet)
+	want := "HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Type: text/plain\r\n\r\nhello, world"
+	if !ok || string(f) != want {
+		t.Fatalf("frame %q (ok %v), want %q", f, ok, want)
+	}
+	if &f[len(f)-len(body)] != &body[0] {
+		t.Error("the frame does not share the body's array: the body was copied")
+	}
+	if bb.Len() != 0 {
+		t.Error("the buffer still holds the body after giving up its frame")
+	}
+
+	big := http.Header{"X-Big": {strings.Repeat("v", respHeadRoom)}}
+	var b2 bodyBuf
+	b2.Write([]byte("body"))
+	if _, ok := b2.frame(200, big, http.MethodGet); ok || string(b2.Bytes()) != "body" {
+		t.Errorf("head over the room: ok %v, body %q; want declined and the body intact", ok, b2.Bytes())
+	}
+	if _, ok := b2.frame(200, h, http.MethodHead); ok {
+		t.Error("HEAD: want declined (EncodeResponse's rules)")
+	}
+	var empty bodyBuf
+	if _, ok := empty.frame(200, h, http.MethodGet); ok {
+		t.Error("no body: want declined")
+	}
 }
 
 // FuzzLeanDecode is the differential test of the lean decoders (issue 13):

@@ -650,7 +650,7 @@ type responseWriter struct {
 	header      http.Header // the handler's header until WriteHeader, then the sent one
 	late        http.Header // what Header returns after WriteHeader: changes are ignored
 	status      int
-	body        bytes.Buffer
+	body        bodyBuf
 	maxBody     int64
 	over        bool
 	wroteHeader bool
@@ -942,7 +942,10 @@ func (w *responseWriter) frame(method string) ([]byte, error) {
 	case hasTrailers(h) && method != http.MethodHead:
 		resp, err = encodeChunkedResponse(w.status, h, w.body.Bytes(), trailers(h, w.liveHeader()))
 	default:
-		resp, err = EncodeResponse(w.status, h, w.body.Bytes(), method)
+		var ok bool
+		if resp, ok = w.body.frame(w.status, h, method); !ok {
+			resp, err = EncodeResponse(w.status, h, w.body.Bytes(), method)
+		}
 	}
 	if err != nil || len(w.interim) == 0 {
 		return resp, err
