@@ -459,7 +459,18 @@ hand-off). Now the worker that takes a request is the one that serves it
 (\`transport.PullWorkers\`), callers are served in FIFO order, and p50 moves up
 toward the mean while p99 comes down: 2026-12-01, \`httpbus bench -url mem://x
 -c 32 -d 3s\`, two runs: p50 313/255 µs, p99 1778/1663 µs (~6.5×), 80–89k req/s
-where the old path made 72–80k.
+where the old path made 72–80k. Later on 2026-12-01, after the machine was
+restarted, the same binary (127bf74) gave p50 61–77 µs and p99 2.4–2.9 ms
+(33–47×), and this run's figure above is of that kind: the garbage collector
+sets the tail now. \`GODEBUG=gctrace=1\` over 3 s at 32 callers: 1,162
+collections (one every 2.6 ms), the live heap 1 MB under the 4 MB minimum goal,
+15% of the CPU in the collector by its own count, each cycle's mark phase
+(0.6–0.8 ms, write barriers on, callers assisting) covering about a quarter of
+the time. With \`GOGC=400\` (the application's setting, not the library's):
+311 collections, 195–197k req/s instead of ~107k, 9.6–9.7 µs of CPU per
+request, p99/p50 15.6–16.5×. So at the default GOGC the mem row's CPU and tail
+are mostly the collector's cost per cycle times a cycle every ~3 MB
+allocated; what httpbus controls is the ~5.8 KB each call allocates.
 
 ## Floors: what a target would cost at the least
 
@@ -479,8 +490,11 @@ commands given.
   deadline if it ignored its context): 9–15 µs wall, 38 allocations. With 32
   callers on 2 cores the mem row's CPU per request is about 20 µs: the same work
   plus the garbage collector (GOGC=400 raised nats's req/s by 15% in a
-  trial) and the scheduler's wake-ups. **mem ≤ 10 µs/req** is below the codec
-  floor plus one hand-off pair.
+  trial) and the scheduler's wake-ups. **mem ≤ 10 µs/req is met with
+  GOGC=400** (9.6–9.7 µs, 195–197k req/s, 2026-12-01, see the mem tail
+  above) and missed at the default GOGC, where a collection every ~2.6 ms at
+  the 4 MB minimum heap goal takes the rest: the floor is the collector's,
+  and the library's share of it is the bytes each call allocates.
 - **nats** (\`go test -run '^\$' -bench 'RequestReply/.*/parallel' -benchtime 3s
   -count 3 ./nats/\`, 32 callers): raw nats.go 15.0–18.9 µs/op and 10
   allocations; \`raw-shaped\` — raw nats.go carrying what httpbus carries (the
