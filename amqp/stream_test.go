@@ -634,31 +634,33 @@ type zeros struct{}
 
 func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
+// largestPart records the size of the largest message an inbox returned.
+type largestPart struct{ largest atomic.Int64 }
+
+func (p *largestPart) see(m *transport.Message, err error) (*transport.Message, error) {
+	if m != nil && int64(len(m.Body)) > p.largest.Load() {
+		p.largest.Store(int64(len(m.Body)))
+	}
+	return m, err
+}
+
 // connParts is a Conn that records the largest message its inbox received.
 type connParts struct {
 	*amqp.Conn
-	largest atomic.Int64
+	largestPart
 }
 
 func (c *connParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	m, err := c.Conn.ReceiveInbox(ctx)
-	if m != nil && int64(len(m.Body)) > c.largest.Load() {
-		c.largest.Store(int64(len(m.Body)))
-	}
-	return m, err
+	return c.see(c.Conn.ReceiveInbox(ctx))
 }
 
 // listenerParts is a Listener that records the largest message its inbox
 // received.
 type listenerParts struct {
 	*amqp.Listener
-	largest atomic.Int64
+	largestPart
 }
 
 func (l *listenerParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	m, err := l.Listener.ReceiveInbox(ctx)
-	if m != nil && int64(len(m.Body)) > l.largest.Load() {
-		l.largest.Store(int64(len(m.Body)))
-	}
-	return m, err
+	return l.see(l.Listener.ReceiveInbox(ctx))
 }

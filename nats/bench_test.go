@@ -141,43 +141,20 @@ func rawCall(b *testing.B, nc *natsgo.Conn, subject string, payload []byte) {
 func benchShaped(b *testing.B, url string, payload []byte) (*natsgo.Conn, string, []byte) {
 	reqFrame, respFrame := transporttest.EchoFrames(b, payload, payload)
 	subject := "bench.shaped." + uniqueName("svc")
-	snc := connect(b, url)
-	sub, err := snc.QueueSubscribeSync(subject, "shaped")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { sub.Unsubscribe() })
-	replyHeader := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version}}
-	for range 8 {
-		go func() {
-			for {
-				m, err := sub.NextMsgWithContext(context.Background())
-				if err != nil {
-					return // unsubscribed
-				}
-				snc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Data: respFrame, Header: replyHeader}) //nolint:errcheck // the requester fails
-			}
-		}()
-	}
-	if err := snc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	serveFrames(b, url, subject, func([]byte) []byte { return respFrame })
 	return connect(b, url), subject, reqFrame
 }
 
-// benchCodec starts raw-codec's responder (a synchronous queue
-// subscription on the service's subject served by a pool of workers, each
-// running transporttest.ServeFrame) and returns its http.Client and the
-// service name.
-func benchCodec(b *testing.B, url string, payload []byte) (*http.Client, string) {
-	svc := uniqueName("bench")
+// serveFrames answers the requests on subject with answer(request data),
+// with httpbus's reply headers, from a synchronous queue subscription
+// served by a pool of workers as Listener.Push does.
+func serveFrames(b *testing.B, url, subject string, answer func([]byte) []byte) {
 	snc := connect(b, url)
-	sub, err := snc.QueueSubscribeSync(natstransport.ServiceSubject("", svc), "codec")
+	sub, err := snc.QueueSubscribeSync(subject, "frames")
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { sub.Unsubscribe() })
-	h := echoHandler(payload)
 	replyHeader := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version}}
 	for range 8 {
 		go func() {
@@ -186,13 +163,22 @@ func benchCodec(b *testing.B, url string, payload []byte) (*http.Client, string)
 				if err != nil {
 					return // unsubscribed
 				}
-				snc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Data: transporttest.ServeFrame(h, m.Data), Header: replyHeader}) //nolint:errcheck // the requester fails
+				snc.PublishMsg(&natsgo.Msg{Subject: m.Reply, Data: answer(m.Data), Header: replyHeader}) //nolint:errcheck // the requester fails
 			}
 		}()
 	}
 	if err := snc.Flush(); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// benchCodec starts raw-codec's responder (serveFrames on the service's
+// subject, each request through transporttest.ServeFrame) and returns its
+// http.Client and the service name.
+func benchCodec(b *testing.B, url string, payload []byte) (*http.Client, string) {
+	svc := uniqueName("bench")
+	h := echoHandler(payload)
+	serveFrames(b, url, natstransport.ServiceSubject("", svc), func(req []byte) []byte { return transporttest.ServeFrame(h, req) })
 	nc := connect(b, url)
 	return transporttest.CodecClient(func(ctx context.Context, service string, frame []byte) ([]byte, error) {
 		ctx, cancel := context.WithTimeout(ctx, transport.DefaultReplyTimeout)

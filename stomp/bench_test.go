@@ -116,21 +116,24 @@ func benchHTTPBus(b *testing.B, br broker, addr string, par int) {
 	payload := bytes.Repeat([]byte("q"), benchPayload)
 	b.SetBytes(2 * benchPayload)
 	b.ReportAllocs()
-	runParallel(b, par, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/bench", bytes.NewReader(payload))
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		n, _ := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || n != benchPayload {
-			return &benchError{resp.StatusCode, n}
-		}
-		return nil
-	})
+	runParallel(b, par, func() error { return postEcho(client, svc, payload) })
+}
+
+// postEcho POSTs payload to svc and checks the 200 and the answer's size.
+func postEcho(client *http.Client, svc string, payload []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/bench", bytes.NewReader(payload))
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	n, _ := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || n != benchPayload {
+		return &benchError{resp.StatusCode, n}
+	}
+	return nil
 }
 
 type benchError struct {
@@ -285,21 +288,7 @@ func benchRaw(b *testing.B, br broker, addr string, par int, mode int) {
 			return exchange(ctx, frame)
 		})
 		body := bytes.Repeat([]byte("q"), benchPayload)
-		runParallel(b, par, func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+svc+"/bench", bytes.NewReader(body))
-			resp, err := client.Do(req)
-			if err != nil {
-				return err
-			}
-			n, _ := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || n != benchPayload {
-				return &benchError{resp.StatusCode, n}
-			}
-			return nil
-		})
+		runParallel(b, par, func() error { return postEcho(client, svc, body) })
 		return
 	}
 	runParallel(b, par, func() error {
