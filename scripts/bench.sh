@@ -586,7 +586,9 @@ commands given.
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
   1.04× (httpbus 1.22×).
-- **Streams ≥ 0.8 of raw publish** (missed on stomp; see the table below
+- **Streams ≥ 0.8 of raw publish** (missed on nats, and on ActiveMQ in
+  some runs; met on RabbitMQ STOMP in the three runs late on 2026-12-01
+  (0.81–1.04), where it had been 0.63–0.72; see the table below
   for this run): raw publish has no flow control; a stream holds at most
   2.5 MiB in flight per direction (3 MiB on stomp over RabbitMQ). The
   caller's and server's work per byte is not the gap: with the CPU profile
