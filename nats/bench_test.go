@@ -181,30 +181,32 @@ func benchCodec(b *testing.B, url string, payload []byte) (*http.Client, string)
 	serveFrames(b, url, natstransport.ServiceSubject("", svc), func(req []byte) []byte { return transporttest.ServeFrame(h, req) })
 	nc := connect(b, url)
 	return transporttest.CodecClient(func(ctx context.Context, service string, frame []byte) ([]byte, error) {
-		ctx, cancel := context.WithTimeout(ctx, transport.DefaultReplyTimeout)
-		defer cancel()
-		dl, _ := ctx.Deadline()
-		h := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version},
-			transport.HeaderDeadline: {transport.FormatDeadline(dl)}}
-		m, err := nc.RequestMsgWithContext(ctx, &natsgo.Msg{Subject: natstransport.ServiceSubject("", service), Data: frame, Header: h})
-		if err != nil {
-			return nil, err
-		}
-		return m.Data, nil
+		return requestShaped(ctx, nc, natstransport.ServiceSubject("", service), frame)
 	}), svc
 }
 
-func shapedCall(b *testing.B, nc *natsgo.Conn, subject string, frame []byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), transport.DefaultReplyTimeout)
+// requestShaped sends frame to subject as httpbus's Conn.Call does (its
+// NATS headers, a deadline DefaultReplyTimeout away) and returns the
+// reply's data.
+func requestShaped(ctx context.Context, nc *natsgo.Conn, subject string, frame []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, transport.DefaultReplyTimeout)
 	defer cancel()
 	dl, _ := ctx.Deadline()
 	h := natsgo.Header{"Content-Type": {transport.MediaType}, transport.HeaderVersion: {transport.Version},
 		transport.HeaderDeadline: {transport.FormatDeadline(dl)}}
 	m, err := nc.RequestMsgWithContext(ctx, &natsgo.Msg{Subject: subject, Data: frame, Header: h})
 	if err != nil {
+		return nil, err
+	}
+	return m.Data, nil
+}
+
+func shapedCall(b *testing.B, nc *natsgo.Conn, subject string, frame []byte) {
+	data, err := requestShaped(context.Background(), nc, subject, frame)
+	if err != nil {
 		b.Fatal(err)
 	}
-	if len(m.Data) <= len(frame)/2 {
-		b.Fatalf("%d bytes", len(m.Data))
+	if len(data) <= len(frame)/2 {
+		b.Fatalf("%d bytes", len(data))
 	}
 }

@@ -55,7 +55,9 @@ func (f *bodyBuf) frame(status int, header http.Header, method string) (_ []byte
 	}
 	head, ok := leanResponseHead(f.b[:0:respHeadRoom], status, header, f.Len(), method)
 	if !ok || len(head) > respHeadRoom {
-		return nil, false // declined, or written to a new array: the room is intact
+		// Declined, or too long: append moved it to a new array once the
+		// room was full. Only the room was written; the body is intact.
+		return nil, false
 	}
 	start := respHeadRoom - len(head)
 	copy(f.b[start:], head) // may overlap: copy moves

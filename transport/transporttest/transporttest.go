@@ -906,7 +906,10 @@ func EchoFrames(tb testing.TB, req, resp []byte) (reqFrame, respFrame []byte) {
 // bookkeeping, stream, in-flight bound or error mapping: what it costs over
 // a raw client carrying the same frames is the cost of an http.Client
 // talking HTTP/1.1 frames, which httpbus's design (a plain *http.Client,
-// frames in WIRE.md) requires.
+// frames in WIRE.md §1) requires. Errors: Do returns, wrapped in a
+// *url.Error, exchange's error, the request body's read error, or
+// transport.ErrMalformedFrame and *transport.TooLargeError from decoding
+// (default transport.Limits).
 func CodecClient(exchange func(ctx context.Context, service string, frame []byte) ([]byte, error)) *http.Client {
 	return &http.Client{Transport: codecRoundTripper(exchange)}
 }
@@ -938,7 +941,8 @@ func (rt codecRoundTripper) RoundTrip(req *http.Request) (*http.Response, error)
 // it decodes a request frame (transport.DecodeRequest), runs h on a
 // ResponseWriter that buffers the header and body, and returns the
 // response frame (transport.EncodeResponse). A frame that does not decode
-// gets transport.ErrorResponse.
+// gets transport.ErrorResponse (400 when malformed, 413 over the default
+// transport.Limits).
 func ServeFrame(h http.Handler, frame []byte) []byte {
 	req, err := transport.DecodeRequest(frame, transport.Limits{})
 	if err != nil {
