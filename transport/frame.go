@@ -339,17 +339,28 @@ func headerBlock(frame []byte, end int, owned bool) string {
 
 // decodeRequest is DecodeRequest; owned as for headerBlock.
 func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) {
-	end, err := checkHeader(frame, lim)
-	if err != nil {
+	lr := new(leanReqBox)
+	if err := decodeRequestInto(&lr.req, &lr.leanURLBox, frame, lim, owned); err != nil {
 		return nil, err
 	}
-	if req, length, ok := leanParseRequest(headerBlock(frame, end, owned)); ok && validHost(req.Host) {
+	return &lr.req, nil
+}
+
+// decodeRequestInto is decodeRequest writing the request into *dst, which it
+// does not keep (leanParseRequestInto), its URL and header values into box
+// when the lean parser takes the frame. *dst is undefined on error.
+func decodeRequestInto(dst *http.Request, box *leanURLBox, frame []byte, lim Limits, owned bool) error {
+	end, err := checkHeader(frame, lim)
+	if err != nil {
+		return err
+	}
+	if length, ok := leanParseRequestInto(headerBlock(frame, end, owned), dst, box); ok && validHost(dst.Host) {
 		if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
 			if err != nil {
-				return nil, err
+				return err
 			}
-			req.Body, req.ContentLength = body, n
-			return req, nil
+			dst.Body, dst.ContentLength = body, n
+			return nil
 		}
 	}
 	rd := bytes.NewReader(frame)
@@ -357,24 +368,25 @@ func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) 
 	defer putReader(br)
 	req, err := http.ReadRequest(br)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformedFrame, err)
+		return fmt.Errorf("%w: %v", ErrMalformedFrame, err)
 	}
 	if !validHost(req.Host) {
 		// net/http's server refuses it too (RFC 9112 §3.2); Request.Write
 		// would blank it.
-		return nil, fmt.Errorf("%w: invalid Host %q", ErrMalformedFrame, req.Host)
+		return fmt.Errorf("%w: invalid Host %q", ErrMalformedFrame, req.Host)
 	}
 	chunked := req.ContentLength < 0
 	body, n, err := readBody(frame, br, rd, req.ContentLength, req.Body, lim)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	req.Body = body
 	if !chunked {
 		req.ContentLength = n
 		req.TransferEncoding = nil
 	}
-	return req, nil
+	*dst = *req
+	return nil
 }
 
 // DecodeResponse reads a response frame, by the lean parser or with

@@ -389,44 +389,55 @@ func leanPathByte(c byte) bool {
 // blank line), or returns ok false where it declines. Body, ContentLength
 // and the checks on them are the caller's.
 func leanParseRequest(block string) (req *http.Request, length string, ok bool) {
+	lr := new(leanReqBox)
+	if length, ok = leanParseRequestInto(block, &lr.req, &lr.leanURLBox); !ok {
+		return nil, "", false
+	}
+	return &lr.req, length, true
+}
+
+// leanParseRequestInto is leanParseRequest writing the request into *dst
+// (which it does not keep: a server's decode fills a request on its stack
+// that WithContext then copies, one Request allocation instead of two) and
+// its URL and header values into box. *dst is undefined when ok is false.
+func leanParseRequestInto(block string, dst *http.Request, box *leanURLBox) (length string, ok bool) {
 	i := strings.Index(block, "\r\n")
 	if i < 0 {
-		return nil, "", false
+		return "", false
 	}
 	line := block[:i]
 	method, rest, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || !validMethod(method) || method == http.MethodConnect || method == "PRI" {
-		return nil, "", false
+		return "", false
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
 	if path == "" || path[0] != '/' {
-		return nil, "", false
+		return "", false
 	}
 	for j := 0; j < len(path); j++ {
 		if !leanPathByte(path[j]) {
-			return nil, "", false
+			return "", false
 		}
 	}
 	for j := 0; j < len(query); j++ {
 		if c := query[j]; c <= ' ' || c >= 0x7f || c == '#' || c == '?' {
-			return nil, "", false
+			return "", false
 		}
 	}
-	lr := new(leanReqBox)
-	h, length, ok := leanParseFields(block[i+2:], lr.slab[:])
+	h, length, ok := leanParseFields(block[i+2:], box.slab[:])
 	if !ok {
-		return nil, "", false
+		return "", false
 	}
 	hosts := h["Host"]
 	if len(hosts) != 1 {
-		return nil, "", false
+		return "", false
 	}
 	delete(h, "Host")
-	lr.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
-	lr.req = http.Request{
+	box.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
+	*dst = http.Request{
 		Method:     method,
-		URL:        &lr.url,
+		URL:        &box.url,
 		Proto:      proto,
 		ProtoMajor: 1,
 		ProtoMinor: 1,
@@ -434,13 +445,18 @@ func leanParseRequest(block string) (req *http.Request, length string, ok bool) 
 		Host:       hosts[0],
 		RequestURI: target,
 	}
-	return &lr.req, length, true
+	return length, true
 }
 
 // leanReqBox and leanRespBox hold a decoded message, its URL and the
-// values of up to leanSlab header fields in one allocation.
+// values of up to leanSlab header fields in one allocation; leanURLBox is
+// the URL and values alone, for a request decoded into the caller's own.
 type leanReqBox struct {
-	req  http.Request
+	req http.Request
+	leanURLBox
+}
+
+type leanURLBox struct {
 	url  url.URL
 	slab [leanSlab]string
 }

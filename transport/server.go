@@ -378,14 +378,18 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	// or a caller from before issue 13), else fields of the frame, which is
 	// then decoded first.
 	peer, id := HeaderValue(d.Header, HeaderReplyTo), HeaderValue(d.Header, HeaderStream)
+	// A request frame is decoded into rv, on this stack, which WithContext
+	// below copies to the heap: one Request allocation, not two. req is set
+	// before that only by the other decoders.
+	var rv http.Request
 	var req *http.Request
 	var decodeErr error
 	decoded := false
 	if peer == "" && d.Topic == "" && IsFrame(d.ContentType) {
-		req, decodeErr = decodeRequest(d.Body, s.limits(), true)
+		decodeErr = decodeRequestInto(&rv, new(leanURLBox), d.Body, s.limits(), true)
 		decoded = true
 		if decodeErr == nil {
-			peer, id = takeStreamFields(req.Header)
+			peer, id = takeStreamFields(rv.Header)
 		}
 	}
 	ex := newExchange(s, base, l, d, peer, id) // nil for a version-1 caller
@@ -429,7 +433,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	case ex.streamedRequest():
 		req, err = ex.decodeStreamedRequest(ctx, s.limits())
 	case IsFrame(d.ContentType):
-		req, err = decodeRequest(d.Body, s.limits(), true)
+		err = decodeRequestInto(&rv, new(leanURLBox), d.Body, s.limits(), true)
 	default:
 		req = ForeignRequest(d)
 		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
@@ -441,11 +445,15 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		send(ErrorResponse(err), Reject)
 		return
 	}
+	if req == nil {
+		req = rv.WithContext(ctx)
+	} else {
+		req = req.WithContext(ctx)
+	}
 	takeStreamFields(req.Header) // never the handler's, whatever the path
 	if d.Topic != "" {
 		req.Method = MethodNotify
 	}
-	req = req.WithContext(ctx)
 	req.RemoteAddr = d.RemoteAddr
 	if d.Redelivered {
 		req.Header.Set(HeaderRedelivered, "true")
