@@ -118,7 +118,7 @@
 // NATS headers (Httpbus-Stream, Httpbus-Seq, Httpbus-End, Httpbus-Control,
 // Httpbus-Credit, Httpbus-Credit-Bytes, Httpbus-Reply-To), after a
 // max_payload check. The inbox holds up to Config.InboxPendingBytes
-// (DefaultInboxPendingBytes, 320 MiB) not yet taken by ReceiveInbox; past
+// (DefaultInboxPendingBytes, 384 MiB) not yet taken by ReceiveInbox; past
 // it nats.go drops messages as a slow consumer (logged; the core sees the
 // gap). Close unsubscribes it.
 //

@@ -1,12 +1,15 @@
 package nats_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -502,4 +505,93 @@ func TestReplyHold(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestStreamPartBytes: nats cuts stream parts of 1 MiB (StreamPartBytes),
+// capped at max_payload minus HeaderRoom minus 1 KiB, both ways through the
+// server once the receiver grants credit in bytes: the largest part a
+// caller's inbox receives on a 6 MiB download, and a server's inbox on a
+// 6 MiB upload. (The transporttest credit wrappers hide PartSizer, so the
+// conformance suite does not cover it.)
+func TestStreamPartBytes(t *testing.T) {
+	eachServer(t, func(t *testing.T, url string) {
+		const size = 6 << 20
+		svc := uniqueName("parts")
+		nc := connect(t, url)
+		want := min(1<<20, int(nc.MaxPayload())-natstransport.HeaderRoom-1024)
+		l := listen(t, nc, transport.ListenConfig{Service: svc}, natstransport.Config{})
+		sl := &listenerParts{Listener: l}
+		got := make(chan int64, 1)
+		serve(t, &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Method == http.MethodPost {
+				n, _ := io.Copy(io.Discard, r.Body)
+				got <- n
+				return
+			}
+			w.Write(make([]byte, 64<<10))
+			w.(http.Flusher).Flush() // a stream, whatever the server's limit
+			w.Write(make([]byte, size-64<<10))
+		})}, sl)
+		cp := &connParts{Conn: dial(t, connect(t, url))}
+		if cp.StreamPartBytes() != 1<<20 || l.StreamPartBytes() != 1<<20 {
+			t.Fatalf("StreamPartBytes: Conn %d, Listener %d, want %d", cp.StreamPartBytes(), l.StreamPartBytes(), 1<<20)
+		}
+		client := &http.Client{Transport: transport.NewRoundTripper(cp)}
+
+		resp, err := client.Get("http://" + svc + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || n != size {
+			t.Fatalf("download: %d of %d bytes, err %v", n, size, err)
+		}
+		if got := cp.largest.Load(); got != int64(want) {
+			t.Errorf("download: the largest part the caller's inbox received has %d bytes, want %d", got, want)
+		}
+
+		resp, err = client.Post("http://"+svc+"/", "application/octet-stream", io.LimitReader(bytes.NewReader(make([]byte, size)), size)) // length unknown to the client
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if n := <-got; n != size || resp.StatusCode != http.StatusOK {
+			t.Fatalf("upload: status %d, the handler read %d of %d bytes", resp.StatusCode, n, size)
+		}
+		if got := sl.largest.Load(); got != int64(want) {
+			t.Errorf("upload: the largest part the server's inbox received has %d bytes, want %d", got, want)
+		}
+	})
+}
+
+// largestPart records the size of the largest message an inbox returned.
+type largestPart struct{ largest atomic.Int64 }
+
+func (p *largestPart) see(m *transport.Message, err error) (*transport.Message, error) {
+	if m != nil && int64(len(m.Body)) > p.largest.Load() {
+		p.largest.Store(int64(len(m.Body)))
+	}
+	return m, err
+}
+
+// connParts is a Conn that records the largest message its inbox received.
+type connParts struct {
+	*natstransport.Conn
+	largestPart
+}
+
+func (c *connParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	return c.see(c.Conn.ReceiveInbox(ctx))
+}
+
+// listenerParts is a Listener that records the largest message its inbox
+// received.
+type listenerParts struct {
+	*natstransport.Listener
+	largestPart
+}
+
+func (l *listenerParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
+	return l.see(l.Listener.ReceiveInbox(ctx))
 }

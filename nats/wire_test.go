@@ -42,13 +42,15 @@ func TestWireStreamPython(t *testing.T) {
 	})}
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
-	// Granting credit in bytes, the script gets parts of up to
-	// transport.LargePartBytes after its first credit; in parts only, of
-	// up to transport.DefaultPartBytes.
+	// Granting credit in bytes, the script gets parts of up to nats's
+	// StreamPartBytes (1 MiB, capped at max_payload minus HeaderRoom minus
+	// 1 KiB) after its first credit; in parts only, of up to
+	// transport.DefaultPartBytes.
+	large := min(l.StreamPartBytes(), int(nc.MaxPayload())-natstransport.HeaderRoom-1024)
 	for _, tc := range []struct {
 		args    []string
 		largest int
-	}{{nil, transport.LargePartBytes}, {[]string{"parts"}, transport.DefaultPartBytes}} {
+	}{{nil, large}, {[]string{"parts"}, transport.DefaultPartBytes}} {
 		args := append([]string{"../scripts/wire-stream.py", u.Hostname(), u.Port(), svc, "/file"}, tc.args...)
 		out, err := exec.CommandContext(t.Context(), py, args...).CombinedOutput()
 		if err != nil {

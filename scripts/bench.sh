@@ -590,7 +590,10 @@ commands given.
   some runs; met on RabbitMQ STOMP in the three runs late on 2026-12-01
   (0.81–1.04), where it had been 0.63–0.72; see the table below
   for this run): raw publish has no flow control; a stream holds at most
-  2.5 MiB in flight per direction (3 MiB on stomp over RabbitMQ). The
+  2.5 MiB in flight per direction (3 MiB on nats and on stomp over
+  RabbitMQ, whose parts are 1 MiB). nats's 1 MiB parts (issue 13, 2026-12-01,
+  3 alternating pairs, \`bench -stream both -raw\`) moved nats from
+  0.61–0.71 of raw publish with 512 KiB parts to 0.72–0.90. The
   caller's and server's work per byte is not the gap: with the CPU profile
   split by runner (\`bench -stream both -raw -cpuprofile\`, pprof label
   \`runner\`), RabbitMQ STOMP streams took 1.64 ms of process CPU per MiB
@@ -646,7 +649,7 @@ $(cat "$rssrows")
 One body of $stream_size B through the stream protocol (issue 10, WIRE.md §7:
 a credit window of 16 parts and, between httpbus peers, of 2 MiB in bytes;
 parts of at most 128 KiB, then of 512 KiB once the receiver grants credit in
-bytes — 128 KiB on amqp, 1 MiB on stomp over RabbitMQ — issue 13), up (\`POST /upload\`: the handler
+bytes — 128 KiB on amqp, 1 MiB on nats and on stomp over RabbitMQ — issue 13), up (\`POST /upload\`: the handler
 reads, counts and CRC-32C-checks it) and down (\`GET /download?n=…\`: the handler
 writes it in 32 KiB writes; the caller checks every byte). The body is
 generated and checked on the fly, never held whole. Server and caller are

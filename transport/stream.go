@@ -35,8 +35,8 @@ const (
 	// as a receiver (HeaderCreditBytes): a sender may start a part while
 	// the parts it sent and the receiver did not consume hold fewer bytes.
 	// Memory per stream direction is bounded by DefaultWindowBytes plus
-	// one part (2.5 MiB; 3 MiB on stomp over RabbitMQ, whose parts are
-	// 1 MiB), or by DefaultWindow × DefaultPartBytes (2 MiB) with a sender
+	// one part (2.5 MiB; 3 MiB on nats and on stomp over RabbitMQ, whose
+	// parts are 1 MiB), or by DefaultWindow × DefaultPartBytes (2 MiB) with a sender
 	// that counts parts only.
 	DefaultWindowBytes = 2 << 20
 	// processingAfter is how long a handler runs for a version-2 caller
