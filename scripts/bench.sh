@@ -461,8 +461,8 @@ toward the mean while p99 comes down: 2026-12-01, \`httpbus bench -url mem://x
 -c 32 -d 3s\`, two runs: p50 313/255 µs, p99 1778/1663 µs (~6.5×), 80–89k req/s
 where the old path made 72–80k. Later on 2026-12-01, after the machine was
 restarted, the same binary (127bf74) gave p50 61–77 µs and p99 2.4–2.9 ms
-(33–47×), and this run's figure above is of that kind: the garbage collector
-sets the tail now. \`GODEBUG=gctrace=1\` over 3 s at 32 callers: 1,162
+(33–47×), and runs since have given 11–39× (11.0× in the run above, p50
+222 µs): the garbage collector sets the tail now. \`GODEBUG=gctrace=1\` over 3 s at 32 callers: 1,162
 collections (one every 2.6 ms), the live heap 1 MB under the 4 MB minimum goal,
 15% of the CPU in the collector by its own count, each cycle's mark phase
 (0.6–0.8 ms, write barriers on, callers assisting) covering about a quarter of
@@ -470,7 +470,8 @@ the time. With \`GOGC=400\` (the application's setting, not the library's):
 311 collections, 195–197k req/s instead of ~107k, 9.6–9.7 µs of CPU per
 request, p99/p50 15.6–16.5×. So at the default GOGC the mem row's CPU and tail
 are mostly the collector's cost per cycle times a cycle every ~3 MB
-allocated; what httpbus controls is the ~5.8 KB each call allocates.
+allocated; what httpbus controls is the ~5.4 KB each call allocates (5.8
+KB before the server decoded requests into a Request on its stack, 1fda54b).
 
 ## Floors: what a target would cost at the least
 
@@ -586,10 +587,12 @@ commands given.
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
   1.04× (httpbus 1.22×).
-- **Streams ≥ 0.8 of raw publish** (missed on nats, and on ActiveMQ in
-  some runs; met on RabbitMQ STOMP in the three runs late on 2026-12-01
-  (0.81–1.04), where it had been 0.63–0.72; see the table below
-  for this run): raw publish has no flow control; a stream holds at most
+- **Streams ≥ 0.8 of raw publish** (missed on nats and on ActiveMQ; on
+  RabbitMQ STOMP met in three runs on 2026-12-01 (0.81–1.04, raw publish
+  287–305 MB/s) and missed in the run at 946f7f4 (0.66–0.73, raw publish 516
+  MB/s; ActiveMQ's raw publish 356 against 217 MB/s before): raw publish
+  varies by up to 1.7× from run to run here, httpbus's streams by less; see
+  the table below for this run): raw publish has no flow control; a stream holds at most
   2.5 MiB in flight per direction (3 MiB on nats and on stomp over
   RabbitMQ, whose parts are 1 MiB). nats's 1 MiB parts (issue 13, 2026-12-01,
   3 alternating pairs, \`bench -stream both -raw\`) moved nats from
