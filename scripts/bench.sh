@@ -609,8 +609,20 @@ commands given.
   1 MiB, the publisher stays within 2 MiB; two processes, 3 × 64 MiB both
   ways, alternating with plain raw publish, 2026-12-01) ran as fast as
   without it: ActiveMQ 234 against 234 MB/s, nats 210 against 235, RabbitMQ
-  STOMP 318 and 286 against 287 and 305; the window costs a raw client
-  nothing here, so it is not the floor either. A sweep on
+  STOMP 318 and 286 against 287 and 305; the window cost a raw client
+  nothing that day. On ActiveMQ later that day (946f7f4, four pairs, up)
+  it did: windowed raw publish 176–229 MB/s against 247–334 without the
+  window (0.53–0.79 of it), and httpbus's upload 0.85–0.90 of the windowed
+  raw publish in the same run. A trace of both processes (\`bench -trace\`
+  for the caller, \`go tool trace -pprof=sync\`; a build of \`serve\` tracing
+  likewise for the server) showed the uploading caller waiting for
+  credit 47% of the time and the handler waiting for parts 87%: the loop
+  through the broker, not either process (together 60% of the two cores,
+  the broker's own CPU included), sets the rate. A 4 MiB window gave httpbus
+  +10% MB/s on ActiveMQ (8 MiB no more), credit every quarter window +6%,
+  1 MiB parts nothing, a temporary queue instead of a named one nothing to
+  raw publish (333–335 against 333–360 MB/s); none moved the ratio beyond
+  the run-to-run spread of raw publish, so none was kept. A sweep on
   2026-12-01, when raw publish still resent one buffer to a subscriber that
   only counted (a build taking part size and
   window from the environment; \`httpbus bench -stream both -raw\`, MB/s up/down
