@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/httpbus/httpbus/transport"
 )
@@ -183,23 +185,108 @@ func BenchmarkFloor(b *testing.B) {
 	}{
 		{"net/http", floorDirect{echo}},
 		{"codec", floorCodec{echo}},
+		{"handoff", newFloorHandoff(b, echo)},
 	} {
+		client := &http.Client{Transport: c.rt}
+		post := func(b *testing.B) {
+			resp, err := client.Post("http://orders/echo", "application/octet-stream", bytes.NewReader(payload))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n, _ := io.Copy(io.Discard, resp.Body); n != int64(len(payload)) {
+				b.Fatalf("echo of %d bytes came back with %d", len(payload), n)
+			}
+			resp.Body.Close()
+		}
 		b.Run(c.name, func(b *testing.B) {
-			client := &http.Client{Transport: c.rt}
 			b.ReportAllocs()
 			b.SetBytes(int64(len(payload)))
 			for b.Loop() {
-				resp, err := client.Post("http://orders/echo", "application/octet-stream", bytes.NewReader(payload))
-				if err != nil {
-					b.Fatal(err)
-				}
-				if n, _ := io.Copy(io.Discard, resp.Body); n != int64(len(payload)) {
-					b.Fatalf("echo of %d bytes came back with %d", len(payload), n)
-				}
-				resp.Body.Close()
+				post(b)
 			}
 		})
+		// parallel: 32 callers on this machine's 2 cores, as the mem row of
+		// BENCHMARKS.md (httpbus bench -url mem://x -c 32), with the
+		// process's CPU time per call (user + system, µs) beside ns/op.
+		b.Run(c.name+"/parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(payload)))
+			b.SetParallelism(16)
+			cpu0 := processCPU(b)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					post(b)
+				}
+			})
+			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
+		})
 	}
+}
+
+// processCPU is the process's user and system CPU time so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// floorHandoff is floorCodec with the server's side on a pool of
+// goroutines: the request frame goes to a worker over a channel and the
+// response frame comes back over another, the least hand-off a server that
+// runs handlers off the caller's goroutine makes (inmem's Server makes the
+// same two).
+type floorHandoff struct {
+	h    http.Handler
+	reqs chan floorCall
+}
+
+type floorCall struct {
+	frame []byte
+	reply chan []byte
+}
+
+func newFloorHandoff(b *testing.B, h http.Handler) floorHandoff {
+	f := floorHandoff{h: h, reqs: make(chan floorCall)}
+	for range 32 {
+		go f.serve()
+	}
+	b.Cleanup(func() { close(f.reqs) })
+	return f
+}
+
+func (f floorHandoff) serve() {
+	lim := transport.Limits{MaxBodyBytes: -1}
+	for c := range f.reqs {
+		in, err := transport.DecodeRequest(c.frame, lim)
+		if err != nil {
+			c.reply <- nil
+			continue
+		}
+		rec := httptest.NewRecorder()
+		f.h.ServeHTTP(rec, in)
+		out, _ := transport.EncodeResponse(rec.Code, rec.Header(), rec.Body.Bytes(), in.Method)
+		c.reply <- out
+	}
+}
+
+func (f floorHandoff) RoundTrip(r *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	frame, err := transport.EncodeRequest(r, r.URL.Host, body)
+	if err != nil {
+		return nil, err
+	}
+	reply := make(chan []byte, 1)
+	f.reqs <- floorCall{frame, reply}
+	out := <-reply
+	if out == nil {
+		return nil, fmt.Errorf("floor: the request frame did not decode")
+	}
+	return transport.DecodeResponse(out, r, transport.Limits{MaxBodyBytes: -1})
 }
 
 type floorDirect struct{ h http.Handler }
