@@ -147,14 +147,15 @@ benchrows=$(awk '
 	/^pkg:/ { pkg = $2; sub(/.*\//, "", pkg) }
 	/^Benchmark/ {
 		name = $1; sub(/-[0-9]+$/, "", name)
-		ns = ""; mbs = ""; bop = ""; allocs = ""
+		ns = ""; mbs = ""; bop = ""; allocs = ""; cpu = ""
 		for (i = 3; i < NF; i++) {
 			if ($(i+1) == "ns/op") ns = $i
 			if ($(i+1) == "MB/s") mbs = $i
 			if ($(i+1) == "B/op") bop = $i
 			if ($(i+1) == "allocs/op") allocs = $i
+			if ($(i+1) == "cpu-µs/op") cpu = $i
 		}
-		printf "| %s | %s | %s | %s | %s | %s |\n", pkg, name, ns, (mbs == "" ? "—" : mbs), bop, allocs
+		printf "| %s | %s | %s | %s | %s | %s | %s |\n", pkg, name, ns, (mbs == "" ? "—" : mbs), (cpu == "" ? "—" : cpu), bop, allocs
 	}' "$gobench")
 
 # Peak RSS for one big body through mem and tcp (caller and server in one
@@ -496,6 +497,25 @@ commands given.
   above) and missed at the default GOGC, where a collection every ~2.6 ms at
   the 4 MB minimum heap goal takes the rest: the floor is the collector's,
   and the library's share of it is the bytes each call allocates.
+  **At 32 callers the floor itself costs more than 10 µs** (2026-12-02,
+  \`go test -c\` for ./transport/ and ./inmem/, then \`-test.bench
+  'Floor' -test.benchtime 3s\` and \`-test.bench RoundTripParallel
+  -test.benchtime 3s\`, five alternating runs, the \`parallel\` rows'
+  CPU µs/op): net/http alone 5.3–6.2 µs of CPU per call; with the four
+  frame operations 11.3–13.1 µs; with those and a hand-off to a pool of
+  server goroutines and back (\`BenchmarkFloor/handoff\`, the least a
+  server that runs handlers off the caller's goroutine does) 10.8–12.4 µs;
+  inmem's round trip 15.1–16.8 µs with fewer bytes per call than either
+  floor (5,436 against 6,312–6,448 B). So 10 µs at the default GOGC is
+  below the floor, and httpbus's Server and RoundTripper (in-flight bound,
+  deadline, panic guard, stream bookkeeping) cost ~4 µs per call above it.
+  With the default GOGC, \`GODEBUG=gctrace=1\` on \`httpbus bench -url
+  mem://x -c 32\` shows every cycle starting at a 3 MB heap and ending
+  at 1 MB under the 4 MB goal, one cycle per ~2 MB allocated: at ~5.4 KB
+  per call that is a collection every ~370 calls, each 1.5–2 ms of CPU,
+  about 5 µs per call; the background scavenger returning the freed pages
+  (\`runtime.bgscavenge\`, \`madvise\`) took another 8% of the CPU in
+  a profile of \`BenchmarkRoundTripParallel\`.
 - **nats** (\`go test -run '^\$' -bench 'RequestReply/.*/parallel' -benchtime 3s
   -count 3 ./nats/\`, 32 callers): raw nats.go 15.0–18.9 µs/op and 10
   allocations; \`raw-shaped\` — raw nats.go carrying what httpbus carries (the
@@ -640,10 +660,13 @@ commands given.
 ## Frame codec and inmem round trip (\`go test -bench . -benchmem\`)
 
 Allocations per operation are the figure to drive down: every broker backend
-pays encode + decode on both sides of every call.
+pays encode + decode on both sides of every call. The \`parallel\` rows run
+32 callers on the 2 cores, as the mem row above does; their CPU µs/op is the
+process's user and system CPU time per call (\`getrusage\`), where ns/op is
+wall time divided by calls.
 
-| package | benchmark | ns/op | MB/s | B/op | allocs/op |
-|---|---|---:|---:|---:|---:|
+| package | benchmark | ns/op | MB/s | CPU µs/op | B/op | allocs/op |
+|---|---|---:|---:|---:|---:|---:|
 $benchrows
 
 ## Memory: peak RSS for one large body
