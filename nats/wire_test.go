@@ -18,7 +18,7 @@ import (
 
 // TestWireStreamPython runs WIRE.md §7.1's raw example
 // (scripts/wire-stream.py, Python with a plain socket) against a service
-// whose handler writes 3 MiB with no length: more than NATS's 1 MiB
+// whose handler writes 6 MiB with no length: more than NATS's 1 MiB
 // max_payload, so it arrives as parts that Python's http.client decodes.
 func TestWireStreamPython(t *testing.T) {
 	py, err := exec.LookPath("python3")
@@ -38,14 +38,18 @@ func TestWireStreamPython(t *testing.T) {
 	}
 	srv := &transport.Server{Logger: transporttest.Logger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
-		io.CopyN(w, zeros{}, 3<<20)
+		io.CopyN(w, zeros{}, 6<<20)
 	})}
 	go srv.Serve(l)
 	defer srv.Shutdown(context.Background())
 	// Granting credit in bytes, the script gets parts of up to nats's
 	// StreamPartBytes (1 MiB, capped at max_payload minus HeaderRoom minus
-	// 1 KiB) after its first credit; in parts only, of up to
-	// transport.DefaultPartBytes.
+	// 1 KiB) once the server has its first credit; in parts only, of up
+	// to transport.DefaultPartBytes. Before that credit the server sends
+	// at most its window of small parts (17 × 128 KiB with the head's,
+	// if the script is slow to read: a 3 MiB body then had no full large
+	// part left, and this test failed in CI), so 6 MiB always leaves
+	// whole large parts.
 	large := min(l.StreamPartBytes(), int(nc.MaxPayload())-natstransport.HeaderRoom-1024)
 	for _, tc := range []struct {
 		args    []string
@@ -57,8 +61,8 @@ func TestWireStreamPython(t *testing.T) {
 			t.Fatalf("wire-stream.py %v: %v\n%s", tc.args, err, out)
 		}
 		want := "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\n"
-		if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "http.client: 200, 3145728 body bytes") {
-			t.Fatalf("wire-stream.py %v printed:\n%s\nwant the head %q and a 3145728-byte body", tc.args, out, want)
+		if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), "http.client: 200, 6291456 body bytes") {
+			t.Fatalf("wire-stream.py %v printed:\n%s\nwant the head %q and a 6291456-byte body", tc.args, out, want)
 		}
 		if !strings.Contains(string(out), fmt.Sprintf("the largest %d bytes;", tc.largest)) {
 			t.Errorf("wire-stream.py %v printed:\n%s\nwant the largest part of %d bytes", tc.args, out, tc.largest)
