@@ -450,7 +450,11 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	} else {
 		req = req.WithContext(ctx)
 	}
-	takeStreamFields(req.Header) // never the handler's, whatever the path
+	if !decoded {
+		// A decoded frame's fields went above; the other paths' here:
+		// never the handler's.
+		takeStreamFields(req.Header)
+	}
 	if d.Topic != "" {
 		req.Method = MethodNotify
 	}
