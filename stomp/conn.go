@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 
 	stompgo "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -20,6 +22,11 @@ type Conn struct {
 	s       *session
 	in      *inbox
 	replyTo string // /temp-queue/httpbus-<random>, the same on every connection
+	// ids numbers the calls: a call's correlation id is its number in
+	// decimal, unique on this Conn's reply queue, which no other Conn
+	// shares (a random id was 32 characters in each of the call's two
+	// frames, and a crypto/rand read per call).
+	ids atomic.Uint64
 
 	mu      sync.Mutex
 	pending map[string]*call
@@ -127,7 +134,7 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if cd, ok := ctx.Deadline(); ok && (dl.IsZero() || cd.Before(dl)) {
 		dl = cd
 	}
-	id := newID()
+	id := strconv.FormatUint(c.ids.Add(1), 10)
 	cl := &call{l: k, ch: make(chan callResult, 1)}
 	c.mu.Lock()
 	c.pending[id] = cl
