@@ -8,12 +8,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/httpbus/httpbus/inmem"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // Round trips through the in-memory backend: http.Client → RoundTripper →
@@ -100,20 +100,11 @@ func BenchmarkRoundTripParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(256)
 	b.SetParallelism(16) // 16×GOMAXPROCS callers
-	cpu0 := processCPU(b)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			call(b, c, body)
-		}
+	transporttest.ReportCPU(b, func() {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				call(b, c, body)
+			}
+		})
 	})
-	b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
-}
-
-// processCPU is the process's user and system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

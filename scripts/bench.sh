@@ -501,14 +501,15 @@ commands given.
   \`go test -c\` for ./transport/ and ./inmem/, then \`-test.bench
   'Floor' -test.benchtime 3s\` and \`-test.bench RoundTripParallel
   -test.benchtime 3s\`, five alternating runs, the \`parallel\` rows'
-  CPU µs/op): net/http alone 5.3–6.2 µs of CPU per call; with the four
-  frame operations 11.3–13.1 µs; with those and a hand-off to a pool of
-  server goroutines and back (\`BenchmarkFloor/handoff\`, the least a
-  server that runs handlers off the caller's goroutine does) 10.8–12.4 µs;
-  inmem's round trip 15.1–16.8 µs with fewer bytes per call than either
-  floor (5,436 against 6,312–6,448 B). So 10 µs at the default GOGC is
-  below the floor, and httpbus's Server and RoundTripper (in-flight bound,
-  deadline, panic guard, stream bookkeeping) cost ~4 µs per call above it.
+  CPU µs/op): net/http alone 5.5–6.4 µs of CPU per call; with the four
+  frame operations 11.9–14.0 µs; the broker benchmarks' raw-codec floor
+  (\`transporttest.CodecClient\` and \`ServeFrame\`) with a hand-off to
+  a pool of server goroutines and back (\`BenchmarkFloor/handoff\`, the
+  least a server that runs handlers off the caller's goroutine does)
+  10.4–11.6 µs, 5,968 B and 34 allocations; inmem's round trip 15.3–17.8
+  µs, 5,436 B and 37 allocations. So 10 µs at the default GOGC is below the
+  floor, and httpbus's Server and RoundTripper (in-flight bound, deadline,
+  panic guard, stream bookkeeping) cost ~5 µs per call above it.
   With the default GOGC, \`GODEBUG=gctrace=1\` on \`httpbus bench -url
   mem://x -c 32\` shows every cycle starting at a 3 MB heap and ending
   at 1 MB under the 4 MB goal, one cycle per ~2 MB allocated: at ~5.4 KB

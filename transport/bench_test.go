@@ -2,15 +2,15 @@ package transport_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // Frame codec benchmarks: the per-message cost every broker backend pays on
@@ -167,11 +167,17 @@ func BenchmarkFrameRoundTrip(b *testing.B) {
 //     httptest.ResponseRecorder (what net/http alone costs: the Client's
 //     request copy, the Request, the ResponseWriter, the Response);
 //   - codec: the RoundTripper also writes and reads both frames
-//     (EncodeRequest, DecodeRequest, EncodeResponse, DecodeResponse).
+//     (EncodeRequest, DecodeRequest, EncodeResponse, DecodeResponse);
+//   - handoff: the raw-codec floor of the broker benchmarks
+//     (transporttest.CodecClient and ServeFrame) with the server's half on
+//     a pool of goroutines, reached over a channel and answering over
+//     another.
 //
-// inmem's BenchmarkRoundTrip/256B is this plus a Server (in-flight bound,
+// inmem's BenchmarkRoundTrip/256B is codec plus a Server (in-flight bound,
 // deadline, panic guard, stream bookkeeping) and the handoff to a server
-// goroutine and back.
+// goroutine and back. Each case has a parallel variant: 32 callers on a
+// 2-core machine (16 × GOMAXPROCS), as BENCHMARKS.md's mem row, reporting
+// the process's CPU per call (cpu-µs/op) beside ns/op.
 func BenchmarkFloor(b *testing.B) {
 	payload := make([]byte, 256)
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -212,81 +218,42 @@ func BenchmarkFloor(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(payload)))
 			b.SetParallelism(16)
-			cpu0 := processCPU(b)
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					post(b)
-				}
+			transporttest.ReportCPU(b, func() {
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						post(b)
+					}
+				})
 			})
-			b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-µs/op")
 		})
 	}
 }
 
-// processCPU is the process's user and system CPU time so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// floorHandoff is floorCodec with the server's side on a pool of
-// goroutines: the request frame goes to a worker over a channel and the
+// newFloorHandoff is the raw-codec floor of the broker benchmarks
+// (transporttest.CodecClient and ServeFrame) with a pool of goroutines for
+// a broker: the request frame goes to a worker over a channel and the
 // response frame comes back over another, the least hand-off a server that
 // runs handlers off the caller's goroutine makes (inmem's Server makes the
 // same two).
-type floorHandoff struct {
-	h    http.Handler
-	reqs chan floorCall
-}
-
-type floorCall struct {
-	frame []byte
-	reply chan []byte
-}
-
-func newFloorHandoff(b *testing.B, h http.Handler) floorHandoff {
-	f := floorHandoff{h: h, reqs: make(chan floorCall)}
+func newFloorHandoff(b *testing.B, h http.Handler) http.RoundTripper {
+	type call struct {
+		frame []byte
+		reply chan []byte
+	}
+	calls := make(chan call)
 	for range 32 {
-		go f.serve()
+		go func() {
+			for c := range calls {
+				c.reply <- transporttest.ServeFrame(h, c.frame)
+			}
+		}()
 	}
-	b.Cleanup(func() { close(f.reqs) })
-	return f
-}
-
-func (f floorHandoff) serve() {
-	lim := transport.Limits{MaxBodyBytes: -1}
-	for c := range f.reqs {
-		in, err := transport.DecodeRequest(c.frame, lim)
-		if err != nil {
-			c.reply <- nil
-			continue
-		}
-		rec := httptest.NewRecorder()
-		f.h.ServeHTTP(rec, in)
-		out, _ := transport.EncodeResponse(rec.Code, rec.Header(), rec.Body.Bytes(), in.Method)
-		c.reply <- out
-	}
-}
-
-func (f floorHandoff) RoundTrip(r *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return nil, err
-	}
-	frame, err := transport.EncodeRequest(r, r.URL.Host, body)
-	if err != nil {
-		return nil, err
-	}
-	reply := make(chan []byte, 1)
-	f.reqs <- floorCall{frame, reply}
-	out := <-reply
-	if out == nil {
-		return nil, fmt.Errorf("floor: the request frame did not decode")
-	}
-	return transport.DecodeResponse(out, r, transport.Limits{MaxBodyBytes: -1})
+	b.Cleanup(func() { close(calls) })
+	return transporttest.CodecClient(func(_ context.Context, _ string, frame []byte) ([]byte, error) {
+		reply := make(chan []byte, 1)
+		calls <- call{frame, reply}
+		return <-reply, nil
+	}).Transport
 }
 
 type floorDirect struct{ h http.Handler }
