@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/httpbus/httpbus/amqp"
 	"github.com/httpbus/httpbus/internal/brokertest"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // listen returns a Listener for a fresh service, with its queues deleted and
@@ -585,17 +584,8 @@ func TestStreamPartBytes(t *testing.T) {
 	}
 	deleteQueues(t, url, l.Queue(), l.Queue()+amqp.NotifyQueueSuffix)
 	sl := &listenerParts{Listener: l}
-	got := make(chan int64, 1)
-	srv := &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			n, _ := io.Copy(io.Discard, r.Body)
-			got <- n
-			return
-		}
-		w.Write(make([]byte, 64<<10))
-		w.(http.Flusher).Flush() // a stream, whatever the broker's limit
-		w.Write(make([]byte, size-64<<10))
-	})}
+	uploaded := make(chan int64, 1)
+	srv := &transport.Server{Logger: testLogger(t), Handler: transporttest.PartBytesHandler(size, uploaded)}
 	go srv.Serve(sl)
 	t.Cleanup(func() { srv.Close(); l.Close() })
 	cp := &connParts{Conn: dialConn(t, url, amqp.Config{})}
@@ -603,60 +593,26 @@ func TestStreamPartBytes(t *testing.T) {
 		t.Fatalf("StreamPartBytes: Conn %d, Listener %d, want %d", cp.StreamPartBytes(), l.StreamPartBytes(), want)
 	}
 	client := &http.Client{Transport: transport.NewRoundTripper(cp)}
-
-	resp, err := client.Get("http://" + lc.Service + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil || n != size {
-		t.Fatalf("download: %d of %d bytes, err %v", n, size, err)
-	}
-	if got := cp.largest.Load(); got != int64(want) {
-		t.Errorf("download: the largest part the caller's inbox received has %d bytes, want %d", got, want)
-	}
-
-	resp, err = client.Post("http://"+lc.Service+"/", "application/octet-stream", io.LimitReader(bytes.NewReader(make([]byte, size)), size)) // length unknown to the client
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if n := <-got; n != size || resp.StatusCode != http.StatusOK {
-		t.Fatalf("upload: status %d, the handler read %d of %d bytes", resp.StatusCode, n, size)
-	}
-	if got := sl.largest.Load(); got != int64(want) {
-		t.Errorf("upload: the largest part the server's inbox received has %d bytes, want %d", got, want)
-	}
-}
-
-// largestPart records the size of the largest message an inbox returned.
-type largestPart struct{ largest atomic.Int64 }
-
-func (p *largestPart) see(m *transport.Message, err error) (*transport.Message, error) {
-	if m != nil && int64(len(m.Body)) > p.largest.Load() {
-		p.largest.Store(int64(len(m.Body)))
-	}
-	return m, err
+	transporttest.CheckPartBytes(t, client, lc.Service, size, want, &cp.LargestPart, &sl.LargestPart, uploaded)
 }
 
 // connParts is a Conn that records the largest message its inbox received.
 type connParts struct {
 	*amqp.Conn
-	largestPart
+	transporttest.LargestPart
 }
 
 func (c *connParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return c.see(c.Conn.ReceiveInbox(ctx))
+	return c.See(c.Conn.ReceiveInbox(ctx))
 }
 
 // listenerParts is a Listener that records the largest message its inbox
 // received.
 type listenerParts struct {
 	*amqp.Listener
-	largestPart
+	transporttest.LargestPart
 }
 
 func (l *listenerParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return l.see(l.Listener.ReceiveInbox(ctx))
+	return l.See(l.Listener.ReceiveInbox(ctx))
 }

@@ -1,15 +1,12 @@
 package nats_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,6 +16,7 @@ import (
 	"github.com/httpbus/httpbus/internal/natsserver"
 	natstransport "github.com/httpbus/httpbus/nats"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // The backend side of streams (transport.Streamer, transport.Hold and
@@ -521,77 +519,34 @@ func TestStreamPartBytes(t *testing.T) {
 		want := min(1<<20, int(nc.MaxPayload())-natstransport.HeaderRoom-1024)
 		l := listen(t, nc, transport.ListenConfig{Service: svc}, natstransport.Config{})
 		sl := &listenerParts{Listener: l}
-		got := make(chan int64, 1)
-		serve(t, &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Method == http.MethodPost {
-				n, _ := io.Copy(io.Discard, r.Body)
-				got <- n
-				return
-			}
-			w.Write(make([]byte, 64<<10))
-			w.(http.Flusher).Flush() // a stream, whatever the server's limit
-			w.Write(make([]byte, size-64<<10))
-		})}, sl)
+		uploaded := make(chan int64, 1)
+		serve(t, &transport.Server{Logger: testLogger(t), Handler: transporttest.PartBytesHandler(size, uploaded)}, sl)
 		cp := &connParts{Conn: dial(t, connect(t, url))}
 		if cp.StreamPartBytes() != 1<<20 || l.StreamPartBytes() != 1<<20 {
 			t.Fatalf("StreamPartBytes: Conn %d, Listener %d, want %d", cp.StreamPartBytes(), l.StreamPartBytes(), 1<<20)
 		}
 		client := &http.Client{Transport: transport.NewRoundTripper(cp)}
-
-		resp, err := client.Get("http://" + svc + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || n != size {
-			t.Fatalf("download: %d of %d bytes, err %v", n, size, err)
-		}
-		if got := cp.largest.Load(); got != int64(want) {
-			t.Errorf("download: the largest part the caller's inbox received has %d bytes, want %d", got, want)
-		}
-
-		resp, err = client.Post("http://"+svc+"/", "application/octet-stream", io.LimitReader(bytes.NewReader(make([]byte, size)), size)) // length unknown to the client
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if n := <-got; n != size || resp.StatusCode != http.StatusOK {
-			t.Fatalf("upload: status %d, the handler read %d of %d bytes", resp.StatusCode, n, size)
-		}
-		if got := sl.largest.Load(); got != int64(want) {
-			t.Errorf("upload: the largest part the server's inbox received has %d bytes, want %d", got, want)
-		}
+		transporttest.CheckPartBytes(t, client, svc, size, want, &cp.LargestPart, &sl.LargestPart, uploaded)
 	})
-}
-
-// largestPart records the size of the largest message an inbox returned.
-type largestPart struct{ largest atomic.Int64 }
-
-func (p *largestPart) see(m *transport.Message, err error) (*transport.Message, error) {
-	if m != nil && int64(len(m.Body)) > p.largest.Load() {
-		p.largest.Store(int64(len(m.Body)))
-	}
-	return m, err
 }
 
 // connParts is a Conn that records the largest message its inbox received.
 type connParts struct {
 	*natstransport.Conn
-	largestPart
+	transporttest.LargestPart
 }
 
 func (c *connParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return c.see(c.Conn.ReceiveInbox(ctx))
+	return c.See(c.Conn.ReceiveInbox(ctx))
 }
 
 // listenerParts is a Listener that records the largest message its inbox
 // received.
 type listenerParts struct {
 	*natstransport.Listener
-	largestPart
+	transporttest.LargestPart
 }
 
 func (l *listenerParts) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	return l.see(l.Listener.ReceiveInbox(ctx))
+	return l.See(l.Listener.ReceiveInbox(ctx))
 }

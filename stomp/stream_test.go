@@ -3,12 +3,10 @@ package stomp_test
 import (
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 	"github.com/httpbus/httpbus/internal/brokertest"
 	"github.com/httpbus/httpbus/stomp"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 // streamers returns a Conn and a Listener of a fresh service, both as
@@ -443,8 +442,7 @@ func TestInboxAfterReconnect(t *testing.T) {
 // plugin is cut in 1 MiB parts and one over ActiveMQ in
 // transport.LargePartBytes, by the broker each end is connected to. A
 // streamed 6 MiB download arrives whole, and the largest part the caller's
-// inbox received has exactly that size (its first 2 MiB at most go in
-// small parts, before the caller's first credit in bytes).
+// inbox received has exactly that size (transporttest.CheckPartBytes).
 func TestStreamPartBytes(t *testing.T) {
 	forEachBroker(t, func(t *testing.T, b broker, addr string) {
 		c, l := streamers(t, b, addr)
@@ -465,41 +463,22 @@ func TestStreamPartBytes(t *testing.T) {
 		svc := unique("parts")
 		j := newJanitor(t, b)
 		url := brokerURL(addr)
-		srv := &transport.Server{Logger: testLogger(t), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			w.Write(make([]byte, 64<<10))
-			w.(http.Flusher).Flush() // a stream, whatever the broker's limit
-			w.Write(make([]byte, size-64<<10))
-		})}
+		srv := &transport.Server{Logger: testLogger(t), Handler: transporttest.PartBytesHandler(size, nil)}
 		ln := listen(t, j, url, transport.ListenConfig{Service: svc})
 		go srv.Serve(ln)
 		t.Cleanup(func() { srv.Close() })
 		pc := &partsSeen{recordingConn: dial(t, j, url).(recordingConn)}
 		client := &http.Client{Transport: transport.NewRoundTripper(pc)}
-		resp, err := client.Get("http://" + svc + "/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		n, err := io.Copy(io.Discard, resp.Body)
-		if err != nil || n != size {
-			t.Fatalf("%d of %d bytes, err %v", n, size, err)
-		}
-		if got := pc.largest.Load(); got != int64(want) {
-			t.Errorf("the largest part the caller received has %d bytes, want %d", got, want)
-		}
+		transporttest.CheckPartBytes(t, client, svc, size, want, &pc.LargestPart, nil, nil)
 	})
 }
 
 // partsSeen is a Conn that records the largest message its inbox received.
 type partsSeen struct {
 	recordingConn
-	largest atomic.Int64
+	transporttest.LargestPart
 }
 
 func (c *partsSeen) ReceiveInbox(ctx context.Context) (*transport.Message, error) {
-	m, err := c.recordingConn.ReceiveInbox(ctx)
-	if m != nil && int64(len(m.Body)) > c.largest.Load() {
-		c.largest.Store(int64(len(m.Body)))
-	}
-	return m, err
+	return c.See(c.recordingConn.ReceiveInbox(ctx))
 }
