@@ -462,8 +462,22 @@ toward the mean while p99 comes down: 2026-12-01, \`httpbus bench -url mem://x
 -c 32 -d 3s\`, two runs: p50 313/255 µs, p99 1778/1663 µs (~6.5×), 80–89k req/s
 where the old path made 72–80k. Later on 2026-12-01, after the machine was
 restarted, the same binary (127bf74) gave p50 61–77 µs and p99 2.4–2.9 ms
-(33–47×), and runs since have given 11–39× (11.0× in the run above, p50
-222 µs): the garbage collector sets the tail now. \`GODEBUG=gctrace=1\` over 3 s at 32 callers: 1,162
+(33–47×), and runs that day gave 11–39× (11.0× at 946f7f4, p50 222 µs).
+On 2026-12-02 the chains were back: \`scripts/bench.sh\` at 3f1e666 gave p50
+31 µs and p99 3,097 µs (99.6×), and the binaries of 3f1e666 and d8c0fbd
+alike gave p50 18–142 µs and p99 2.6–4.2 ms in alternating runs
+(\`httpbus bench -url mem://x -c 32 -d 5s\`). The worker that takes a
+request serves it, but nothing stopped a caller and a worker from passing
+one P back and forth (the reply readies the caller as \`runnext\`, the
+caller's next request readies a worker so) for a whole 10 ms time slice
+while the other callers waited for a P. **Since the commit after 3f1e666,
+inmem's caller yields** (\`runtime.Gosched\`) after its reply when more
+calls are in flight on the bus than GOMAXPROCS (over a network the reply
+comes through the poller, and no such chain forms). Two alternating pairs
+at 32 callers: p50 285–293 µs, p99 2.1–2.2 ms (7.3–7.4×), 70.7–72.8k
+req/s, against p50 25–52 µs, p99 3.4–3.5 ms (67–134×), 68.7–69.1k req/s
+without the yield; at 4 callers p99/p50 13–14× against 50–55×; at 1
+caller there is no yield and the figures are the same within noise. \`GODEBUG=gctrace=1\` over 3 s at 32 callers: 1,162
 collections (one every 2.6 ms), the live heap 1 MB under the 4 MB minimum goal,
 15% of the CPU in the collector by its own count, each cycle's mark phase
 (0.6–0.8 ms, write barriers on, callers assisting) covering about a quarter of
