@@ -470,8 +470,8 @@ alike gave p50 18–142 µs and p99 2.6–4.2 ms in alternating runs
 request serves it, but nothing stopped a caller and a worker from passing
 one P back and forth (the reply readies the caller as \`runnext\`, the
 caller's next request readies a worker so) for a whole 10 ms time slice
-while the other callers waited for a P. **Since the commit after 3f1e666,
-inmem's caller yields** (\`runtime.Gosched\`) after its reply when more
+while the other callers waited for a P. **Since 63d1e32, inmem's caller
+yields** (\`runtime.Gosched\`) after its reply when more
 calls are in flight on the bus than GOMAXPROCS (over a network the reply
 comes through the poller, and no such chain forms). Two alternating pairs
 at 32 callers: p50 285–293 µs, p99 2.1–2.2 ms (7.3–7.4×), 70.7–72.8k
@@ -511,7 +511,7 @@ commands given.
   above) and missed at the default GOGC, where a collection every ~2.6 ms at
   the 4 MB minimum heap goal takes the rest: the floor is the collector's,
   and the library's share of it is the bytes each call allocates.
-  **At 32 callers the floor itself costs more than 10 µs** (2026-12-02,
+  **At 32 callers the floor itself costs about 10 µs** (2026-12-02,
   \`go test -c\` for ./transport/ and ./inmem/, then \`-test.bench
   'Floor' -test.benchtime 3s\` and \`-test.bench RoundTripParallel
   -test.benchtime 3s\`, five alternating runs, the \`parallel\` rows'
@@ -521,9 +521,12 @@ commands given.
   a pool of server goroutines and back (\`BenchmarkFloor/handoff\`, the
   least a server that runs handlers off the caller's goroutine does)
   10.4–11.6 µs, 5,968 B and 34 allocations; inmem's round trip 15.3–17.8
-  µs, 5,436 B and 37 allocations. So 10 µs at the default GOGC is below the
-  floor, and httpbus's Server and RoundTripper (in-flight bound, deadline,
-  panic guard, stream bookkeeping) cost ~5 µs per call above it.
+  µs, 5,436 B and 37 allocations; in bench.sh's run at 3f1e666 (the
+  \`parallel\` rows of the table below, one run each) 5.0, 10.2, 9.9 and
+  16.2 µs. So 10 µs at the default GOGC is what the floor alone costs,
+  with no room for a Server, and httpbus's Server and RoundTripper
+  (in-flight bound, deadline, panic guard, stream bookkeeping) cost ~5–6
+  µs per call above it.
   With the default GOGC, \`GODEBUG=gctrace=1\` on \`httpbus bench -url
   mem://x -c 32\` shows every cycle starting at a 3 MB heap and ending
   at 1 MB under the 4 MB goal, one cycle per ~2 MB allocated: at ~5.4 KB
