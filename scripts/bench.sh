@@ -521,9 +521,8 @@ commands given.
   a pool of server goroutines and back (\`BenchmarkFloor/handoff\`, the
   least a server that runs handlers off the caller's goroutine does)
   10.4–11.6 µs, 5,968 B and 34 allocations; inmem's round trip 15.3–17.8
-  µs, 5,436 B and 37 allocations; in bench.sh's run at 3f1e666 (the
-  \`parallel\` rows of the table below, one run each) 5.0, 10.2, 9.9 and
-  16.2 µs. So 10 µs at the default GOGC is what the floor alone costs,
+  µs, 5,436 B and 37 allocations; in bench.sh's run at 3f1e666 (its
+  \`parallel\` rows, one run each) 5.0, 10.2, 9.9 and 16.2 µs. So 10 µs at the default GOGC is what the floor alone costs,
   with no room for a Server, and httpbus's Server and RoundTripper
   (in-flight bound, deadline, panic guard, stream bookkeeping) cost ~5–6
   µs per call above it.
