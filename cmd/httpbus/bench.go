@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -181,12 +182,14 @@ func targetCheck(rep *Report) string {
 		if rep.RatioRPS >= t.rps {
 			return fmt.Sprintf("met: req/s ≥ %.2f", t.rps)
 		}
-		return fmt.Sprintf("**missed**: req/s %.2f < %.2f", rep.RatioRPS, t.rps)
+		// Three decimals, rounded away from the target: 0.8999 reads
+		// 0.899, not "0.90 < 0.90".
+		return fmt.Sprintf("**missed**: req/s %.3f < %.2f", math.Floor(rep.RatioRPS*1000)/1000, t.rps)
 	case rep.Callers == 1:
 		if rep.RatioP50 <= t.p50 {
 			return fmt.Sprintf("met: p50 ≤ %.2f", t.p50)
 		}
-		return fmt.Sprintf("**missed**: p50 %.2f > %.2f", rep.RatioP50, t.p50)
+		return fmt.Sprintf("**missed**: p50 %.3f > %.2f", math.Ceil(rep.RatioP50*1000)/1000, t.p50)
 	}
 	return "—"
 }

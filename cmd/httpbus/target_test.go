@@ -18,8 +18,10 @@ func TestTargetChecks(t *testing.T) {
 		want string
 	}{
 		{"nats met", Report{Backend: "nats", Callers: 32, Httpbus: &Result{}, Raw: &Result{}, RatioRPS: 0.70}, "met: req/s ≥ 0.65"},
-		{"amqp missed", Report{Backend: "amqp", Callers: 32, Httpbus: &Result{}, Raw: &Result{}, RatioRPS: 0.80}, "**missed**: req/s 0.80 < 0.90"},
-		{"tcp p50", Report{Backend: "tcp", Callers: 1, Httpbus: &Result{}, Raw: &Result{}, RatioP50: 1.2}, "**missed**: p50 1.20 > 1.10"},
+		{"amqp missed", Report{Backend: "amqp", Callers: 32, Httpbus: &Result{}, Raw: &Result{}, RatioRPS: 0.80}, "**missed**: req/s 0.800 < 0.90"},
+		{"amqp missed by a hair", Report{Backend: "amqp", Callers: 32, Httpbus: &Result{}, Raw: &Result{}, RatioRPS: 0.8999}, "**missed**: req/s 0.899 < 0.90"},
+		{"tcp p50", Report{Backend: "tcp", Callers: 1, Httpbus: &Result{}, Raw: &Result{}, RatioP50: 1.2}, "**missed**: p50 1.200 > 1.10"},
+		{"tcp p50 by a hair", Report{Backend: "tcp", Callers: 1, Httpbus: &Result{}, Raw: &Result{}, RatioP50: 1.1001}, "**missed**: p50 1.101 > 1.10"},
 		{"mem", Report{Backend: "mem", Callers: 32, Httpbus: &Result{P50us: 100, P99us: 650, CPUusPerReq: 21.7}},
 			"met: p99/p50 6.5 ≤ 20; **missed**: CPU 21.7 > 10 µs"},
 		{"mem tail", Report{Backend: "mem", Callers: 32, Httpbus: &Result{P50us: 20, P99us: 4000, CPUusPerReq: 9}},
