@@ -624,12 +624,17 @@ commands given.
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
   1.04× (httpbus 1.22×).
-- **Streams ≥ 0.8 of raw publish** (missed on nats and on ActiveMQ; on
-  RabbitMQ STOMP met in three runs on 2026-12-01 (0.81–1.04, raw publish
-  287–305 MB/s) and missed in the run at 946f7f4 (0.66–0.73, raw publish 516
-  MB/s; ActiveMQ's raw publish 356 against 217 MB/s before): raw publish
-  varies by up to 1.7× from run to run here, httpbus's streams by less; see
-  the table below for this run): raw publish has no flow control; a stream holds at most
+- **Streams ≥ 0.8 of raw publish** (by run: nats missed at 946f7f4
+  (0.70/0.76 up/down) and d58c609 (0.75/0.71) and met at 3f1e666
+  (0.90/0.81); ActiveMQ missed at 946f7f4 (0.59/0.57, raw publish 356 MB/s)
+  and 3f1e666 (0.72 up) and met at d58c609 (0.83/1.01, raw 162 MB/s);
+  RabbitMQ STOMP met in three runs on 2026-12-01 (0.81–1.04), missed at
+  946f7f4 (0.66–0.73, raw publish 516 MB/s) and met at 3f1e666 and d58c609
+  (0.82–1.13); tcp's download missed once, at d58c609 (0.66 against raw's
+  1,325 MB/s while the same download alone ran at 1,570). Raw publish
+  varies by up to 3× from run to run here (amqp 91–174, ActiveMQ 147–356
+  MB/s), httpbus's streams by less; see the table below for this run):
+  raw publish has no flow control; a stream holds at most
   2.5 MiB in flight per direction (3 MiB on nats and on stomp over
   RabbitMQ, whose parts are 1 MiB). nats's 1 MiB parts (issue 13, 2026-12-01,
   3 alternating pairs, \`bench -stream both -raw\`) moved nats from
