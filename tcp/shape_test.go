@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -63,5 +64,34 @@ func TestListenDial(t *testing.T) {
 			l.Close()
 			t.Errorf("Listen(%q) succeeded", bad)
 		}
+	}
+}
+
+// TestRequestAfterDrain: a request that reaches the Listener after Drain
+// began (read on a connection that was idle then, or accepted before the
+// socket closed) is answered 503 without reaching the Server, in push and
+// in pull mode. CI once saw the conformance suite's Shutdown case serve
+// such a request: net/http closes idle connections a little after Shutdown
+// starts, not at once.
+func TestRequestAfterDrain(t *testing.T) {
+	for _, push := range []bool{true, false} {
+		l, err := tcp.Listen(t.Context(), "tcp://127.0.0.1:0", transport.ListenConfig{}, tcp.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := false
+		if push {
+			l.Push(func(*transport.Delivery) { served = true })
+		}
+		if err := l.Drain(); err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		l.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "http://orders/after", nil))
+		if served || w.Code != http.StatusServiceUnavailable || w.Header().Get(transport.HeaderError) == "" {
+			t.Errorf("push %v: after Drain, status %d, %s %q, served %v; want 503 with the reason, not served",
+				push, w.Code, transport.HeaderError, w.Header().Get(transport.HeaderError), served)
+		}
+		l.Close()
 	}
 }

@@ -343,7 +343,15 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	d.ResponseWriter = w
 	tok := &x.tok
 	d.Token = tok
-	if serve := l.pushed(); serve != nil {
+	serve, draining := l.pushed()
+	if draining {
+		// Read after Drain began (on a connection that was idle then, or
+		// accepted before the socket closed): not one of the requests
+		// Drain serves, so the Server never sees it.
+		writeErr(w, fmt.Errorf("transport/tcp: server shutting down: %w", transport.ErrNoResponders))
+		return
+	}
+	if serve != nil {
 		serve(d) // on this connection's goroutine: no handoff
 		return
 	}
@@ -390,10 +398,12 @@ func (l *Listener) Push(serve func(*transport.Delivery)) {
 	l.mu.Unlock()
 }
 
-func (l *Listener) pushed() func(*transport.Delivery) {
+// pushed returns Push's serve function (nil in pull mode) and whether
+// Drain or Close has begun.
+func (l *Listener) pushed() (serve func(*transport.Delivery), draining bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.serve
+	return l.serve, l.draining
 }
 
 // Receive implements transport.Listener.
@@ -433,7 +443,10 @@ func (l *Listener) Publish(ctx context.Context, topic string, m *transport.Messa
 
 // Drain implements transport.Drainer: the listening socket closes at once,
 // requests already read are served, idle connections close, and Receive
-// returns ErrClosed once the last connection is done.
+// returns ErrClosed once the last connection is done. A request read after
+// Drain began (net/http closes idle connections shortly after, not at
+// once) is answered 503 with Httpbus-Error (transport.ErrNoResponders)
+// and never reaches the Server.
 func (l *Listener) Drain() error {
 	l.mu.Lock()
 	if l.draining {
