@@ -726,6 +726,7 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	service := fs.String("service", "bench", "service `name`")
 	maxBody := fs.Int64("max-body", 0, "largest body, `bytes` (0: no limit)")
 	memProfile := fs.String("memprofile", "", "at exit, write a heap profile taken at the largest live heap to `file`")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole time serving to `file` (go tool pprof), finished at exit")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -742,6 +743,22 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		defer func() {
 			if err := heap.write(*memProfile); err != nil {
 				fmt.Fprintf(stderr, "httpbus serve: %v\n", err)
+			}
+		}()
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "httpbus serve: -cpuprofile: %v\n", err)
+			return exitFailure
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			if err := f.Close(); err != nil {
+				fmt.Fprintf(stderr, "httpbus serve: -cpuprofile: %v\n", err)
 			}
 		}()
 	}

@@ -8,7 +8,7 @@
 //	httpbus call  [-X METHOD] [-H 'K: V']... [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value]... URL
 //	httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json] [-cpuprofile FILE] [-trace FILE]
 //	httpbus bench -url URL -stream up|down|both [-size BYTES] [-n 1] [-rounds 3] [-raw] [-target SERVICE] [-json] [-memprofile FILE]
-//	httpbus serve -url URL [-service NAME] [-max-body BYTES] [-memprofile FILE]
+//	httpbus serve -url URL [-service NAME] [-max-body BYTES] [-memprofile FILE] [-cpuprofile FILE]
 //	httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
 //	httpbus bridge -url 'URL?service=NAME' -upstream http://HOST:PORT
 //
@@ -146,7 +146,7 @@ const usageText = `usage:
   httpbus call  [-X METHOD] [-H 'K: V'] [-d BODY|@file|@-] [-timeout 10s] [-vhost VHOST] [-o name=value] URL
   httpbus bench -url URL [-c 32] [-d 10s] [-size 256] [-warmup 1s] [-rounds 3] [-raw] [-target SERVICE] [-json]
   httpbus bench -url URL -stream up|down|both [-size BYTES] [-raw] [-target SERVICE] [-json]
-  httpbus serve -url URL [-service NAME] [-memprofile FILE]
+  httpbus serve -url URL [-service NAME] [-memprofile FILE] [-cpuprofile FILE]
   httpbus gateway -url URL [-listen 127.0.0.1:8080] [-route path|host] [-allow a,b] [-timeout 30s] [-tls-cert FILE -tls-key FILE]
   httpbus bridge  -url 'URL?service=NAME' -upstream http://HOST:PORT
 Run "httpbus COMMAND -h" for a command's flags.
