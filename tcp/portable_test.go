@@ -16,21 +16,25 @@ import (
 
 // program is a program that picks its backend by URL: it serves services
 // alpha and beta from listenURL(service) and calls them (and a service
-// nobody serves) through dialURL. It runs unchanged on nats and tcp.
-func program(t *testing.T, listenURL func(service string) string, dialURL string) {
+// nobody serves) through dialURL(listeners), the URL the listeners make
+// (tcp's names their ports, taken at Listen: no port picked beforehand that
+// another process could take meanwhile). It runs unchanged on nats and tcp.
+func program(t *testing.T, listenURL func(service string) string, dialURL func(map[string]transport.Listener) string) {
 	ctx := context.Background()
+	listeners := map[string]transport.Listener{}
 	for _, svc := range []string{"alpha", "beta"} {
 		l, err := transport.Listen(ctx, listenURL(svc))
 		if err != nil {
 			t.Fatal(err)
 		}
+		listeners[svc] = l
 		srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, svc)
 		})}
 		go srv.Serve(l)
 		t.Cleanup(func() { srv.Shutdown(context.Background()) })
 	}
-	conn, err := transport.Dial(ctx, dialURL)
+	conn, err := transport.Dial(ctx, dialURL(listeners))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +67,17 @@ func TestPortableByURLNATS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(stop)
-	program(t, func(svc string) string { return natsURL + "?service=" + svc }, natsURL)
+	program(t, func(svc string) string { return natsURL + "?service=" + svc },
+		func(map[string]transport.Listener) string { return natsURL })
 }
 
 func TestPortableByURLTCP(t *testing.T) {
-	addrs := map[string]string{"alpha": freeAddr(t), "beta": freeAddr(t)}
 	program(t,
-		func(svc string) string { return "tcp://" + addrs[svc] + "?service=" + svc },
-		"tcp://?service=alpha@"+addrs["alpha"]+"&service=beta@"+addrs["beta"])
+		func(svc string) string { return "tcp://127.0.0.1:0?service=" + svc },
+		func(ls map[string]transport.Listener) string {
+			addr := func(svc string) string { return ls[svc].(*tcp.Listener).Addr().String() }
+			return "tcp://?service=alpha@" + addr("alpha") + "&service=beta@" + addr("beta")
+		})
 	t.Cleanup(func() { http.DefaultTransport.(*http.Transport).CloseIdleConnections() })
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -14,16 +13,6 @@ import (
 	"github.com/httpbus/httpbus/tcp"
 	"github.com/httpbus/httpbus/transport"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 func TestTLS(t *testing.T) {
 	authority := testtls.NewCA(t, "httpbus test CA")
