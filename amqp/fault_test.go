@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os/exec"
 	"strconv"
@@ -70,6 +71,41 @@ func waitState(t *testing.T, sr transport.StateReporter, want transport.State, t
 	}
 }
 
+// logSignal returns a logger that writes to the test's log and a channel
+// closed at the first record whose message is msg.
+func logSignal(t *testing.T, msg string) (*slog.Logger, <-chan struct{}) {
+	h := &signalHandler{Handler: testLogger(t).Handler(), msg: msg, seen: make(chan struct{})}
+	return slog.New(h), h.seen
+}
+
+type signalHandler struct {
+	slog.Handler
+	msg    string
+	once   sync.Once
+	seen   chan struct{}
+	parent *signalHandler // the root, whose once closes seen
+}
+
+func (h *signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		root := h
+		if h.parent != nil {
+			root = h.parent
+		}
+		root.once.Do(func() { close(root.seen) })
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+// WithAttrs and WithGroup keep the signal on derived loggers.
+func (h *signalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &signalHandler{Handler: h.Handler.WithAttrs(as), msg: h.msg, seen: h.seen, parent: h}
+}
+
+func (h *signalHandler) WithGroup(name string) slog.Handler {
+	return &signalHandler{Handler: h.Handler.WithGroup(name), msg: h.msg, seen: h.seen, parent: h}
+}
+
 // TestServerConnectionKilledUnderLoad closes the server's connection on the
 // broker while 16 callers keep requests in flight: the listener reconnects
 // by itself, unacknowledged requests are redelivered, and every request is
@@ -87,7 +123,11 @@ func TestServerConnectionKilledUnderLoad(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // keep requests in flight when the connection dies
 		io.Copy(w, r.Body)
 	})
-	l, _ := serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{ConnectionName: name, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second}, h)
+	// The listener is reconnecting for ~50 ms only, too short to catch by
+	// polling State on a loaded machine (CI once missed it): its log
+	// record says that the connection was lost.
+	logger, lost := logSignal(t, "transport/amqp: connection lost; reconnecting")
+	l, _ := serve(t, url, transport.ListenConfig{Service: svc}, amqp.Config{ConnectionName: name, ReconnectMin: 50 * time.Millisecond, ReconnectMax: time.Second, Logger: logger}, h)
 	client := transport.NewClient(dialConn(t, url, amqp.Config{}))
 
 	var answered, failed atomic.Int64
@@ -140,7 +180,11 @@ func TestServerConnectionKilledUnderLoad(t *testing.T) {
 	waitCount(300)
 	before := answered.Load()
 	closeConnection(t, name)
-	waitState(t, l, transport.StateReconnecting, 10*time.Second)
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not report its connection lost within 10 s")
+	}
 	waitState(t, l, transport.StateConnected, 15*time.Second)
 	waitCount(before + 300)
 	close(stop)
