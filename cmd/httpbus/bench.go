@@ -746,22 +746,12 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			}
 		}()
 	}
-	if *cpuProfile != "" {
-		f, err := os.Create(*cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "httpbus serve: -cpuprofile: %v\n", err)
-			return exitFailure
-		}
-		defer func() {
-			pprof.StopCPUProfile()
-			if err := f.Close(); err != nil {
-				fmt.Fprintf(stderr, "httpbus serve: -cpuprofile: %v\n", err)
-			}
-		}()
+	stopProfile, err := startProfiles(benchConfig{CPUProfile: *cpuProfile})
+	if err != nil {
+		fmt.Fprintf(stderr, "httpbus serve: -cpuprofile: %v\n", err)
+		return exitFailure
 	}
+	defer stopProfile()
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
 	e, err := startEcho(ctx, *rawURL, *service, *maxBody, logger)
 	if err != nil {
