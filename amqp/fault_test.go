@@ -72,38 +72,57 @@ func waitState(t *testing.T, sr transport.StateReporter, want transport.State, t
 }
 
 // logSignal returns a logger that writes to the test's log and a channel
-// closed at the first record whose message is msg.
+// closed at the first record whose message is msg, whichever logger derived
+// from it (With, WithGroup) writes it.
 func logSignal(t *testing.T, msg string) (*slog.Logger, <-chan struct{}) {
-	h := &signalHandler{Handler: testLogger(t).Handler(), msg: msg, seen: make(chan struct{})}
-	return slog.New(h), h.seen
+	sig := &logSig{msg: msg, seen: make(chan struct{})}
+	return slog.New(signalHandler{testLogger(t).Handler(), sig}), sig.seen
+}
+
+type logSig struct {
+	msg  string
+	once sync.Once
+	seen chan struct{}
 }
 
 type signalHandler struct {
 	slog.Handler
-	msg    string
-	once   sync.Once
-	seen   chan struct{}
-	parent *signalHandler // the root, whose once closes seen
+	sig *logSig // shared by the handlers derived from this one
 }
 
-func (h *signalHandler) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == h.msg {
-		root := h
-		if h.parent != nil {
-			root = h.parent
-		}
-		root.once.Do(func() { close(root.seen) })
+func (h signalHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.sig.msg {
+		h.sig.once.Do(func() { close(h.sig.seen) })
 	}
 	return h.Handler.Handle(ctx, r)
 }
 
-// WithAttrs and WithGroup keep the signal on derived loggers.
-func (h *signalHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	return &signalHandler{Handler: h.Handler.WithAttrs(as), msg: h.msg, seen: h.seen, parent: h}
+func (h signalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return signalHandler{h.Handler.WithAttrs(as), h.sig}
 }
 
-func (h *signalHandler) WithGroup(name string) slog.Handler {
-	return &signalHandler{Handler: h.Handler.WithGroup(name), msg: h.msg, seen: h.seen, parent: h}
+func (h signalHandler) WithGroup(name string) slog.Handler {
+	return signalHandler{h.Handler.WithGroup(name), h.sig}
+}
+
+// TestLogSignal: the signal closes once, for a record from a logger derived
+// twice (as the backend's are, With per component), and not for others.
+func TestLogSignal(t *testing.T) {
+	logger, seen := logSignal(t, "lost")
+	derived := logger.With("what", "listener").WithGroup("g").With("k", 1)
+	derived.Info("other")
+	select {
+	case <-seen:
+		t.Fatal("signalled by another message")
+	default:
+	}
+	derived.Warn("lost")
+	logger.Warn("lost") // a second record must not close the channel again
+	select {
+	case <-seen:
+	default:
+		t.Fatal("not signalled by the record from a derived logger")
+	}
 }
 
 // TestServerConnectionKilledUnderLoad closes the server's connection on the
