@@ -30,13 +30,18 @@ func (p *LargestPart) See(m *transport.Message, err error) (*transport.Message, 
 func (p *LargestPart) Largest() int64 { return p.largest.Load() }
 
 // PartBytesHandler is the handler of CheckPartBytes's service. GET answers
-// size zero bytes as a stream: 64 KiB, Flush, then the rest, so that the
-// answer is a stream whatever the backend's message limit. POST reads the
-// body and sends the number of bytes read on uploaded (buffer it: the
-// handler does not wait for a reader past the test).
+// size zero bytes (size at least 64 KiB) as a stream: 64 KiB, Flush, then
+// the rest, so that the answer is a stream whatever the backend's message
+// limit. POST reads the body and sends the number of bytes read on
+// uploaded, before it answers 200 (give it a buffer of one); with uploaded
+// nil, POST answers 405.
 func PartBytesHandler(size int, uploaded chan<- int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
+			if uploaded == nil {
+				http.Error(w, "no upload in this test", http.StatusMethodNotAllowed)
+				return
+			}
 			n, _ := io.Copy(io.Discard, r.Body)
 			uploaded <- n
 			return
@@ -81,8 +86,17 @@ func CheckPartBytes(t *testing.T, client *http.Client, service string, size, wan
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if n := <-uploaded; n != int64(size) || resp.StatusCode != http.StatusOK {
-		t.Fatalf("upload: status %d, the handler read %d of %d bytes", resp.StatusCode, n, size)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("upload: status %d (%s), want 200", resp.StatusCode, resp.Header.Get(transport.HeaderError))
+	}
+	// The handler sent its count before it answered 200.
+	select {
+	case n := <-uploaded:
+		if n != int64(size) {
+			t.Fatalf("upload: the handler read %d of %d bytes", n, size)
+		}
+	default:
+		t.Fatal("upload: 200 with no count from PartBytesHandler: is it the service's handler?")
 	}
 	if got := server.Largest(); got != int64(want) {
 		t.Errorf("upload: the largest part the server's inbox received has %d bytes, want %d", got, want)
