@@ -624,6 +624,35 @@ commands given.
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
   1.04× (httpbus 1.22×).
+  **Where the serial time goes on RabbitMQ STOMP** (2026-12-02): an
+  execution trace (\`-test.trace\`) of 1,000 serial calls per variant, its
+  socket reads and writes splitting each call into two legs through the
+  broker (one end's write to the other end's read) and two in the
+  process; three alternating sets of httpbus, raw-codec and two mixed
+  variants (httpbus's caller against raw-codec's responder, and the
+  reverse). In the process (first set), httpbus's server took 10–14 µs (median) from
+  the MESSAGE it reads to its reply on go-stomp's write channel, against 4
+  µs for raw-codec's responder (the Server's per-request work on a
+  goroutine of its own); the caller's side costs the same in both. The
+  rest is in the legs through the broker (all three sets): 294–406 µs per call for
+  raw-codec and 418–441 for httpbus in the same sets, which moved by ~100
+  µs from one set to the next, more than the gap. Three trials left the
+  serial time within its spread in alternating go test runs: the request sent to
+  \`/queue/\` instead of httpbus's \`/amq/queue/\`; raw-codec's request
+  carrying httpbus's two extra frame fields (\`Httpbus-Reply-To\` and
+  \`Httpbus-Stream\`, 107 B); the server yielding (\`runtime.Gosched\`) right
+  after its reply is queued, so that go-stomp's writer runs before the
+  5–10 µs of work after the reply. On ActiveMQ with 16 in flight
+  (15,000 calls each, \`/proc/PID/stat\`), the broker spent 231–245 µs of
+  CPU per httpbus call against 212–213 per raw-codec call (one run 273),
+  and raw-codec carrying the two extra fields made no difference (240–259
+  against 246–277 µs): the broker's extra cost goes with httpbus's lower
+  rate (fewer frames per read), not with its messages.
+  Alternating in finer rounds does not tame this noise: \`bench -raw
+  -rounds 10\` against the default 3 (three alternating pairs each, 10 s
+  per side) gave req/s ratios at 32 callers of 0.86–0.89 against
+  0.85–0.93 on ActiveMQ and 0.86–1.12 against 0.85–0.94 on amqp, and p50
+  ratios at 1 caller of 1.24–1.30 against 1.17–1.31 on RabbitMQ STOMP.
 - **Streams ≥ 0.8 of raw publish** (by run: nats missed at 946f7f4
   (0.70/0.76 up/down) and d58c609 (0.75/0.71) and met at 3f1e666
   (0.90/0.81); ActiveMQ missed at 946f7f4 (0.59/0.57, raw publish 356 MB/s)
