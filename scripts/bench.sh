@@ -707,6 +707,17 @@ commands given.
   saturated cores (nats with credit in bytes, 512 MiB up: caller 1.0 s,
   server 0.9 s and nats-server 1.4 s of CPU in 1.84 s). Meeting 0.8 on these
   brokers would take a window several times the memory bound per stream.
+  On nats with 1 MiB parts (2026-12-02, a build taking the window from
+  the environment, \`bench -stream both -raw\`, 3 × 64 MiB each way, two
+  batches of eight alternating runs, medians up/down against raw publish):
+  2 MiB 0.69/0.73 and 0.73/0.81, 4 MiB 0.75/0.79 and 0.75/0.84, 8 MiB
+  0.80/0.81 and 0.77/0.80 (credit every quarter of a 4 MiB window
+  0.77/0.82). A build granting four parts, 4 MiB on nats and on stomp over
+  RabbitMQ, against this one (eight pairs on nats, five on RabbitMQ STOMP):
+  nats 0.73/0.74 against 0.68/0.74, RabbitMQ STOMP 0.84/0.93 against
+  0.88/0.97, peak RSS of the process running both ends +1.6 and +3.9 MiB
+  (medians). Not kept: a few percent on nats, none on RabbitMQ STOMP,
+  against memory that every stream in flight pays.
 
 ## Frame codec and inmem round trip (\`go test -bench . -benchmem\`)
 
