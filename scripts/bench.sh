@@ -570,6 +570,15 @@ commands given.
   0.83–0.99 of that floor (httpbus's own code is ~1–17% on top). Serial,
   raw-codec took 1.01–1.59× raw's time per call (geometric mean 1.20×),
   above the 1.15× p50 target.
+  **Without NATS headers** (2026-12-02, the last lever on the message's
+  shape: a wire change that would carry \`Content-Type\`, \`Httpbus-Version\`
+  and \`Httpbus-Deadline\` some other way; a build of the benchmark
+  leaving them out, four alternating runs of \`-test.bench
+  'RequestReply/(raw-codec|raw)/parallel' -test.benchtime 2s\`):
+  raw-codec ran at 0.42–0.53 of raw with the headers both ways (mean
+  0.48), 0.48–0.56 (0.53) without the response's and 0.55–0.58 (0.57)
+  with none. Dropping every NATS header would lift the floor by about a
+  fifth and still leave it below 0.65.
 - **amqp** (\`go test -c ./amqp/\`, then \`-test.bench
   'RequestReply256/.*/inflight' -test.benchtime 2s\` six times, 64 in
   flight; geometric mean): \`raw-shaped\` — bare amqp091 carrying httpbus's
