@@ -532,7 +532,13 @@ commands given.
   per call that is a collection every ~370 calls, each 1.5–2 ms of CPU,
   about 5 µs per call; the background scavenger returning the freed pages
   (\`runtime.bgscavenge\`, \`madvise\`) took another 8% of the CPU in
-  a profile of \`BenchmarkRoundTripParallel\`.
+  a profile of \`BenchmarkRoundTripParallel\`. In a profile of \`httpbus bench -url
+  mem://x -c 32\` (2026-12-02, 14.5–14.8 µs per request in three runs),
+  spinning on runtime channel locks (\`runtime.lock2\` and the \`osyield\`
+  under it) took 9% of the CPU: each call's \`select\` in inmem locks the
+  service's request channel and its shared \`gone\` channel, and each
+  server worker's locks the request, notification, done and stop
+  channels, all shared by the 32 callers or the workers.
 - **nats** (\`go test -run '^\$' -bench 'RequestReply/.*/parallel' -benchtime 3s
   -count 3 ./nats/\`, 32 callers): raw nats.go 15.0–18.9 µs/op and 10
   allocations; \`raw-shaped\` — raw nats.go carrying what httpbus carries (the
@@ -628,7 +634,14 @@ commands given.
   figure) its CPU per request was ~4% higher (148.7 against 143.3 µs, means) and the ratio no better
   (0.79–0.93 against 0.83–0.93), so it was not kept; nor was serving
   each request on the goroutine that took it from the subscription
-  (serial 2–4% slower). Serial (four alternating runs of
+  (serial 2–4% slower). Tried again on 2026-12-02 (a build switching
+  between the two by an environment variable, five alternating pairs of
+  15,000 calls at 16 in flight on ActiveMQ): a kept goroutine per pushed
+  delivery ran 0.93–1.07× the time per call of a new one (mean 0.98) and
+  0.95–1.02× the process's CPU (mean 0.98); serial, 0.93–1.05× on
+  ActiveMQ and 0.91–1.16× on RabbitMQ. A CPU profile still puts
+  \`runtime.copystack\` at ~6 µs per call on the server's side, but the net saving,
+  ~2% of the process's CPU, is inside the run-to-run spread; not kept. Serial (four alternating runs of
   \`-test.bench 'RequestReply/.*/.*/serial'\`), raw-codec took **1.14×**
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
