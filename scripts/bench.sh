@@ -532,13 +532,18 @@ commands given.
   per call that is a collection every ~370 calls, each 1.5–2 ms of CPU,
   about 5 µs per call; the background scavenger returning the freed pages
   (\`runtime.bgscavenge\`, \`madvise\`) took another 8% of the CPU in
-  a profile of \`BenchmarkRoundTripParallel\`. In a profile of \`httpbus bench -url
-  mem://x -c 32\` (2026-12-02, 14.5–14.8 µs per request in three runs),
+  a profile of \`BenchmarkRoundTripParallel\`. In a profile of \`httpbus
+  bench -url mem://x -c 32\` (2026-12-02, 14.5–14.8 µs per request in
+  three runs),
   spinning on runtime channel locks (\`runtime.lock2\` and the \`osyield\`
   under it) took 9% of the CPU: each call's \`select\` in inmem locks the
   service's request channel and its shared \`gone\` channel, and each
   server worker's locks the request, notification, done and stop
-  channels, all shared by the 32 callers or the workers.
+  channels, all shared by the 32 callers or the workers. A non-blocking
+  send and receive before each full \`select\` cut the CPU per op by 2.6%
+  in one batch (four of five pairs of \`BenchmarkRoundTripParallel\`) and
+  by nothing measurable in a later, noisier one (six pairs of \`httpbus
+  bench -url mem://x\`); not kept.
 - **nats** (\`go test -run '^\$' -bench 'RequestReply/.*/parallel' -benchtime 3s
   -count 3 ./nats/\`, 32 callers): raw nats.go 15.0–18.9 µs/op and 10
   allocations; \`raw-shaped\` — raw nats.go carrying what httpbus carries (the
@@ -640,8 +645,9 @@ commands given.
   delivery ran 0.93–1.07× the time per call of a new one (mean 0.98) and
   0.95–1.02× the process's CPU (mean 0.98); serial, 0.93–1.05× on
   ActiveMQ and 0.91–1.16× on RabbitMQ. A CPU profile still puts
-  \`runtime.copystack\` at ~6 µs per call on the server's side, but the net saving,
-  ~2% of the process's CPU, is inside the run-to-run spread; not kept. Serial (four alternating runs of
+  \`runtime.copystack\` at ~6 µs per call on the server's side, but the
+  net saving, ~2% of the process's CPU, is inside the run-to-run spread;
+  not kept. Serial (four alternating runs of
   \`-test.bench 'RequestReply/.*/.*/serial'\`), raw-codec took **1.14×**
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
@@ -652,24 +658,31 @@ commands given.
   broker (one end's write to the other end's read) and two in the
   process; three alternating sets of httpbus, raw-codec and two mixed
   variants (httpbus's caller against raw-codec's responder, and the
-  reverse). In the process (first set), httpbus's server took 10–14 µs (median) from
-  the MESSAGE it reads to its reply on go-stomp's write channel, against 4
-  µs for raw-codec's responder (the Server's per-request work on a
-  goroutine of its own); the caller's side costs the same in both. The
-  rest is in the legs through the broker (all three sets): 294–406 µs per call for
-  raw-codec and 418–441 for httpbus in the same sets, which moved by ~100
-  µs from one set to the next, more than the gap. Three trials left the
-  serial time within its spread in alternating go test runs: the request sent to
+  reverse; the mixed variants, the trials below and the script reading
+  \`go tool trace -d=parsed\` were temporary and are not in the
+  repository). In the process (first set), httpbus's server took 10–14
+  µs (median) from the MESSAGE it reads to its reply on go-stomp's write
+  channel, against 4 µs for raw-codec's responder (the Server's
+  per-request work on a goroutine of its own); the caller's side costs
+  the same in both. The rest is in the legs through the broker (all
+  three sets): 294–406 µs per call for raw-codec and 418–441 for httpbus
+  in the same sets, which moved by ~100 µs from one set to the next,
+  more than the gap. Three trials left the serial time within its spread
+  in alternating go test runs: the request sent to
   \`/queue/\` instead of httpbus's \`/amq/queue/\`; raw-codec's request
   carrying httpbus's two extra frame fields (\`Httpbus-Reply-To\` and
   \`Httpbus-Stream\`, 107 B); the server yielding (\`runtime.Gosched\`) right
   after its reply is queued, so that go-stomp's writer runs before the
   5–10 µs of work after the reply. On ActiveMQ with 16 in flight
-  (15,000 calls each, \`/proc/PID/stat\`), the broker spent 231–245 µs of
-  CPU per httpbus call against 212–213 per raw-codec call (one run 273),
-  and raw-codec carrying the two extra fields made no difference (240–259
-  against 246–277 µs): the broker's extra cost goes with httpbus's lower
-  rate (fewer frames per read), not with its messages.
+  (15,000 calls each, \`/proc/PID/stat\`, two sets of three alternating
+  runs), the broker spent 231–258 µs of CPU per httpbus call against
+  212–234 per raw-codec call (one run 273), about the wall time per call:
+  the broker is the bottleneck there. Mixed variants (either end
+  httpbus, the other raw-codec) cost it 230–248 µs, each end about half
+  of the difference, and raw-codec carrying the two extra fields made no
+  difference (240–259 against 246–277 µs): the broker's extra cost goes
+  with httpbus's lower rate (fewer frames per read), not with its
+  messages.
   Alternating in finer rounds does not tame this noise: \`bench -raw
   -rounds 10\` against the default 3 (three alternating pairs each, 10 s
   per side) gave req/s ratios at 32 callers of 0.86–0.89 against
