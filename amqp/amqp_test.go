@@ -670,11 +670,19 @@ func TestAckCoalescing(t *testing.T) {
 	settle("3", transport.Ack)
 	settle("6", transport.Ack)
 	settle("4", transport.Reject)
-	time.Sleep(20 * time.Millisecond) // past two flushes: 2, 3 and 6 acked on their own
-	settle("1", transport.Ack)        // one multiple ack covers it (2, 3, 4 are settled)
-	time.Sleep(20 * time.Millisecond)
-	if s := l.State(); s != transport.StateConnected {
-		t.Fatalf("listener %v after the acks, want connected (a wrong ack closes the channel)", s)
+	// Two flushes, as the timer makes over two periods: 2, 3 and 6 are
+	// acked on their own, with 1 still in flight.
+	if err := amqp.FlushAcks(l); err != nil {
+		t.Fatal(err)
+	}
+	settle("1", transport.Ack) // one multiple ack covers it (2, 3, 4 are settled)
+	if err := amqp.FlushAcks(l); err != nil {
+		t.Fatal(err)
+	}
+	// A wrong ack (a tag acked twice, or a multiple ack over 5) closes
+	// the channel: a round trip on it after the acks proves none was.
+	if err := amqp.SyncChannel(l); err != nil {
+		t.Fatalf("after the acks: %v (a wrong ack closes the channel)", err)
 	}
 	l.Close() // 5 was never settled: the broker requeues it
 	deadline := time.Now().Add(10 * time.Second)
