@@ -214,9 +214,12 @@ func (l *Listener) serve(serve func(*transport.Delivery), d *transport.Delivery)
 	serve(d)
 	l.mu.Lock()
 	l.active--
-	idle := l.active == 0
+	// Receive waits for the last pushed delivery only while draining;
+	// otherwise waking it would cost a goroutine wake-up per request
+	// whenever the listener goes idle (every request, one at a time).
+	last := l.active == 0 && l.draining
 	l.mu.Unlock()
-	if idle {
+	if last {
 		l.signal()
 	}
 }
