@@ -752,7 +752,16 @@ commands given.
   nats 0.73/0.74 against 0.68/0.74, RabbitMQ STOMP 0.84/0.93 against
   0.88/0.97, peak RSS of the process running both ends +1.6 and +3.9 MiB
   (medians). Not kept: a few percent on nats, none on RabbitMQ STOMP,
-  against memory that every stream in flight pays.
+  against memory that every stream in flight pays. Tried once more as a
+  window for nats alone (a 4 MiB grant that only the nats backend asks for,
+  2026-12-02): in one process, six alternating pairs of \`bench -stream both
+  -raw\` gave medians up/down 0.80/0.81 against 0.70/0.78; in bench.sh's
+  two-process stream run, seven runs against six alternating with them gave
+  0.84/0.91 against 0.83/0.87 (up 0.76–0.89 against 0.72–0.91), with the
+  peak RSS of the downloading caller +10.4–13.5 MiB against +9.2–11.2 and
+  of the uploaded-to server +10.7–14.7 against +8.4–11.6. Not kept: the
+  two-process runs that this file records moved inside their spread, and
+  the peak came within 1.3 MiB of issue 10's 16 MiB bound.
 
 ## Frame codec and inmem round trip (\`go test -bench . -benchmem\`)
 
