@@ -683,6 +683,24 @@ commands given.
   difference (240–259 against 246–277 µs): the broker's extra cost goes
   with httpbus's lower rate (fewer frames per read), not with its
   messages.
+  Bisected later that day (temporary variants again): a raw-codec caller
+  on RabbitMQ STOMP against three responders, 2,000 serial calls each,
+  five alternating runs in a slow hour: httpbus's Server 729 µs per call
+  (685–788), a bare stomp.Listener pushing each delivery to raw-codec's
+  \`ServeFrame\` and \`Listener.Reply\` 663 (632–729), raw go-stomp 645
+  (617–665). The listener costs nothing measurable; the Server the rest.
+  Timed inside it (four runs of 3,000 calls), the Server's serveDelivery
+  took 22–41 µs of wall time per call: frame decode 4.8–9.0 µs, handler
+  1.0–2.4, response encode 2.9–5.9, reply and ack 8.2–14.3. \`ServeFrame\`
+  plus \`Listener.Reply\` took 13–26 µs in the same runs. The same
+  decode takes 1.7 µs in \`BenchmarkDecodeRequest/256B\`: with one call in flight, each request
+  meets cold caches on an idle CPU, and a call's time in the process
+  follows the code it runs, at several times its cost in a hot loop.
+  The Server's share, about 10 µs at the median, is a fraction of the
+  60–80 µs gap; the rest is in the legs through the broker, as above.
+  The listener had also woken Receive at every return to idle, one
+  goroutine wake-up per request at one in flight. That wake-up is gone
+  (6c8b10b); serial time did not move beyond the spread.
   Alternating in finer rounds does not tame this noise: \`bench -raw
   -rounds 10\` against the default 3 (three alternating pairs each, 10 s
   per side) gave req/s ratios at 32 callers of 0.86–0.89 against
