@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,10 +20,13 @@ import (
 // transport.Streamer (see Inbox), transport.SizeLimiter and
 // transport.StateReporter, and is safe for concurrent use.
 type Conn struct {
-	cfg   Config
-	sup   *supervisor[*clientGen]
-	ids   atomic.Uint64
-	idTag string
+	cfg Config
+	sup *supervisor[*clientGen]
+	// calls are the calls waiting for a reply, by correlation id:
+	// "<random>-<counter>" (the prefix is random per Conn), on whichever
+	// connection they were sent; a caller stops waiting when its
+	// connection is lost (clientGen.stop).
+	calls transport.Calls[result]
 
 	discarded atomic.Uint64
 	closeOnce sync.Once
@@ -58,7 +60,8 @@ func NewConn(ctx context.Context, conn *amqp091.Connection, cfg Config) (*Conn, 
 }
 
 func newConn(ctx context.Context, conn *amqp091.Connection, dialURL string, cfg Config) (*Conn, error) {
-	c := &Conn{cfg: cfg, idTag: randomID(6), inboxc: make(chan *transport.Message), inboxLost: make(chan error, 1)}
+	c := &Conn{cfg: cfg, inboxc: make(chan *transport.Message), inboxLost: make(chan error, 1)}
+	c.calls.Prefix = randomID(6) + "-"
 	name := cfg.ConnectionName
 	if name == "" {
 		name = "httpbus client"
@@ -84,7 +87,6 @@ type clientGen struct {
 	inbox *inbox // on calls, opened on first use
 
 	mu      sync.Mutex
-	pending map[string]chan result
 	err     error         // set at teardown
 	blocked chan struct{} // non-nil while the broker blocks publishers; closed when it unblocks
 
@@ -104,7 +106,7 @@ func (g *clientGen) lost() <-chan error { return g.lostc }
 
 func (c *Conn) setup(ctx context.Context, conn *amqp091.Connection) (g *clientGen, err error) {
 	// The cleanup holds its own reference: an error return sets g to nil.
-	gen := &clientGen{c: c, pending: map[string]chan result{}, stop: make(chan struct{})}
+	gen := &clientGen{c: c, stop: make(chan struct{})}
 	g = gen
 	defer func() {
 		if err != nil {
@@ -184,7 +186,7 @@ func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amq
 			}{Message: transport.Message{Body: d.Body, ContentType: d.ContentType}}
 			x.Header = tableHeader(d.Headers, x.vals[:0])
 			m := &x.Message
-			if !g.deliver(d.CorrelationId, result{m: m}) {
+			if !g.c.calls.Answer(d.CorrelationId, result{m: m}) {
 				n := g.c.discarded.Add(1)
 				g.c.cfg.logger().Debug("transport/amqp: discarded a reply nobody waits for (late or unknown correlation id)", "correlation_id", d.CorrelationId, "discarded", n)
 			}
@@ -194,7 +196,7 @@ func (g *clientGen) dispatch(replies <-chan amqp091.Delivery, returns <-chan amq
 				continue
 			}
 			err := fmt.Errorf("transport/amqp: no queue %q bound for the request (returned %d %s): %w", r.RoutingKey, r.ReplyCode, r.ReplyText, transport.ErrNoResponders)
-			g.deliver(r.CorrelationId, result{err: err})
+			g.c.calls.Answer(r.CorrelationId, result{err: err})
 		case b, ok := <-blockings:
 			if !ok {
 				blockings = nil
@@ -247,44 +249,12 @@ func (g *clientGen) waitUnblocked(ctx context.Context) error {
 	}
 }
 
-func (g *clientGen) deliver(id string, r result) bool {
-	g.mu.Lock()
-	ch, ok := g.pending[id]
-	delete(g.pending, id)
-	if ok {
-		// Buffered 1, sent once (removed from pending above), and under
-		// mu so that none is sent after unregister: the channel is reused.
-		ch <- r
-	}
-	g.mu.Unlock()
-	return ok
-}
-
-func (g *clientGen) register(id string, ch chan result) error {
+// failed returns why the generation ended, nil while it serves.
+func (g *clientGen) failed() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.err != nil {
-		return g.err
-	}
-	g.pending[id] = ch
-	return nil
+	return g.err
 }
-
-// unregister removes id and recycles its result channel: after it, no
-// reply is sent to ch.
-func (g *clientGen) unregister(id string, ch chan result) {
-	g.mu.Lock()
-	delete(g.pending, id)
-	g.mu.Unlock()
-	select {
-	case <-ch:
-	default:
-	}
-	resultChans.Put(ch)
-}
-
-// resultChans recycles the result channels of calls.
-var resultChans = sync.Pool{New: func() any { return make(chan result, 1) }}
 
 func (c *Conn) checkSize(m *transport.Message) error {
 	if max := c.cfg.maxMessageBytes(); max > 0 && int64(len(m.Body)) > max {
@@ -327,14 +297,11 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if err := g.waitUnblocked(ctx); err != nil {
 		return nil, err
 	}
-	var idb [40]byte
-	id := string(strconv.AppendUint(append(append(idb[:0], c.idTag...), '-'), c.ids.Add(1), 10))
-	rc := resultChans.Get().(chan result)
-	if err := g.register(id, rc); err != nil {
-		resultChans.Put(rc)
+	if err := g.failed(); err != nil {
 		return nil, err
 	}
-	defer g.unregister(id, rc)
+	id, rc := c.calls.Start()
+	defer c.calls.Done(id)
 	headers, pooled := messageHeaders(req.Header, deadline)
 	pub := amqp091.Publishing{
 		ContentType:   req.ContentType,

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
-	"sync/atomic"
 
 	stompgo "github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
@@ -22,21 +20,10 @@ type Conn struct {
 	s       *session
 	in      *inbox
 	replyTo string // /temp-queue/httpbus-<random>, the same on every connection
-	// ids numbers the calls: a call's correlation id is its number in
-	// decimal, unique on this Conn's reply queue, which no other Conn
-	// shares (a random id was 32 characters in each of the call's two
-	// frames, and a crypto/rand read per call).
-	ids atomic.Uint64
-
-	mu      sync.Mutex
-	pending map[string]*call
 }
 
-type call struct {
-	l  *link
-	ch chan callResult // buffered 1
-}
-
+// callResult is what a call waiting in a link's table (link.calls) gets:
+// the response, or why there is none.
 type callResult struct {
 	m   *transport.Message
 	err error
@@ -51,7 +38,7 @@ func NewConn(ctx context.Context, conn *stompgo.Conn, cfg Config) (*Conn, error)
 
 func newConn(ctx context.Context, conn *stompgo.Conn, owned bool, cfg Config) (*Conn, error) {
 	cfg = cfg.withDefaults()
-	c := &Conn{replyTo: "/temp-queue/httpbus-" + newID()[:16], pending: map[string]*call{}}
+	c := &Conn{replyTo: "/temp-queue/httpbus-" + newID()[:16]}
 	c.s = newSession(cfg, "client", c)
 	c.in = newInbox(c.s)
 	if err := c.s.start(ctx, conn, owned); err != nil {
@@ -66,6 +53,9 @@ func newConn(ctx context.Context, conn *stompgo.Conn, owned bool, cfg Config) (*
 // (closing the connection), so go-stomp only registers it locally (the
 // reply-to subscribe option).
 func (c *Conn) setup(ctx context.Context, k *link) error {
+	// Correlation ids: the link's number, then the call's (transport.Calls),
+	// unique on this Conn's reply queue, which no other Conn shares.
+	k.calls.Prefix = strconv.FormatUint(k.gen, 36) + "."
 	var opts []func(*frame.Frame) error
 	if k.dialect == DialectRabbitMQ {
 		opts = append(opts, stompgo.SubscribeOpt.Header(stompgo.ReplyToHeader, c.replyTo))
@@ -78,35 +68,23 @@ func (c *Conn) setup(ctx context.Context, k *link) error {
 	if err != nil {
 		return fmt.Errorf("transport/stomp: subscribe to %s: %w", c.replyTo, err)
 	}
-	c.s.pump(k, sub, k.dialect == DialectRabbitMQ, c.dispatch)
+	c.s.pump(k, sub, k.dialect == DialectRabbitMQ, func(m *stompgo.Message) { c.dispatch(k, m) })
 	return nil
 }
 
-// dispatch hands a reply to its waiting call.
-func (c *Conn) dispatch(m *stompgo.Message) {
+// dispatch hands a reply that arrived on k to its waiting call.
+func (c *Conn) dispatch(k *link, m *stompgo.Message) {
 	id := m.Header.Get(hdrCorrelationID)
-	c.mu.Lock()
-	cl := c.pending[id]
-	delete(c.pending, id)
-	c.mu.Unlock()
-	if cl == nil {
+	r := callResult{m: &transport.Message{Body: m.Body, ContentType: m.ContentType, Header: httpbusHeader(m.Header)}}
+	if !k.calls.Answer(id, r) {
 		c.s.log.Debug("transport/stomp: dropped a reply with an unknown correlation-id (its caller gave up)", "correlation_id", id)
-		return
 	}
-	cl.ch <- callResult{m: &transport.Message{Body: m.Body, ContentType: m.ContentType, Header: httpbusHeader(m.Header)}}
 }
 
 // lost fails the calls waiting on a lost connection: their reply queue is
 // gone with it.
 func (c *Conn) lost(k *link, err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for id, cl := range c.pending {
-		if cl.l == k {
-			delete(c.pending, id)
-			cl.ch <- callResult{err: fmt.Errorf("transport/stomp: connection lost while waiting for the response (the request may have been served): %w: %w", transport.ErrUnavailable, err)}
-		}
-	}
+	k.calls.AnswerAll(callResult{err: fmt.Errorf("transport/stomp: connection lost while waiting for the response (the request may have been served): %w: %w", transport.ErrUnavailable, err)})
 }
 
 func (c *Conn) release(*link) {}
@@ -134,14 +112,10 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	if cd, ok := ctx.Deadline(); ok && (dl.IsZero() || cd.Before(dl)) {
 		dl = cd
 	}
-	id := strconv.FormatUint(c.ids.Add(1), 10)
-	cl := &call{l: k, ch: make(chan callResult, 1)}
-	c.mu.Lock()
-	c.pending[id] = cl
-	c.mu.Unlock()
+	id, answer := k.calls.Start()
 	if k.isDead() {
 		// Lost between get and registering: lost() may have run already.
-		c.forget(id)
+		k.calls.Done(id)
 		return nil, fmt.Errorf("transport/stomp: send to %s%s: connection lost: %w: %w", c.s.cfg.QueuePrefix, service, transport.ErrUnavailable, k.err)
 	}
 	ct := req.ContentType
@@ -155,25 +129,19 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	sh.deadline(k.dialect, dl)
 	dest := callDest(c.s.cfg, k.dialect, service)
 	if err := k.c.Send(dest, ct, req.Body, sh.apply); err != nil {
-		c.forget(id)
+		k.calls.Done(id)
 		if isConnError(err) {
 			c.s.fail(k, err)
 		}
 		return nil, fmt.Errorf("transport/stomp: send to %s: %w: %w", dest, transport.ErrUnavailable, err)
 	}
 	select {
-	case r := <-cl.ch:
+	case r := <-answer:
 		return r.m, r.err
 	case <-ctx.Done():
-		c.forget(id)
+		k.calls.Done(id)
 		return nil, transport.ContextError(ctx)
 	}
-}
-
-func (c *Conn) forget(id string) {
-	c.mu.Lock()
-	delete(c.pending, id)
-	c.mu.Unlock()
 }
 
 // Publish implements transport.Conn: it sends m to the topic's destination
@@ -187,13 +155,15 @@ func (c *Conn) Publish(ctx context.Context, topic string, m *transport.Message) 
 // ReceiveInbox fail with transport.ErrClosed.
 func (c *Conn) Close() error {
 	c.in.close()
-	c.mu.Lock()
-	for id, cl := range c.pending {
-		delete(c.pending, id)
-		cl.ch <- callResult{err: fmt.Errorf("transport/stomp: client: %w", transport.ErrClosed)}
+	closed := callResult{err: fmt.Errorf("transport/stomp: client: %w", transport.ErrClosed)}
+	k := c.s.current()
+	if k != nil {
+		k.calls.AnswerAll(closed)
 	}
-	c.mu.Unlock()
 	c.s.close()
+	if k != nil {
+		k.calls.AnswerAll(closed) // calls that registered while it closed
+	}
 	return nil
 }
 

@@ -42,6 +42,10 @@ type link struct {
 	mu    sync.Mutex
 	subs  []linkSub
 	temps int // ActiveMQ temporary queues this package created on c (see inbox.openActiveMQ)
+
+	// calls are a Conn's calls waiting for a reply on this connection's
+	// reply queue, by correlation id; unused on a Listener's links.
+	calls transport.Calls[callResult]
 }
 
 type linkSub struct {

@@ -37,7 +37,8 @@ type Calls[T any] struct {
 // arrives on: one value at most, buffered, so that Answer never blocks.
 // The caller must call Done(id) once it stops waiting.
 func (c *Calls[T]) Start() (id string, answer <-chan T) {
-	id = c.Prefix + strconv.FormatUint(c.next.Add(1), 36)
+	var b [48]byte // the id is built here and copied once
+	id = string(strconv.AppendUint(append(b[:0], c.Prefix...), c.next.Add(1), 36))
 	ch := make(chan T, 1)
 	c.mu.Lock()
 	if c.m == nil {
