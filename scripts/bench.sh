@@ -693,9 +693,10 @@ commands given.
   took 22–41 µs of wall time per call: frame decode 4.8–9.0 µs, handler
   1.0–2.4, response encode 2.9–5.9, reply and ack 8.2–14.3. \`ServeFrame\`
   plus \`Listener.Reply\` took 13–26 µs in the same runs. The same
-  decode takes 1.7 µs in \`BenchmarkDecodeRequest/256B\`: with one call in flight, each request
-  meets cold caches on an idle CPU, and a call's time in the process
-  follows the code it runs, at several times its cost in a hot loop.
+  decode takes 1.7 µs in \`BenchmarkDecodeRequest/256B\`: with one call
+  in flight, each request meets cold caches on an idle CPU, and a call's
+  time in the process follows the code it runs, at several times its
+  cost in a hot loop.
   The Server's share, about 10 µs at the median, is a fraction of the
   60–80 µs gap; the rest is in the legs through the broker, as above.
   The listener had also woken Receive at every return to idle, one
