@@ -713,8 +713,10 @@ commands given.
   and 3f1e666 (0.72 up) and met at d58c609 (0.83/1.01, raw 162 MB/s);
   RabbitMQ STOMP met in three runs on 2026-12-01 (0.81–1.04), missed at
   946f7f4 (0.66–0.73, raw publish 516 MB/s) and met at 3f1e666 and d58c609
-  (0.82–1.13); tcp's download missed once, at d58c609 (0.66 against raw's
-  1,325 MB/s while the same download alone ran at 1,570). Raw publish
+  (0.82–1.13); tcp's download missed at d58c609 (0.66 against raw's
+  1,325 MB/s while the same download alone ran at 1,570). At 3335ee8, the
+  run recorded here: nats met (0.90/0.82), ActiveMQ's upload missed (0.78),
+  RabbitMQ STOMP met (0.81/0.85), tcp's download missed (0.78). Raw publish
   varies by up to 3× from run to run here (amqp 91–174, ActiveMQ 147–356
   MB/s), httpbus's streams by less; see the table below for this run):
   raw publish has no flow control; a stream holds at most
