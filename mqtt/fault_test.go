@@ -401,7 +401,11 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	warm := time.Now().Add(30 * time.Second)
 	for ok.Load() < 200 {
+		if time.Now().After(warm) {
+			t.Fatalf("only %d answers in 30 s before the restart", ok.Load())
+		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	restart()
