@@ -113,9 +113,9 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 		dl = cd
 	}
 	id, answer := k.calls.Start()
+	defer k.calls.Done(id)
 	if k.isDead() {
 		// Lost between get and registering: lost() may have run already.
-		k.calls.Done(id)
 		return nil, fmt.Errorf("transport/stomp: send to %s%s: connection lost: %w: %w", c.s.cfg.QueuePrefix, service, transport.ErrUnavailable, k.err)
 	}
 	ct := req.ContentType
@@ -129,7 +129,6 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	sh.deadline(k.dialect, dl)
 	dest := callDest(c.s.cfg, k.dialect, service)
 	if err := k.c.Send(dest, ct, req.Body, sh.apply); err != nil {
-		k.calls.Done(id)
 		if isConnError(err) {
 			c.s.fail(k, err)
 		}
@@ -139,7 +138,6 @@ func (c *Conn) Call(ctx context.Context, service string, req *transport.Message)
 	case r := <-answer:
 		return r.m, r.err
 	case <-ctx.Done():
-		k.calls.Done(id)
 		return nil, transport.ContextError(ctx)
 	}
 }

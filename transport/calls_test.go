@@ -44,11 +44,30 @@ func TestCallsAnswer(t *testing.T) {
 }
 
 func TestCallsPrefix(t *testing.T) {
-	c := Calls[int]{Prefix: "abc."}
-	id, _ := c.Start()
-	defer c.Done(id)
-	if !strings.HasPrefix(id, "abc.") || len(id) <= len("abc.") {
-		t.Fatalf("id %q does not start with the prefix", id)
+	// A short prefix, and one longer than Start's stack buffer.
+	for _, prefix := range []string{"abc.", strings.Repeat("p", 60) + "."} {
+		c := Calls[int]{Prefix: prefix}
+		id1, _ := c.Start()
+		id2, _ := c.Start()
+		if id1 != prefix+"1" || id2 != prefix+"2" {
+			t.Errorf("ids %q and %q, want %q then %q", id1, id2, prefix+"1", prefix+"2")
+		}
+		c.Done(id1)
+		c.Done(id2)
+	}
+}
+
+// TestCallsStartAllocs: a call costs its id and its answer channel, and
+// nothing else (the id is built in one allocation).
+func TestCallsStartAllocs(t *testing.T) {
+	c := Calls[int]{Prefix: "abcdef-"}
+	id, _ := c.Start() // the table's map, once
+	c.Done(id)
+	if n := testing.AllocsPerRun(100, func() {
+		id, _ := c.Start()
+		c.Done(id)
+	}); n > 2 {
+		t.Fatalf("Start and Done allocate %v times, want at most 2 (the id and the channel)", n)
 	}
 }
 
