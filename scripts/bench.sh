@@ -508,7 +508,10 @@ commands given.
   plus the garbage collector (GOGC=400 raised nats's req/s by 15% in a
   trial) and the scheduler's wake-ups. **mem ≤ 10 µs/req is met with
   GOGC=400** (9.6–9.7 µs, 195–197k req/s, 2026-12-01, see the mem tail
-  above) and missed at the default GOGC, where a collection every ~2.6 ms at
+  above; in a slower hour on 2026-12-02, two alternating pairs of
+  \`httpbus bench -url mem://x -c 32 -d 5s\`, 10.9–11.9 µs and 161–171k
+  req/s against 17.0–20.5 µs and 87–104k at the default GOGC) and missed
+  at the default GOGC, where a collection every ~2.6 ms at
   the 4 MB minimum heap goal takes the rest: the floor is the collector's,
   and the library's share of it is the bytes each call allocates.
   **At 32 callers the floor itself costs about 10 µs** (2026-12-02,
