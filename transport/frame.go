@@ -210,6 +210,11 @@ func headerEnd(frame []byte, limit int) int {
 		search = search[:limit+4]
 	}
 	crlf := bytes.Index(search, []byte("\r\n\r\n"))
+	if crlf >= 0 {
+		// A bare-LF blank line wins only if it starts before crlf, so it
+		// ends by crlf+1: the body is not searched.
+		search = search[:crlf+1]
+	}
 	lf := bytes.Index(search, []byte("\n\n"))
 	switch {
 	case crlf < 0 && lf < 0:
@@ -323,21 +328,30 @@ func DecodeRequest(frame []byte, lim Limits) (*http.Request, error) {
 	return decodeRequest(frame, lim, false)
 }
 
-// headerBlock is frame[:end] as a string for the lean parsers, whose
-// header keys and values are substrings of it: a copy, or with owned the
-// frame's own bytes. owned is for a frame the core owns for good, a
-// message's Body that a Transport returned (Message: "belongs to the
-// caller"), which nothing modifies afterwards; it saves an allocation and
-// a copy per decode (slicebytetostring was 6% of the CPU of httpbus bench
-// over mem at 32 callers).
-func headerBlock(frame []byte, end int, owned bool) string {
-	if owned && end > 0 {
-		return unsafe.String(&frame[0], end)
+// leanHead returns, for an owned frame, what the lean parsers read: the
+// frame's own bytes as a string (their header keys and values are
+// substrings of it), cut where the header limit ends (the header limit
+// plus the blank line, as headerEnd searches). The parsers find the end
+// of the header block as they go, so no separate search runs before them;
+// a frame they decline is checked (checkHeader) before net/http reads it.
+// ok is false for a frame not owned (its header block is copied) or empty.
+// owned is for a frame the core owns for good, a message's Body that a
+// Transport returned (Message: "belongs to the caller"), which nothing
+// modifies afterwards; it saves an allocation and a copy per decode
+// (slicebytetostring was 6% of the CPU of httpbus bench over mem at 32
+// callers).
+func leanHead(frame []byte, lim Limits, owned bool) (head string, ok bool) {
+	if !owned || len(frame) == 0 {
+		return "", false
 	}
-	return string(frame[:end])
+	n := len(frame)
+	if max := lim.header(); max >= 0 && n > max+4 {
+		n = max + 4
+	}
+	return unsafe.String(&frame[0], n), true
 }
 
-// decodeRequest is DecodeRequest; owned as for headerBlock.
+// decodeRequest is DecodeRequest; owned as for leanHead.
 func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) {
 	lr := new(leanReqBox)
 	if err := decodeRequestInto(&lr.req, &lr.leanURLBox, frame, lim, owned); err != nil {
@@ -350,11 +364,15 @@ func decodeRequest(frame []byte, lim Limits, owned bool) (*http.Request, error) 
 // does not keep (leanParseRequestInto), its URL and header values into box
 // when the lean parser takes the frame. *dst is undefined on error.
 func decodeRequestInto(dst *http.Request, box *leanURLBox, frame []byte, lim Limits, owned bool) error {
-	end, err := checkHeader(frame, lim)
-	if err != nil {
-		return err
+	head, viewed := leanHead(frame, lim, owned)
+	if !viewed {
+		end, err := checkHeader(frame, lim)
+		if err != nil {
+			return err
+		}
+		head = string(frame[:end])
 	}
-	if length, ok := leanParseRequestInto(headerBlock(frame, end, owned), dst, box); ok && validHost(dst.Host) {
+	if length, end, ok := leanParseRequestInto(head, dst, box); ok && validHost(dst.Host) {
 		if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
 			if err != nil {
 				return err
@@ -362,6 +380,9 @@ func decodeRequestInto(dst *http.Request, box *leanURLBox, frame []byte, lim Lim
 			dst.Body, dst.ContentLength = body, n
 			return nil
 		}
+	}
+	if _, err := checkHeader(frame, lim); err != nil {
+		return err
 	}
 	rd := bytes.NewReader(frame)
 	br := getReader(rd)
@@ -402,14 +423,18 @@ func DecodeResponse(frame []byte, req *http.Request, lim Limits) (*http.Response
 	return decodeResponse(frame, req, lim, false)
 }
 
-// decodeResponse is DecodeResponse; owned as for headerBlock.
+// decodeResponse is DecodeResponse; owned as for leanHead.
 func decodeResponse(frame []byte, req *http.Request, lim Limits, owned bool) (*http.Response, error) {
 	for {
-		end, err := checkHeader(frame, lim)
-		if err != nil {
-			return nil, err
+		head, viewed := leanHead(frame, lim, owned)
+		if !viewed {
+			end, err := checkHeader(frame, lim)
+			if err != nil {
+				return nil, err
+			}
+			head = string(frame[:end])
 		}
-		if resp, length, ok := leanParseResponse(headerBlock(frame, end, owned), req); ok {
+		if resp, length, end, ok := leanParseResponseHead(head, req); ok {
 			if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
 				if err != nil {
 					return nil, err
@@ -417,6 +442,9 @@ func decodeResponse(frame []byte, req *http.Request, lim Limits, owned bool) (*h
 				resp.Body, resp.ContentLength = body, n
 				return resp, nil
 			}
+		}
+		if _, err := checkHeader(frame, lim); err != nil {
+			return nil, err
 		}
 		rd := bytes.NewReader(frame)
 		br := getReader(rd)

@@ -89,8 +89,11 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra
 	// As Request.Write: the emptiness test comes before the value is
 	// trimmed, so a value of blanks is sent as an empty field.
 	ua := "Go-http-client/1.1"
-	if _, has := r.Header["User-Agent"]; has {
-		ua = r.Header.Get("User-Agent")
+	if vs, has := r.Header["User-Agent"]; has {
+		ua = ""
+		if len(vs) > 0 {
+			ua = vs[0]
+		}
 	}
 	if ua != "" {
 		dst = append(dst, "User-Agent: "...)
@@ -214,11 +217,20 @@ func appendHeader(dst []byte, h http.Header, excluded func(string) bool) []byte 
 
 // sanitizeValue is net/http's headerNewlineToSpace then textproto.TrimString.
 func sanitizeValue(v string) string {
-	if strings.ContainsAny(v, "\r\n") {
+	if strings.IndexByte(v, '\n') >= 0 || strings.IndexByte(v, '\r') >= 0 {
 		v = strings.NewReplacer("\n", " ", "\r", " ").Replace(v)
 	}
-	return strings.Trim(v, " \t\r\n")
+	// strings.Trim(v, " \t\r\n") without building its byte set per call.
+	for len(v) > 0 && isTrimByte(v[0]) {
+		v = v[1:]
+	}
+	for len(v) > 0 && isTrimByte(v[len(v)-1]) {
+		v = v[:len(v)-1]
+	}
+	return v
 }
+
+func isTrimByte(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
 
 // validFieldName reports whether k is an RFC 9110 token, as
 // httpguts.ValidHeaderFieldName does.
@@ -285,16 +297,18 @@ const leanStackFields = 16
 // leanField is one header line of a block.
 type leanField struct{ key, value string }
 
-// leanParseFields parses the field lines of block (which ends with the blank
-// line) into h, one []string backing array for all values. It returns the
-// single Content-Length value ("" if none).
-func leanParseFields(block string, slab []string) (h http.Header, length string, ok bool) {
+// leanParseFields parses the field lines at the start of head, through the
+// blank line, into h, one []string backing array for all values. It returns
+// the single Content-Length value ("" if none) and how many bytes of head
+// it took (what follows is the body).
+func leanParseFields(head string, slab []string) (h http.Header, length string, n int, ok bool) {
 	var arr [leanStackFields]leanField
 	fields := arr[:0]
+	block := head
 	for {
 		i := strings.IndexByte(block, '\n')
 		if i < 1 || block[i-1] != '\r' {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		line := block[:i-1]
 		block = block[i+1:]
@@ -302,45 +316,42 @@ func leanParseFields(block string, slab []string) (h http.Header, length string,
 			break
 		}
 		if len(fields) == leanMaxFields {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		colon := strings.IndexByte(line, ':')
 		if colon < 1 {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		key, value := line[:colon], line[colon+1:]
 		if !canonicalToken(key) {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		for len(value) > 0 && (value[0] == ' ' || value[0] == '\t') {
 			value = value[1:]
 		}
 		for j := 0; j < len(value); j++ {
 			if c := value[j]; (c < ' ' && c != '\t') || c > '~' {
-				return nil, "", false
+				return nil, "", 0, false
 			}
 		}
 		if n := len(value); n > 0 && (value[n-1] == ' ' || value[n-1] == '\t') {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		switch key {
 		case "Transfer-Encoding", "Trailer", "Connection", "Pragma":
-			return nil, "", false
+			return nil, "", 0, false
 		case "Content-Length":
 			if length != "" || value == "" {
-				return nil, "", false
+				return nil, "", 0, false
 			}
 			for j := 0; j < len(value); j++ {
 				if value[j] < '0' || value[j] > '9' {
-					return nil, "", false
+					return nil, "", 0, false
 				}
 			}
 			length = value
 		}
 		fields = append(fields, leanField{key, value})
-	}
-	if block != "" {
-		return nil, "", false
 	}
 	h = make(http.Header, len(fields))
 	strs := slab
@@ -355,7 +366,7 @@ func leanParseFields(block string, slab []string) (h http.Header, length string,
 		strs[i] = f.value
 		h[f.key] = strs[i : i+1 : i+1]
 	}
-	return h, length, true
+	return h, length, len(head) - len(block), true
 }
 
 // canonicalToken reports whether k is a field name already in
@@ -390,48 +401,52 @@ func leanPathByte(c byte) bool {
 // and the checks on them are the caller's.
 func leanParseRequest(block string) (req *http.Request, length string, ok bool) {
 	lr := new(leanReqBox)
-	if length, ok = leanParseRequestInto(block, &lr.req, &lr.leanURLBox); !ok {
+	length, end, ok := leanParseRequestInto(block, &lr.req, &lr.leanURLBox)
+	if !ok || end != len(block) {
 		return nil, "", false
 	}
 	return &lr.req, length, true
 }
 
-// leanParseRequestInto is leanParseRequest writing the request into *dst
-// (which it does not keep: a server's decode fills a request on its stack
-// that WithContext then copies, one Request allocation instead of two) and
-// its URL and header values into box. *dst is undefined when ok is false.
-func leanParseRequestInto(block string, dst *http.Request, box *leanURLBox) (length string, ok bool) {
-	i := strings.Index(block, "\r\n")
+// leanParseRequestInto is leanParseRequest reading the header block at the
+// start of head (which may go on past it, into the body) and writing the
+// request into *dst (which it does not keep: a server's decode fills a
+// request on its stack that WithContext then copies, one Request
+// allocation instead of two), its URL and header values into box. end is
+// the header block's length, through the blank line. *dst is undefined
+// when ok is false.
+func leanParseRequestInto(head string, dst *http.Request, box *leanURLBox) (length string, end int, ok bool) {
+	i := strings.Index(head, "\r\n")
 	if i < 0 {
-		return "", false
+		return "", 0, false
 	}
-	line := block[:i]
+	line := head[:i]
 	method, rest, ok1 := strings.Cut(line, " ")
 	target, proto, ok2 := strings.Cut(rest, " ")
 	if !ok1 || !ok2 || proto != "HTTP/1.1" || !validMethod(method) || method == http.MethodConnect || method == "PRI" {
-		return "", false
+		return "", 0, false
 	}
 	path, query, hasQuery := strings.Cut(target, "?")
 	if path == "" || path[0] != '/' {
-		return "", false
+		return "", 0, false
 	}
 	for j := 0; j < len(path); j++ {
 		if !leanPathByte(path[j]) {
-			return "", false
+			return "", 0, false
 		}
 	}
 	for j := 0; j < len(query); j++ {
 		if c := query[j]; c <= ' ' || c >= 0x7f || c == '#' || c == '?' {
-			return "", false
+			return "", 0, false
 		}
 	}
-	h, length, ok := leanParseFields(block[i+2:], box.slab[:])
+	h, length, n, ok := leanParseFields(head[i+2:], box.slab[:])
 	if !ok {
-		return "", false
+		return "", 0, false
 	}
 	hosts := h["Host"]
 	if len(hosts) != 1 {
-		return "", false
+		return "", 0, false
 	}
 	delete(h, "Host")
 	box.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
@@ -445,7 +460,7 @@ func leanParseRequestInto(block string, dst *http.Request, box *leanURLBox) (len
 		Host:       hosts[0],
 		RequestURI: target,
 	}
-	return length, true
+	return length, i + 2 + n, true
 }
 
 // leanReqBox and leanRespBox hold a decoded message, its URL and the
@@ -472,36 +487,47 @@ const leanSlab = 8
 // req, or returns ok false where it declines. Body and the checks on it are
 // the caller's; the returned length is the Content-Length value.
 func leanParseResponse(block string, req *http.Request) (resp *http.Response, length string, ok bool) {
-	if req != nil && req.Method == http.MethodHead {
+	resp, length, end, ok := leanParseResponseHead(block, req)
+	if !ok || end != len(block) {
 		return nil, "", false
+	}
+	return resp, length, true
+}
+
+// leanParseResponseHead is leanParseResponse reading the header block at
+// the start of head, which may go on past it; end is the block's length.
+func leanParseResponseHead(head string, req *http.Request) (resp *http.Response, length string, end int, ok bool) {
+	block := head
+	if req != nil && req.Method == http.MethodHead {
+		return nil, "", 0, false
 	}
 	i := strings.Index(block, "\r\n")
 	if i < 0 || !strings.HasPrefix(block, "HTTP/1.1 ") {
-		return nil, "", false
+		return nil, "", 0, false
 	}
 	status := block[len("HTTP/1.1 "):i]
 	code := 0
 	if len(status) < 4 || status[3] != ' ' {
-		return nil, "", false
+		return nil, "", 0, false
 	}
 	for j := 0; j < 3; j++ {
 		if status[j] < '0' || status[j] > '9' {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 		code = code*10 + int(status[j]-'0')
 	}
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil, "", false
+		return nil, "", 0, false
 	}
 	for j := 4; j < len(status); j++ {
 		if c := status[j]; (c < ' ' && c != '\t') || c > '~' {
-			return nil, "", false
+			return nil, "", 0, false
 		}
 	}
 	lr := new(leanRespBox)
-	h, length, ok := leanParseFields(block[i+2:], lr.slab[:])
+	h, length, n, ok := leanParseFields(block[i+2:], lr.slab[:])
 	if !ok || length == "" {
-		return nil, "", false
+		return nil, "", 0, false
 	}
 	lr.resp = http.Response{
 		Status:     status,
@@ -512,5 +538,5 @@ func leanParseResponse(block string, req *http.Request) (resp *http.Response, le
 		Header:     h,
 		Request:    req,
 	}
-	return &lr.resp, length, true
+	return &lr.resp, length, i + 2 + n, true
 }

@@ -144,6 +144,24 @@ func FuzzLeanDecode(f *testing.F) {
 			return
 		}
 		block := string(frame[:end])
+		// The decoders hand the parsers the whole frame (leanHead): they
+		// must take the same inputs as from the block alone and find the
+		// block's end where headerEnd does, the end net/http reads to.
+		var dst http.Request
+		var box leanURLBox
+		_, headEnd, headOK := leanParseRequestInto(string(frame), &dst, &box)
+		_, _, blockOK := leanParseRequest(block)
+		if headOK != blockOK || headOK && headEnd != end {
+			t.Fatalf("request: from the frame ok %v, end %d; from the block ok %v, end %d:\n%q", headOK, headEnd, blockOK, end, frame)
+		}
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			req := &http.Request{Method: method}
+			_, _, headEnd, headOK := leanParseResponseHead(string(frame), req)
+			_, _, blockOK := leanParseResponse(block, req)
+			if headOK != blockOK || headOK && headEnd != end {
+				t.Fatalf("response: from the frame ok %v, end %d; from the block ok %v, end %d:\n%q", headOK, headEnd, blockOK, end, frame)
+			}
+		}
 		if lean, length, ok := leanParseRequest(block); ok {
 			ref, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(frame)))
 			if err != nil {

@@ -715,12 +715,12 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	if cl := w.header.Get("Content-Length"); cl != "" {
+	if cl := HeaderValue(w.header, "Content-Length"); cl != "" {
 		v, err := strconv.ParseInt(cl, 10, 64)
 		if err == nil && v >= 0 {
 			w.hasCL, w.contentLength = true, v
 		} else {
-			w.header.Del("Content-Length")
+			delete(w.header, "Content-Length")
 		}
 	}
 }
@@ -744,7 +744,7 @@ func (w *responseWriter) sniff(extra []byte) {
 		return
 	}
 	_, haveType := h["Content-Type"]
-	if haveType || h.Get("Content-Encoding") != "" || h.Get("Transfer-Encoding") != "" {
+	if haveType || HeaderValue(h, "Content-Encoding") != "" || HeaderValue(h, "Transfer-Encoding") != "" {
 		return
 	}
 	first := w.body.Bytes()
@@ -752,7 +752,7 @@ func (w *responseWriter) sniff(extra []byte) {
 		first = append(first[:len(first):len(first)], extra[:min(n, len(extra))]...)
 	}
 	if len(first) > 0 {
-		h.Set("Content-Type", http.DetectContentType(first))
+		h["Content-Type"] = []string{http.DetectContentType(first)}
 	}
 }
 
@@ -942,9 +942,10 @@ func (w *responseWriter) frame(method string) ([]byte, error) {
 	}
 	w.sniff(nil)
 	h := w.header
-	h.Del("Transfer-Encoding")
+	// Canonical keys: delete, not Del, which canonicalizes each time.
+	delete(h, "Transfer-Encoding")
 	if method != http.MethodHead || !bodyAllowed(w.status) {
-		h.Del("Content-Length")
+		delete(h, "Content-Length")
 	}
 	var resp []byte
 	var err error

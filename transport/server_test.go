@@ -207,7 +207,7 @@ func TestLazyDeadline(t *testing.T) {
 }
 
 // TestServerLeavesFramesAlone: the core reads a received frame's header
-// block in place (headerBlock, owned), so it must never write into a
+// block in place (leanHead, owned), so it must never write into a
 // delivery's Body: the strings a handler keeps from r.Header would change
 // under it.
 func TestServerLeavesFramesAlone(t *testing.T) {
