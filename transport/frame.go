@@ -275,13 +275,23 @@ func readBody(frame []byte, br *bufio.Reader, rd *bytes.Reader, length int64, bo
 // fixedBody is the body of a frame from start on, which must be length
 // bytes.
 func fixedBody(frame []byte, start int, length int64) (io.ReadCloser, int64, error) {
+	return fixedBodyIn(nil, frame, start, length)
+}
+
+// fixedBodyIn is fixedBody reading through fb, or a new frameBody if fb is
+// nil (the lean decoders keep one beside the message they decode).
+func fixedBodyIn(fb *frameBody, frame []byte, start int, length int64) (io.ReadCloser, int64, error) {
 	if rest := int64(len(frame) - start); rest != length {
 		return nil, 0, fmt.Errorf("%w: Content-Length is %d but the frame holds %d body bytes", ErrMalformedFrame, length, rest)
 	}
 	if length == 0 {
 		return http.NoBody, 0, nil
 	}
-	return newFrameBody(frame[start:]), length, nil
+	if fb == nil {
+		fb = new(frameBody)
+	}
+	fb.Reset(frame[start:])
+	return fb, length, nil
 }
 
 // frameBody is a body read from a frame without copying: a bytes.Reader
@@ -301,7 +311,7 @@ func newFrameBody(b []byte) io.ReadCloser {
 // path parsed, with its Content-Length value length ("" is 0): ok false
 // where the lean path declines (a length net/http must judge), an error
 // for a body over the limit or one that disagrees with length.
-func leanBody(frame []byte, end int, length string, lim Limits) (body io.ReadCloser, n int64, ok bool, err error) {
+func leanBody(fb *frameBody, frame []byte, end int, length string, lim Limits) (body io.ReadCloser, n int64, ok bool, err error) {
 	if length != "" {
 		if n, err = strconv.ParseInt(length, 10, 64); err != nil {
 			return nil, 0, false, nil // net/http's error
@@ -310,7 +320,7 @@ func leanBody(frame []byte, end int, length string, lim Limits) (body io.ReadClo
 	if max := lim.body(); max >= 0 && n > max {
 		return nil, 0, true, &TooLargeError{What: "body", Limit: max, Size: n}
 	}
-	body, n, err = fixedBody(frame, end, n)
+	body, n, err = fixedBodyIn(fb, frame, end, n)
 	return body, n, true, err
 }
 
@@ -373,7 +383,7 @@ func decodeRequestInto(dst *http.Request, box *leanURLBox, frame []byte, lim Lim
 		head = string(frame[:end])
 	}
 	if length, end, ok := leanParseRequestInto(head, dst, box); ok && validHost(dst.Host) {
-		if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
+		if body, n, ok, err := leanBody(&box.body, frame, end, length, lim); ok || err != nil {
 			if err != nil {
 				return err
 			}
@@ -434,8 +444,8 @@ func decodeResponse(frame []byte, req *http.Request, lim Limits, owned bool) (*h
 			}
 			head = string(frame[:end])
 		}
-		if resp, length, end, ok := leanParseResponseHead(head, req); ok {
-			if body, n, ok, err := leanBody(frame, end, length, lim); ok || err != nil {
+		if resp, body, length, end, ok := leanParseResponseHead(head, req); ok {
+			if body, n, ok, err := leanBody(body, frame, end, length, lim); ok || err != nil {
 				if err != nil {
 					return nil, err
 				}

@@ -474,11 +474,13 @@ type leanReqBox struct {
 type leanURLBox struct {
 	url  url.URL
 	slab [leanSlab]string
+	body frameBody
 }
 
 type leanRespBox struct {
 	resp http.Response
 	slab [leanSlab]string
+	body frameBody
 }
 
 const leanSlab = 8
@@ -487,7 +489,7 @@ const leanSlab = 8
 // req, or returns ok false where it declines. Body and the checks on it are
 // the caller's; the returned length is the Content-Length value.
 func leanParseResponse(block string, req *http.Request) (resp *http.Response, length string, ok bool) {
-	resp, length, end, ok := leanParseResponseHead(block, req)
+	resp, _, length, end, ok := leanParseResponseHead(block, req)
 	if !ok || end != len(block) {
 		return nil, "", false
 	}
@@ -495,39 +497,40 @@ func leanParseResponse(block string, req *http.Request) (resp *http.Response, le
 }
 
 // leanParseResponseHead is leanParseResponse reading the header block at
-// the start of head, which may go on past it; end is the block's length.
-func leanParseResponseHead(head string, req *http.Request) (resp *http.Response, length string, end int, ok bool) {
+// the start of head, which may go on past it; end is the block's length,
+// and body a frameBody allocated with resp, for leanBody.
+func leanParseResponseHead(head string, req *http.Request) (resp *http.Response, body *frameBody, length string, end int, ok bool) {
 	block := head
 	if req != nil && req.Method == http.MethodHead {
-		return nil, "", 0, false
+		return nil, nil, "", 0, false
 	}
 	i := strings.Index(block, "\r\n")
 	if i < 0 || !strings.HasPrefix(block, "HTTP/1.1 ") {
-		return nil, "", 0, false
+		return nil, nil, "", 0, false
 	}
 	status := block[len("HTTP/1.1 "):i]
 	code := 0
 	if len(status) < 4 || status[3] != ' ' {
-		return nil, "", 0, false
+		return nil, nil, "", 0, false
 	}
 	for j := 0; j < 3; j++ {
 		if status[j] < '0' || status[j] > '9' {
-			return nil, "", 0, false
+			return nil, nil, "", 0, false
 		}
 		code = code*10 + int(status[j]-'0')
 	}
 	if code < 200 || code > 599 || code == http.StatusNoContent || code == http.StatusNotModified {
-		return nil, "", 0, false
+		return nil, nil, "", 0, false
 	}
 	for j := 4; j < len(status); j++ {
 		if c := status[j]; (c < ' ' && c != '\t') || c > '~' {
-			return nil, "", 0, false
+			return nil, nil, "", 0, false
 		}
 	}
 	lr := new(leanRespBox)
 	h, length, n, ok := leanParseFields(block[i+2:], lr.slab[:])
 	if !ok || length == "" {
-		return nil, "", 0, false
+		return nil, nil, "", 0, false
 	}
 	lr.resp = http.Response{
 		Status:     status,
@@ -538,5 +541,5 @@ func leanParseResponseHead(head string, req *http.Request) (resp *http.Response,
 		Header:     h,
 		Request:    req,
 	}
-	return &lr.resp, length, i + 2 + n, true
+	return &lr.resp, &lr.body, length, i + 2 + n, true
 }

@@ -156,7 +156,7 @@ func FuzzLeanDecode(f *testing.F) {
 		}
 		for _, method := range []string{http.MethodGet, http.MethodPost} {
 			req := &http.Request{Method: method}
-			_, _, headEnd, headOK := leanParseResponseHead(string(frame), req)
+			_, _, _, headEnd, headOK := leanParseResponseHead(string(frame), req)
 			_, _, blockOK := leanParseResponse(block, req)
 			if headOK != blockOK || headOK && headEnd != end {
 				t.Fatalf("response: from the frame ok %v, end %d; from the block ok %v, end %d:\n%q", headOK, headEnd, blockOK, end, frame)

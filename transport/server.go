@@ -344,19 +344,50 @@ func (s *Server) replyTimeout() time.Duration {
 // trip's CPU.
 // The caller ends it with cancel (a method, not a closure to allocate).
 func (s *Server) replyContext(base context.Context) *lazyDeadline {
+	return s.replyContextIn(base, nil)
+}
+
+// replyContextIn is replyContext in ctx, or a new one if ctx is nil.
+func (s *Server) replyContextIn(base context.Context, ctx *lazyDeadline) *lazyDeadline {
 	if base.Done() != nil {
 		base = context.WithoutCancel(base) // a reply outlives a cancelled base
 	}
-	return &lazyDeadline{Context: base, deadline: time.Now().Add(s.replyTimeout())}
+	if ctx == nil {
+		ctx = new(lazyDeadline)
+	}
+	ctx.Context, ctx.deadline = base, time.Now().Add(s.replyTimeout())
+	return ctx
+}
+
+// replySpace is what a delivery's final reply needs, allocated with the
+// rest of its serving state (serveState).
+type replySpace struct {
+	ctx lazyDeadline
+	msg Message
 }
 
 // reply sends resp (nil for none) and settles d, logging a failure.
 func (s *Server) reply(base context.Context, l Listener, d *Delivery, resp []byte, disp Disposition) {
-	ctx := s.replyContext(base)
-	defer ctx.cancel()
+	s.replyIn(nil, base, l, d, resp, disp)
+}
+
+// replyIn is reply in space, if not nil (used once: a delivery's final
+// reply).
+func (s *Server) replyIn(space *replySpace, base context.Context, l Listener, d *Delivery, resp []byte, disp Disposition) {
+	var ctx *lazyDeadline
 	var m *Message
+	if space != nil {
+		ctx, m = &space.ctx, &space.msg
+	}
+	ctx = s.replyContextIn(base, ctx)
+	defer ctx.cancel()
 	if resp != nil && d.Topic == "" {
-		m = &Message{Body: resp, ContentType: MediaType}
+		if m == nil {
+			m = new(Message)
+		}
+		*m = Message{Body: resp, ContentType: MediaType}
+	} else {
+		m = nil
 	}
 	if err := l.Reply(ctx, d, m, disp); err != nil {
 		level := slog.LevelError
@@ -385,14 +416,15 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	var req *http.Request
 	var decodeErr error
 	decoded := false
+	st := new(serveState)
 	if peer == "" && d.Topic == "" && IsFrame(d.ContentType) {
-		decodeErr = decodeRequestInto(&rv, new(leanURLBox), d.Body, s.limits(), true)
+		decodeErr = decodeRequestInto(&rv, &st.box, d.Body, s.limits(), true)
 		decoded = true
 		if decodeErr == nil {
 			peer, id = takeStreamFields(rv.Header)
 		}
 	}
-	ex := newExchange(s, base, l, d, peer, id) // nil for a version-1 caller
+	ex := st.exchange(s, base, l, d, peer, id) // nil for a version-1 caller
 	if ex != nil && d.Redelivered {
 		// The caller may have heard from the instance that died (a
 		// "continue") and now waits on its inbox, not on the reply path:
@@ -404,10 +436,10 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	// send answers with one whole frame and settles d.
 	send := func(frame []byte, disp Disposition) {
 		if ex != nil {
-			ex.finishWhole(frame, disp)
+			ex.finishWhole(&st.reply, frame, disp)
 			return
 		}
-		s.reply(base, l, d, frame, disp)
+		s.replyIn(&st.reply, base, l, d, frame, disp)
 	}
 	if !d.Deadline.IsZero() && !time.Now().Before(d.Deadline) {
 		err := Timeout(errors.New("request expired before it was served"))
@@ -419,7 +451,8 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		// The handler's context ends at the caller's deadline, when the
 		// caller cancels (ex.ctxEnd) or with base. It is a lazyDeadline: its
 		// timer starts only if the handler asks for Done.
-		lc := &lazyDeadline{Context: base, deadline: d.Deadline}
+		lc := &st.ctx
+		lc.Context, lc.deadline = base, d.Deadline
 		ctx = lc
 		defer lc.cancel()
 		if ex != nil {
@@ -433,7 +466,7 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	case ex.streamedRequest():
 		req, err = ex.decodeStreamedRequest(ctx, s.limits())
 	case IsFrame(d.ContentType):
-		err = decodeRequestInto(&rv, new(leanURLBox), d.Body, s.limits(), true)
+		err = decodeRequestInto(&rv, &st.box, d.Body, s.limits(), true)
 	default:
 		req = ForeignRequest(d)
 		if max := s.limits().body(); max >= 0 && int64(len(d.Body)) > max {
@@ -462,7 +495,8 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	if d.Redelivered {
 		req.Header.Set(HeaderRedelivered, "true")
 	}
-	w := &responseWriter{header: http.Header{}, maxBody: s.limits().body(), ex: ex, ctx: ctx, method: req.Method}
+	w := &st.w
+	*w = responseWriter{header: http.Header{}, maxBody: s.limits().body(), ex: ex, ctx: ctx, method: req.Method}
 	if ex != nil {
 		ex.startTimer()
 	}
@@ -507,6 +541,25 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 		resp = ErrorResponse(err)
 	}
 	send(resp, Ack)
+}
+
+// serveState is one delivery's serving state in one allocation (issue 13:
+// each was an allocation of its own): the decoded request's URL, header
+// values and body reader, the exchange, the handler's context, the
+// response writer and the final reply's context and message. It is never
+// reused: a handler that keeps a part of it keeps all of it alive, and
+// nothing else.
+type serveState struct {
+	box   leanURLBox
+	ex    exchange
+	ctx   lazyDeadline
+	w     responseWriter
+	reply replySpace
+}
+
+// exchange is initExchange on st.ex.
+func (st *serveState) exchange(srv *Server, base context.Context, l Listener, d *Delivery, peer, id string) *exchange {
+	return initExchange(&st.ex, srv, base, l, d, peer, id)
 }
 
 // runHandler runs the handler, turning a panic into false (and a log line).

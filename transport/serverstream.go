@@ -39,15 +39,16 @@ type exchange struct {
 	timer  atomic.Pointer[announcer]
 }
 
-// newExchange returns the exchange for a request whose caller named its
-// inbox peer and stream id, or nil (a version-1 caller, a notification, a
-// listener that cannot stream).
-func newExchange(srv *Server, base context.Context, l Listener, d *Delivery, peer, id string) *exchange {
+// initExchange makes ex the exchange for a request whose caller named its
+// inbox peer and stream id and returns it, or returns nil (a version-1
+// caller, a notification, a listener that cannot stream).
+func initExchange(ex *exchange, srv *Server, base context.Context, l Listener, d *Delivery, peer, id string) *exchange {
 	st, ok := l.(Streamer)
 	if !ok || d.Topic != "" || d.Request != nil || peer == "" || id == "" {
 		return nil
 	}
-	return &exchange{srv: srv, l: l, st: st, d: d, base: base, peer: peer, id: id, size: partBytes(l)}
+	ex.srv, ex.l, ex.st, ex.d, ex.base, ex.peer, ex.id, ex.size = srv, l, st, d, base, peer, id, partBytes(l)
+	return ex
 }
 
 // takeStreamFields removes HeaderReplyTo and HeaderStream from a decoded
@@ -216,14 +217,14 @@ func (ex *exchange) partSize() int {
 // finishWhole sends a response that is one frame: as the reply (the
 // version-1 shape) when nothing went out yet, else as the only part of the
 // response stream; then settles the delivery as disp.
-func (ex *exchange) finishWhole(frame []byte, disp Disposition) {
+func (ex *exchange) finishWhole(space *replySpace, frame []byte, disp Disposition) {
 	ex.stopTimer()
 	ex.mu.Lock()
 	held := ex.held
 	ex.ended = true
 	ex.mu.Unlock()
 	if !held {
-		ex.srv.reply(ex.base, ex.l, ex.d, frame, disp)
+		ex.srv.replyIn(space, ex.base, ex.l, ex.d, frame, disp)
 		return
 	}
 	if err := ex.sendPart(ex.base, frame, 0, true); err != nil {
