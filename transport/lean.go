@@ -301,10 +301,14 @@ type leanField struct{ key, value string }
 // blank line, into h, one []string backing array for all values. It returns
 // the single Content-Length value ("" if none) and how many bytes of head
 // it took (what follows is the body).
-func leanParseFields(head string, slab []string) (h http.Header, length string, n int, ok bool) {
+//
+// With take (a request), Host fields and, if take.stream, the stream
+// fields go to take instead of h.
+func leanParseFields(head string, slab []string, take *leanTaken) (h http.Header, length string, n int, ok bool) {
 	var arr [leanStackFields]leanField
 	fields := arr[:0]
 	block := head
+	lines := 0 // field lines, taken ones included
 	for {
 		i := strings.IndexByte(block, '\n')
 		if i < 1 || block[i-1] != '\r' {
@@ -315,7 +319,7 @@ func leanParseFields(head string, slab []string) (h http.Header, length string, 
 		if line == "" {
 			break
 		}
-		if len(fields) == leanMaxFields {
+		if lines++; lines > leanMaxFields {
 			return nil, "", 0, false
 		}
 		colon := strings.IndexByte(line, ':')
@@ -330,7 +334,7 @@ func leanParseFields(head string, slab []string) (h http.Header, length string, 
 			value = value[1:]
 		}
 		for j := 0; j < len(value); j++ {
-			if c := value[j]; (c < ' ' && c != '\t') || c > '~' {
+			if !leanValueBytes[value[j]] {
 				return nil, "", 0, false
 			}
 		}
@@ -350,6 +354,26 @@ func leanParseFields(head string, slab []string) (h http.Header, length string, 
 				}
 			}
 			length = value
+		case "Host":
+			if take != nil {
+				take.hosts++
+				take.host = value
+				continue
+			}
+		case HeaderReplyTo:
+			if take != nil && take.stream {
+				if !take.hasPeer {
+					take.peer, take.hasPeer = value, true
+				}
+				continue
+			}
+		case HeaderStream:
+			if take != nil && take.stream {
+				if !take.hasID {
+					take.id, take.hasID = value, true
+				}
+				continue
+			}
 		}
 		fields = append(fields, leanField{key, value})
 	}
@@ -359,15 +383,48 @@ func leanParseFields(head string, slab []string) (h http.Header, length string, 
 		strs = make([]string, len(fields))
 	}
 	for i, f := range fields {
-		if vv, seen := h[f.key]; seen {
-			h[f.key] = append(vv, f.value)
-			continue
-		}
 		strs[i] = f.value
 		h[f.key] = strs[i : i+1 : i+1]
 	}
+	if len(h) < len(fields) {
+		// A name came more than once (rare): its values in order, as
+		// net/http keeps them. Without this pass each field cost a lookup.
+		clear(h)
+		for i, f := range fields {
+			if vv, seen := h[f.key]; seen {
+				h[f.key] = append(vv, f.value)
+				continue
+			}
+			h[f.key] = strs[i : i+1 : i+1]
+		}
+	}
 	return h, length, len(head) - len(block), true
 }
+
+// leanTaken is what leanParseFields takes out of a request's fields: its
+// Host (net/http keeps it in Request.Host, not in the header) and, for a
+// server (stream set), the stream fields (takeStreamFields, first values).
+// Taken this way, none of them costs a map insert, lookup and delete.
+type leanTaken struct {
+	host    string
+	hosts   int
+	stream  bool
+	lean    bool // the lean parser took the request (else net/http did)
+	peer    string
+	id      string
+	hasPeer bool
+	hasID   bool
+}
+
+// leanValueBytes[c] says whether the lean parsers take c in a field value
+// as it is: visible ASCII, space and tab (net/http also takes obs-text and
+// other controls, which the lean path leaves to it).
+var leanValueBytes = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= ' ' && c <= '~' || c == '\t'
+	}
+	return t
+}()
 
 // canonicalToken reports whether k is a field name already in
 // textproto.CanonicalMIMEHeaderKey's form.
@@ -440,15 +497,12 @@ func leanParseRequestInto(head string, dst *http.Request, box *leanURLBox) (leng
 			return "", 0, false
 		}
 	}
-	h, length, n, ok := leanParseFields(head[i+2:], box.slab[:])
-	if !ok {
+	take := &box.taken
+	*take = leanTaken{stream: take.stream}
+	h, length, n, ok := leanParseFields(head[i+2:], box.slab[:], take)
+	if !ok || take.hosts != 1 {
 		return "", 0, false
 	}
-	hosts := h["Host"]
-	if len(hosts) != 1 {
-		return "", 0, false
-	}
-	delete(h, "Host")
 	box.url = url.URL{Path: path, RawQuery: query, ForceQuery: hasQuery && query == ""}
 	*dst = http.Request{
 		Method:     method,
@@ -457,9 +511,10 @@ func leanParseRequestInto(head string, dst *http.Request, box *leanURLBox) (leng
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Header:     h,
-		Host:       hosts[0],
+		Host:       take.host,
 		RequestURI: target,
 	}
+	take.lean = true
 	return length, i + 2 + n, true
 }
 
@@ -472,9 +527,10 @@ type leanReqBox struct {
 }
 
 type leanURLBox struct {
-	url  url.URL
-	slab [leanSlab]string
-	body frameBody
+	url   url.URL
+	slab  [leanSlab]string
+	body  frameBody
+	taken leanTaken
 }
 
 type leanRespBox struct {
@@ -528,7 +584,7 @@ func leanParseResponseHead(head string, req *http.Request) (resp *http.Response,
 		}
 	}
 	lr := new(leanRespBox)
-	h, length, n, ok := leanParseFields(block[i+2:], lr.slab[:])
+	h, length, n, ok := leanParseFields(block[i+2:], lr.slab[:], nil)
 	if !ok || length == "" {
 		return nil, nil, "", 0, false
 	}

@@ -418,9 +418,12 @@ func (s *Server) serveDelivery(base context.Context, l Listener, d *Delivery) {
 	decoded := false
 	st := new(serveState)
 	if peer == "" && d.Topic == "" && IsFrame(d.ContentType) {
+		st.box.taken.stream = true // the lean parser takes the stream fields
 		decodeErr = decodeRequestInto(&rv, &st.box, d.Body, s.limits(), true)
 		decoded = true
-		if decodeErr == nil {
+		if t := &st.box.taken; decodeErr == nil && t.lean {
+			peer, id = t.peer, t.id
+		} else if decodeErr == nil {
 			peer, id = takeStreamFields(rv.Header)
 		}
 	}
