@@ -72,10 +72,19 @@ type service struct {
 }
 
 type call struct {
-	d     transport.Delivery      // the request, allocated with its call
-	reply chan *transport.Message // buffered 1
-	svc   *service
-	held  bool // a transport.Hold reply went out: the final Reply only settles
+	d    transport.Delivery // the request, allocated with its call
+	done chan struct{}      // buffered 1: resp is set
+	resp *transport.Message // the reply; nil if the service closed without one
+	msg  transport.Message  // resp's storage: a reply is a copy, allocated with its call
+	svc  *service
+	held bool // a transport.Hold reply went out: the final Reply only settles
+}
+
+// answer hands the caller resp (nil: no reply). It never blocks: a call
+// is answered once (Reply returns early after a Hold).
+func (c *call) answer(resp *transport.Message) {
+	c.resp = resp
+	c.done <- struct{}{}
 }
 
 // Listen returns a server side for lc.Service on b, subscribed to
@@ -139,7 +148,7 @@ func (b *Bus) call(ctx context.Context, service string, m *transport.Message) (*
 	}
 	b.calls.Add(1)
 	defer b.calls.Add(-1)
-	c := &call{reply: make(chan *transport.Message, 1), svc: svc}
+	c := &call{done: make(chan struct{}, 1), svc: svc}
 	c.d = transport.Delivery{Message: *m, Service: service, RemoteAddr: "inmem", Token: c}
 	d := &c.d
 	select {
@@ -150,7 +159,8 @@ func (b *Bus) call(ctx context.Context, service string, m *transport.Message) (*
 		return nil, transport.ContextError(ctx)
 	}
 	select {
-	case r := <-c.reply:
+	case <-c.done:
+		r := c.resp
 		if r == nil {
 			return nil, fmt.Errorf("transport/inmem: service %q closed without replying: %w", service, transport.ErrUnavailable)
 		}
@@ -298,19 +308,19 @@ func (l *Listener) Reply(ctx context.Context, d *transport.Delivery, resp *trans
 			select {
 			case c.svc.requests <- d:
 			case <-c.svc.gone:
-				c.reply <- nil
+				c.answer(nil)
 			}
 		}()
 		return nil
 	}
 	if resp == nil {
-		c.reply <- nil
+		c.answer(nil)
 		return nil
 	}
-	m := *resp
-	m.Header = resp.Header.Clone()
+	c.msg = *resp
+	c.msg.Header = resp.Header.Clone()
 	c.held = disp == transport.Hold
-	c.reply <- &m
+	c.answer(&c.msg)
 	return nil
 }
 

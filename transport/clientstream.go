@@ -34,7 +34,7 @@ func (rt *RoundTripper) roundTripStream(req *http.Request, service string, st St
 	if maxBody >= 0 && req.ContentLength > maxBody {
 		return rt.failure(req, &TooLargeError{What: "body", Limit: maxBody, Size: req.ContentLength})
 	}
-	s := newStream(mx, mx.newID())
+	s := mx.newCallerStream()
 	if err := mx.register(s); err != nil {
 		return rt.failure(req, err)
 	}

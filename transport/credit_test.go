@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -136,5 +137,24 @@ func TestPartWriterReuse(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCallerStreamIDs: a caller's stream ids are the mux's prefix and a
+// counter in base 36, unique, whether they fit the stream's own storage
+// (the usual 13-byte prefix) or not, and made in one allocation when they
+// fit.
+func TestCallerStreamIDs(t *testing.T) {
+	for _, prefix := range []string{"0123456789ab.", strings.Repeat("p", 40) + "."} {
+		m := &mux{prefix: prefix}
+		m.next.Store(35)
+		a, b := m.newCallerStream(), m.newCallerStream()
+		if a.id != prefix+"10" || b.id != prefix+"11" || a.idv[0] != a.id {
+			t.Fatalf("prefix %q: ids %q and %q (header value %q), want %q and %q", prefix, a.id, b.id, a.idv[0], prefix+"10", prefix+"11")
+		}
+	}
+	m := &mux{prefix: "0123456789ab."}
+	if n := testing.AllocsPerRun(100, func() { m.newCallerStream() }); n != 1 {
+		t.Fatalf("newCallerStream made %v allocations, want 1", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 )
 
 // Stream defaults (WIRE.md §7).
@@ -168,9 +169,20 @@ func muxFor(ctx context.Context, st Streamer) (*mux, error) {
 	return m, nil
 }
 
-func (m *mux) newID() string {
-	b := make([]byte, 0, len(m.prefix)+13)
-	return string(strconv.AppendUint(append(b, m.prefix...), m.next.Add(1), 36))
+// newCallerStream returns a stream with a new id made here: the prefix
+// and a counter in base 36, kept in the stream's own idb where it fits
+// (the prefix is 13 bytes), so that a call's stream is one allocation.
+func (m *mux) newCallerStream() *stream {
+	s := newStream(m, "")
+	b := strconv.AppendUint(append(s.idb[:0], m.prefix...), m.next.Add(1), 36)
+	var id string
+	if len(b) <= len(s.idb) {
+		id = unsafe.String(&s.idb[0], len(b)) // idb is never written again
+	} else {
+		id = string(b) // it outgrew idb
+	}
+	s.id, s.idv[0] = id, id
+	return s
 }
 
 func (m *mux) loop() {
@@ -287,6 +299,7 @@ func (m *mux) dispatch(msg *Message) {
 type stream struct {
 	id  string
 	idv [1]string // id as a header value, with the stream (no allocation of its own)
+	idb [32]byte  // id's bytes, for a stream whose id is made here (newCallerStream)
 	msg Message   // a caller's whole request message, allocated with its stream
 	mx  *mux
 	log *slog.Logger
