@@ -152,11 +152,17 @@ func (b *Bus) call(ctx context.Context, service string, m *transport.Message) (*
 	c.d = transport.Delivery{Message: *m, Service: service, RemoteAddr: "inmem", Token: c}
 	d := &c.d
 	select {
-	case svc.requests <- d:
-	case <-svc.gone:
-		return nil, fmt.Errorf("transport/inmem: service %q: %w", service, transport.ErrNoResponders)
-	case <-ctx.Done():
-		return nil, transport.ContextError(ctx)
+	case svc.requests <- d: // a worker was waiting (requests is unbuffered)
+	default:
+		// A select over three channels locks all three: only when no
+		// worker waits.
+		select {
+		case svc.requests <- d:
+		case <-svc.gone:
+			return nil, fmt.Errorf("transport/inmem: service %q: %w", service, transport.ErrNoResponders)
+		case <-ctx.Done():
+			return nil, transport.ContextError(ctx)
+		}
 	}
 	select {
 	case <-c.done:
