@@ -37,6 +37,7 @@ type Listener struct {
 
 	draining atomic.Bool
 	push     atomic.Pointer[func(*transport.Delivery)]
+	workers  transport.PushWorkers // where pushed deliveries are served
 }
 
 // NewListener connects like NewConn and subscribes, at QoS 1, to
@@ -110,7 +111,7 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 		d.Header.Del("Content-Type")
 	}
 	if serve := l.push.Load(); serve != nil && !l.draining.Load() {
-		go (*serve)(d) // after Drain: to the queue, to be received or handed back
+		l.workers.Serve(*serve, d) // after Drain: to the queue, to be received or handed back
 		return
 	}
 	switch {
@@ -123,8 +124,9 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 }
 
 // Push implements transport.Pusher: from then on each request and
-// notification is served on a goroutine of its own as it arrives (as paho
-// hands it over), instead of waiting in the queue for Receive. Receive
+// notification is served on a worker goroutine (transport.PushWorkers) as
+// it arrives (as paho hands it over), instead of waiting in the queue for
+// Receive. Receive
 // still reports the end of the Listener (transport.ErrClosed after Drain).
 func (l *Listener) Push(serve func(*transport.Delivery)) { l.push.Store(&serve) }
 
@@ -263,5 +265,6 @@ func (l *Listener) Close() error {
 		time.Sleep(30 * time.Millisecond) // paho sends manual acks every 10 ms
 	}
 	l.shutdown()
+	l.workers.Close()
 	return nil
 }

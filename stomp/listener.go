@@ -35,7 +35,8 @@ type Listener struct {
 	done     chan struct{} // closed by Close
 	active   int           // pushed deliveries being served (Push)
 
-	push atomic.Pointer[func(*transport.Delivery)] // set by Push
+	push    atomic.Pointer[func(*transport.Delivery)] // set by Push: l.serve on the Server's serve function
+	workers transport.PushWorkers                     // where pushed deliveries are served
 
 	prefetchExplicit bool         // Config.Prefetch set: SetPrefetch keeps it (prefetch.go)
 	prefetchN        atomic.Int32 // the prefetch set by SetPrefetch; 0: none
@@ -189,7 +190,7 @@ func (l *Listener) enqueue(k *link, m *stompgo.Message, topic string) {
 	} else if serve := l.push.Load(); serve != nil {
 		l.active++
 		l.mu.Unlock()
-		go l.serve(*serve, d)
+		l.workers.Serve(*serve, d)
 		return
 	} else {
 		l.queue = append(l.queue, d)
@@ -199,17 +200,19 @@ func (l *Listener) enqueue(k *link, m *stompgo.Message, topic string) {
 }
 
 // Push implements transport.Pusher: from then on each delivery is served
-// with serve on a goroutine of its own, started where the subscription
-// hands it over, instead of going through Receive, which saves a handoff
-// per request. Deliveries received before Push still go through Receive.
-// After Drain, Receive returns transport.ErrClosed once every pushed
-// delivery has been served.
+// with serve on a worker goroutine (transport.PushWorkers), handed over
+// where the subscription delivers it, instead of going through Receive,
+// which saves a handoff per request. Deliveries received before Push still
+// go through Receive. After Drain, Receive returns transport.ErrClosed
+// once every pushed delivery has been served.
 func (l *Listener) Push(serve func(*transport.Delivery)) {
 	if serve != nil {
-		l.push.Store(&serve)
+		counted := func(d *transport.Delivery) { l.serve(serve, d) }
+		l.push.Store(&counted)
 	}
 }
 
+// serve runs a pushed delivery and counts it done.
 func (l *Listener) serve(serve func(*transport.Delivery), d *transport.Delivery) {
 	serve(d)
 	l.mu.Lock()
@@ -475,6 +478,7 @@ func (l *Listener) Close() error {
 		l.mu.Unlock()
 		l.in.close()
 		l.s.close()
+		l.workers.Close()
 	})
 	return nil
 }
