@@ -485,7 +485,12 @@ func httpbusHeader(h *frame.Header) http.Header {
 	return out
 }
 
-func isHttpbus(k string) bool { return len(k) >= 8 && strings.EqualFold(k[:8], "httpbus-") }
+func isHttpbus(k string) bool {
+	// The first byte rules out most names (destination, message-id, …)
+	// before the case-insensitive compare, which was 1% of a call's
+	// instructions on the serving side.
+	return len(k) >= 8 && k[0]|0x20 == 'h' && strings.EqualFold(k[:8], "httpbus-")
+}
 
 // Inbox implements transport.Streamer: see "# Streams" in the package doc.
 func (c *Conn) Inbox(ctx context.Context) (string, error) { return c.in.address(ctx) }
