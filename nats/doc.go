@@ -117,7 +117,9 @@
 // Send publishes to an inbox subject with the Message.Header entries as
 // NATS headers (Httpbus-Stream, Httpbus-Seq, Httpbus-End, Httpbus-Control,
 // Httpbus-Credit, Httpbus-Credit-Bytes, Httpbus-Reply-To), after a
-// max_payload check. The inbox holds up to Config.InboxPendingBytes
+// max_payload check. The inbox is an asynchronous subscription (a
+// synchronous one costs a 512 KiB channel that the garbage collector scans
+// in every cycle); it holds up to Config.InboxPendingBytes
 // (DefaultInboxPendingBytes, 384 MiB) not yet taken by ReceiveInbox; past
 // it nats.go drops messages as a slow consumer (logged; the core sees the
 // gap). Close unsubscribes it.

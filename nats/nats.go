@@ -65,8 +65,8 @@ type Config struct {
 	// (Inbox, ReceiveInbox) holds in the client, received but not yet taken
 	// by ReceiveInbox; past it nats.go drops messages as a slow consumer
 	// (logged; the core detects the gap). Zero means
-	// DefaultInboxPendingBytes. Its message count is bounded only by the
-	// connection's sync queue length (natsgo.SyncQueueLen). Peers send
+	// DefaultInboxPendingBytes. Its message count is not bounded (it is an
+	// asynchronous subscription, not bound by natsgo.SyncQueueLen). Peers send
 	// within the credit the core grants, so in practice the inbox holds at
 	// most the sum of the credit windows of the streams in flight.
 	InboxPendingBytes int64
