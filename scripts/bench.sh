@@ -485,8 +485,51 @@ the time. With \`GOGC=400\` (the application's setting, not the library's):
 311 collections, 195–197k req/s instead of ~107k, 9.6–9.7 µs of CPU per
 request, p99/p50 15.6–16.5×. So at the default GOGC the mem row's CPU and tail
 are mostly the collector's cost per cycle times a cycle every ~3 MB
-allocated; what httpbus controls is the ~5.4 KB each call allocates (5.8
-KB before the server decoded requests into a Request on its stack, 1fda54b).
+allocated; what httpbus controls is the ~5.5 KB and 27 allocations each
+call makes (5.8 KB before the server decoded requests into a Request on
+its stack, 1fda54b; 37 allocations before a delivery's serving state
+became one allocation, 542737e, and inmem's reply, 5c3bb6d), and the
+instructions it runs (see the instruction counts below).
+
+## Instructions per call (callgrind)
+
+Time on this shared 2-core machine varies by 10–40% from run to run, more
+than most single changes move it. Instructions do not:
+\`scripts/instructions.sh PKG BENCH\` counts them with valgrind's callgrind
+(at GOMAXPROCS=1, the difference between two fixed counts, so setup
+cancels out; the same binary gives the same count within ~1%). The counts
+below are the process's own instructions per serial call (caller and
+server, the garbage collector included; not the broker's), at the last stop
+(85022f8) and now, from the go test benchmarks, 2026-12-02; the floor is
+the same harness's \`raw-codec\` (\`raw-shaped\` on amqp, which has no
+codec floor), whose Content-Type is now sniffed as net/http's and
+httpbus's are (transporttest.ServeFrame). Raw go-stomp and raw nats.go are
+left out: their clients' idle paths run far more under callgrind than in
+real time (605k and 226k instructions per call).
+
+| benchmark | 85022f8 | now | change | floor (now) | now / floor |
+|---|---:|---:|---:|---:|---:|
+| inmem \`RoundTrip/256B\` | 52.0k | 41.4k | −20% | — | — |
+| nats \`RequestReply/httpbus/serial\` | 173.7k | 133.0k | −23% | 124.0k | 1.07 |
+| amqp \`RequestReply256/httpbus/serial\` | 175.4k | 164.7k | −6% | 127.1k (raw-shaped) | 1.30 |
+| stomp ActiveMQ \`RequestReply/ActiveMQ/httpbus/serial\` | 312.5k | 266.6k | −15% | 235.9k | 1.13 |
+| stomp RabbitMQ \`RequestReply/RabbitMQ/httpbus/serial\` | 289.5k | 243.7k | −16% | 223.1k | 1.09 |
+
+Where they went (each commit carries its own count): the lean decoders
+find the end of the header block as they parse instead of searching for
+it first, through the body as well (77178c7; decoding a 1 MiB frame went
+from 27 µs to 1 µs); a delivery's serving state in one allocation
+(542737e); Host and the stream fields taken by the parser instead of a map
+insert, lookup and delete each (16d8123); inmem's reply and a caller's
+stream id allocated with their call and stream (5c3bb6d) and a
+non-blocking hand-over to a waiting worker (d32aca5): 37 → 27 allocations
+per inmem round trip. On stomp, reused worker goroutines (ed62553, see
+stomp under Floors): a goroutine per delivery regrew its stack every
+time, ~33k instructions per call. On nats, the stream inbox's 512 KiB
+channel that every garbage collection scanned (9c97c0a, see nats under
+Floors). The per-call time and CPU, by contrast, moved within their
+spread in most alternating runs (the commits give them); the instruction
+counts are what this file can show for them.
 
 ## Floors: what a target would cost at the least
 
@@ -593,6 +636,18 @@ commands given.
   0.48), 0.48–0.56 (0.53) without the response's and 0.55–0.58 (0.57)
   with none. Dropping every NATS header would lift the floor by about a
   fifth and still leave it below 0.65.
+  **The inbox's channel** (9c97c0a): nats.go gives every synchronous
+  subscription a channel of \`SyncQueueLen\` pointers (65,536: 512 KiB),
+  which the garbage collector scans in every cycle, empty or not; with a
+  stream inbox on each side as well as the service's queue subscription,
+  ~1.5 MiB of it was the whole of the 1 MB live heap at 32 callers
+  (\`GODEBUG=gctrace=1\`), and \`runtime.typePointers.next\` was 30k
+  instructions per serial call against 13k for raw-codec (callgrind).
+  The inbox is now an asynchronous subscription whose callback hands each
+  message over: 162.2k → 131.5k instructions per serial call, against
+  raw-codec's 125.3k (which keeps its own queue subscription's channel,
+  as httpbus's listener does). Wall and CPU time did not move beyond
+  their spread in four alternating pairs, serial and at 32 callers.
 - **amqp** (\`go test -c ./amqp/\`, then \`-test.bench
   'RequestReply256/.*/inflight' -test.benchtime 2s\` six times, 64 in
   flight; geometric mean): \`raw-shaped\` — bare amqp091 carrying httpbus's
@@ -650,7 +705,15 @@ commands given.
   ActiveMQ and 0.91–1.16× on RabbitMQ. A CPU profile still puts
   \`runtime.copystack\` at ~6 µs per call on the server's side, but the
   net saving, ~2% of the process's CPU, is inside the run-to-run spread;
-  not kept. Serial (four alternating runs of
+  not kept then. **Kept since ed62553** (\`transport.PushWorkers\`, for
+  stomp and mqtt), once counted in instructions (\`scripts/instructions.sh\`,
+  callgrind, which the machine's noise does not move): the stack growth
+  (\`runtime.step\`, \`pcvalue\`, \`adjustframe\` and their kin) was
+  ~33,000 of ~280,000 instructions per serial call on RabbitMQ, and the
+  serving process went from 278.5k to 244.3k; on ActiveMQ at 16 in
+  flight, four alternating pairs of 15,000 calls took 1,351–1,456 ms of
+  CPU against 1,397–1,809 before (ns/op 114–153 against 122–181 µs).
+  Serial (four alternating runs of
   \`-test.bench 'RequestReply/.*/.*/serial'\`), raw-codec took **1.14×**
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
   1.22×): **the 1.10 p50 target is below the floor there**; on RabbitMQ
