@@ -718,6 +718,16 @@ commands given.
   serving process went from 278.5k to 244.3k; on ActiveMQ at 16 in
   flight, four alternating pairs of 15,000 calls took 1,351–1,456 ms of
   CPU against 1,397–1,809 before (ns/op 114–153 against 122–181 µs).
+  **Re-measured with this stop's code** (8919b1f, 2026-12-02 16:55 UTC, a
+  fast hour; raw-codec now sniffs its Content-Type as httpbus does; four
+  alternating sets, geometric means): at 16 in flight (10,000 calls each)
+  httpbus ran at **0.90 of raw's rate on ActiveMQ** (0.84–0.94; raw-codec
+  0.98, 0.90–1.08) and **1.00 on RabbitMQ** (0.94–1.09; raw-codec 0.99);
+  serial (2,000 calls each) httpbus took **1.07× raw's time on ActiveMQ**
+  (1.00–1.22; raw-codec 1.00) and **0.97× on RabbitMQ** (0.91–1.05;
+  raw-codec 0.94), single runs on either side of raw. In instructions
+  httpbus's process is 1.13× raw-codec's on ActiveMQ and 1.09× on
+  RabbitMQ (above).
   Serial (four alternating runs of
   \`-test.bench 'RequestReply/.*/.*/serial'\`), raw-codec took **1.14×**
   raw's time per call on ActiveMQ (1.11–1.18×, geometric mean; httpbus
