@@ -718,7 +718,7 @@ commands given.
   serving process went from 278.5k to 244.3k; on ActiveMQ at 16 in
   flight, four alternating pairs of 15,000 calls took 1,351–1,456 ms of
   CPU against 1,397–1,809 before (ns/op 114–153 against 122–181 µs).
-  **Re-measured with this stop's code** (8919b1f, 2026-12-02 16:55 UTC, a
+  **Re-measured with this stop's code** (8919b1f, 2026-12-02 about 16:52 UTC, a
   fast hour; raw-codec now sniffs its Content-Type as httpbus does; four
   alternating sets, geometric means): at 16 in flight (10,000 calls each)
   httpbus ran at **0.90 of raw's rate on ActiveMQ** (0.84–0.94; raw-codec
