@@ -185,7 +185,12 @@ func (c *filterConn) line() ([]byte, error) {
 	if len(l) > 256 {
 		l = l[:256]
 	}
-	return bytes.TrimRight(l, "\r\n"), nil
+	// bytes.TrimRight(l, "\r\n") without building its byte set on every
+	// line (2,000 instructions per call on ActiveMQ, callgrind).
+	for len(l) > 0 && (l[len(l)-1] == '\n' || l[len(l)-1] == '\r') {
+		l = l[:len(l)-1]
+	}
+	return l, nil
 }
 
 var (
