@@ -98,7 +98,7 @@ func EncodeRequest(r *http.Request, service string, body []byte) ([]byte, error)
 func encodeRequestSlow(r *http.Request, service string, body []byte) ([]byte, error) {
 	out := &http.Request{
 		Method:     r.Method,
-		URL:        &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque},
+		URL:        &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque, ForceQuery: r.URL.ForceQuery},
 		Proto:      "HTTP/1.1",
 		ProtoMajor: 1,
 		ProtoMinor: 1,

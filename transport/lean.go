@@ -73,7 +73,7 @@ func leanRequestHead(dst []byte, r *http.Request, service string, n int64, extra
 	if !validMethod(method) || method == http.MethodConnect || !leanHost(service) {
 		return nil, false
 	}
-	u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque}
+	u := url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery, Opaque: r.URL.Opaque, ForceQuery: r.URL.ForceQuery}
 	uri := u.RequestURI()
 	for i := 0; i < len(uri); i++ {
 		if uri[i] < ' ' || uri[i] == 0x7f {

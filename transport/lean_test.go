@@ -283,3 +283,37 @@ func TestLeanManyFields(t *testing.T) {
 		t.Fatalf("lean takes a block of %d fields, more than leanMaxFields", leanMaxFields+1)
 	}
 }
+
+// TestEncodeForceQuery: a URL ending in a bare "?" keeps it on the wire,
+// as net/http's Request.Write writes it (FuzzDecodeRequest found the
+// re-encode dropping it; the seed is in testdata).
+func TestEncodeForceQuery(t *testing.T) {
+	r, err := http.NewRequest(http.MethodGet, "http://svc/p?", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ref bytes.Buffer
+	if err := r.Write(&ref); err != nil {
+		t.Fatal(err)
+	}
+	lean, ok := leanRequest(nil, r, "svc", nil)
+	if !ok {
+		t.Fatal("lean declines GET /p?")
+	}
+	// An empty service name is not one the lean encoder writes: net/http's.
+	slow, err := EncodeRequest(&http.Request{Method: http.MethodPost, URL: r.URL, ProtoMajor: 1, Header: http.Header{}}, "", []byte("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "GET /p? HTTP/1.1\r\n"
+	if !strings.HasPrefix(ref.String(), want) || !strings.HasPrefix(string(lean), want) || !strings.HasPrefix(string(slow), "POST /p? HTTP/1.1\r\n") {
+		t.Fatalf("request lines: net/http %q, lean %q, EncodeRequest %q", firstLine(ref.String()), firstLine(string(lean)), firstLine(string(slow)))
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.Index(s, "\r\n"); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
