@@ -22,11 +22,11 @@ import (
 // MaxIdlePushWorkers wait; others return. Close makes the waiting ones
 // return and the busy ones return when done. The zero value is ready.
 type PushWorkers struct {
-	once  sync.Once
-	work  chan pushed // unbuffered: a send succeeds only with a worker waiting
-	stop  chan struct{}
-	idle  atomic.Int32
-	close sync.Once
+	initOnce sync.Once
+	work     chan pushed // unbuffered: a send succeeds only with a worker waiting
+	stop     chan struct{}
+	idle     atomic.Int32
+	stopOnce sync.Once
 }
 
 type pushed struct {
@@ -38,7 +38,7 @@ type pushed struct {
 const MaxIdlePushWorkers = 8
 
 func (p *PushWorkers) init() {
-	p.once.Do(func() {
+	p.initOnce.Do(func() {
 		p.work = make(chan pushed)
 		p.stop = make(chan struct{})
 	})
@@ -77,5 +77,5 @@ func (p *PushWorkers) run(w pushed) {
 // done. It does not wait for them.
 func (p *PushWorkers) Close() {
 	p.init()
-	p.close.Do(func() { close(p.stop) })
+	p.stopOnce.Do(func() { close(p.stop) })
 }
