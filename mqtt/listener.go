@@ -126,8 +126,8 @@ func (l *Listener) onMessage(pr paho.PublishReceived) {
 // Push implements transport.Pusher: from then on each request and
 // notification is served on a worker goroutine (transport.PushWorkers) as
 // it arrives (as paho hands it over), instead of waiting in the queue for
-// Receive. Receive
-// still reports the end of the Listener (transport.ErrClosed after Drain).
+// Receive. Receive still reports the end of the Listener
+// (transport.ErrClosed after Drain).
 func (l *Listener) Push(serve func(*transport.Delivery)) { l.push.Store(&serve) }
 
 // Receive implements transport.Listener. After Drain it returns the

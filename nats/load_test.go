@@ -153,8 +153,8 @@ func TestManyCallers(t *testing.T) {
 	}
 	// The callers' idle keep-nothing state: goroutines and heap back to the
 	// baseline (nats.go and the Server keep no per-request state).
-	// The Server's idle handler goroutines end workerIdle (2 s) after their
-	// last request: wait for that, up to 10 s.
+	// Handler goroutines and nats.go's own wind down after the last
+	// request: wait for that, up to 10 s.
 	g, heap := settled()
 	for end := time.Now().Add(10 * time.Second); g > baseG+2 && time.Now().Before(end); g, heap = settled() {
 		time.Sleep(100 * time.Millisecond)

@@ -10,7 +10,8 @@ import (
 // serves each on a goroutine other than that one, which must not wait for
 // a handler: Serve hands the delivery to an idle worker if one is waiting,
 // else starts a new worker. It never blocks, and it bounds nothing (the
-// broker's prefetch does).
+// broker's prefetch does, or the Server's in-flight bound). The Server
+// serves a pull listener's deliveries (Receive) on one too.
 //
 // It exists so that a worker's stack outlives its request. A new goroutine
 // per request starts from the runtime's initial stack and grows it, copying
@@ -35,6 +36,9 @@ type pushed struct {
 }
 
 // MaxIdlePushWorkers is how many PushWorkers wait for deliveries at most.
+// It is above MaxIdlePullWorkers (2) because an idle PullWorkers worker
+// is also what takes the next delivery, while here every delivery that
+// finds no idle worker starts a goroutine, whose stack then grows again.
 const MaxIdlePushWorkers = 8
 
 func (p *PushWorkers) init() {

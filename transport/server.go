@@ -149,11 +149,14 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		}
 	}
 	release := func() { <-sem; s.inFlight.Done() }
-	pool := newWorkers(func(d *Delivery) {
+	// A pull listener's deliveries are served on PushWorkers: goroutines
+	// that outlive one delivery, so their stacks stay grown.
+	var pool PushWorkers
+	defer pool.Close()
+	served := func(d *Delivery) {
 		defer release()
 		s.serveDelivery(base, l, d)
-	})
-	defer close(pool.quit)
+	}
 
 	if pf, ok := l.(Prefetcher); ok {
 		pf.SetPrefetch(n) // before anything is taken: the broker's prefetch follows MaxInFlight
@@ -197,52 +200,7 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 		} else {
 			s.inFlight.Add(1)
 		}
-		pool.run(d)
-	}
-}
-
-// workerIdle is how long a handler goroutine waits for the next delivery
-// before it ends.
-const workerIdle = 2 * time.Second
-
-// workers runs serve on goroutines that outlive one delivery: a new
-// goroutine starts with a small stack that a handler and net/http's code
-// grow by copying (about a sixth of an inmem round trip's CPU, measured with
-// a CPU profile of BenchmarkRoundTrip); a reused one keeps its grown stack.
-// A delivery goes to an idle worker if one waits, else to a new one, so
-// there are never fewer goroutines than deliveries in flight. Idle workers
-// end after workerIdle, and all of them once quit is closed.
-type workers struct {
-	serve func(*Delivery)
-	next  chan *Delivery // unbuffered: a send succeeds only to an idle worker
-	quit  chan struct{}
-}
-
-func newWorkers(serve func(*Delivery)) *workers {
-	return &workers{serve: serve, next: make(chan *Delivery), quit: make(chan struct{})}
-}
-
-func (w *workers) run(d *Delivery) {
-	select {
-	case w.next <- d:
-	default:
-		go w.loop(d)
-	}
-}
-
-func (w *workers) loop(d *Delivery) {
-	idle := time.NewTimer(workerIdle)
-	defer idle.Stop()
-	for {
-		w.serve(d)
-		idle.Reset(workerIdle)
-		select {
-		case d = <-w.next:
-		case <-idle.C:
-			return
-		case <-w.quit:
-			return
-		}
+		pool.Serve(served, d)
 	}
 }
 
