@@ -366,6 +366,7 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 	client := transport.NewClient(c)
 	var restarted atomic.Bool
 	var ok, failed atomic.Int64
+	warmedUp := make(chan struct{}) // closed at the 200th answer
 	var okAfter [8]atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -389,7 +390,9 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 				case resp.StatusCode == 200 && body != id:
 					t.Errorf("call %s answered %q: another request's answer", id, body)
 				case resp.StatusCode == 200:
-					ok.Add(1)
+					if ok.Add(1) == 200 {
+						close(warmedUp)
+					}
 					if restarted.Load() {
 						okAfter[i].Add(1)
 					}
@@ -401,12 +404,10 @@ func TestBrokerRestartUnderLoad(t *testing.T) {
 			}
 		}()
 	}
-	warm := time.Now().Add(30 * time.Second)
-	for ok.Load() < 200 {
-		if time.Now().After(warm) {
-			t.Fatalf("only %d answers in 30 s before the restart", ok.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-warmedUp:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("only %d answers in 30 s before the restart", ok.Load())
 	}
 	restart()
 	restarted.Store(true)

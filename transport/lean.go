@@ -264,8 +264,8 @@ func leanHost(s string) bool {
 	return s != "" && validHost(s) && strings.IndexByte(s, '[') < 0 && strings.IndexByte(s, '%') < 0
 }
 
-// The lean frame decoders (issue 13): leanParseRequest and
-// leanParseResponse read the header block of a frame as http.ReadRequest and
+// The lean frame decoders (issue 13): leanParseRequestInto and
+// leanParseResponseHead read the header block of a frame as http.ReadRequest and
 // http.ReadResponse would, for a strict subset of HTTP/1.1 — the frames
 // httpbus's own encoders write — and decline anything else, which then goes
 // through net/http as before. FuzzLeanDecode compares every field of the
@@ -453,20 +453,10 @@ func leanPathByte(c byte) bool {
 	return strings.IndexByte("-_.~$&+,/:;=@", c) >= 0
 }
 
-// leanParseRequest parses the header block of a request frame (through its
-// blank line), or returns ok false where it declines. Body, ContentLength
-// and the checks on them are the caller's.
-func leanParseRequest(block string) (req *http.Request, length string, ok bool) {
-	lr := new(leanReqBox)
-	length, end, ok := leanParseRequestInto(block, &lr.req, &lr.leanURLBox)
-	if !ok || end != len(block) {
-		return nil, "", false
-	}
-	return &lr.req, length, true
-}
-
-// leanParseRequestInto is leanParseRequest reading the header block at the
-// start of head (which may go on past it, into the body) and writing the
+// leanParseRequestInto parses the header block of a request frame at the
+// start of head (which may go on past it, into the body), or returns ok
+// false where it declines; Body, ContentLength and the checks on them are
+// the caller's. It writes the
 // request into *dst (which it does not keep: a server's decode fills a
 // request on its stack that WithContext then copies, one Request
 // allocation instead of two), its URL and header values into box. end is
@@ -541,19 +531,10 @@ type leanRespBox struct {
 
 const leanSlab = 8
 
-// leanParseResponse parses the header block of a response frame answering
-// req, or returns ok false where it declines. Body and the checks on it are
-// the caller's; the returned length is the Content-Length value.
-func leanParseResponse(block string, req *http.Request) (resp *http.Response, length string, ok bool) {
-	resp, _, length, end, ok := leanParseResponseHead(block, req)
-	if !ok || end != len(block) {
-		return nil, "", false
-	}
-	return resp, length, true
-}
-
-// leanParseResponseHead is leanParseResponse reading the header block at
-// the start of head, which may go on past it; end is the block's length,
+// leanParseResponseHead parses the header block of a response frame
+// answering req at the start of head (which may go on past it), or returns
+// ok false where it declines; the body and the checks on it are the
+// caller's. length is the Content-Length value, end the block's length,
 // and body a frameBody allocated with resp, for leanBody.
 func leanParseResponseHead(head string, req *http.Request) (resp *http.Response, body *frameBody, length string, end int, ok bool) {
 	block := head

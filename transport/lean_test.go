@@ -317,3 +317,26 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// leanParseRequest (test helper) parses the header block of a request frame (through its
+// blank line), or returns ok false where it declines. Body, ContentLength
+// and the checks on them are the caller's.
+func leanParseRequest(block string) (req *http.Request, length string, ok bool) {
+	lr := new(leanReqBox)
+	length, end, ok := leanParseRequestInto(block, &lr.req, &lr.leanURLBox)
+	if !ok || end != len(block) {
+		return nil, "", false
+	}
+	return &lr.req, length, true
+}
+
+// leanParseResponse (test helper) parses the header block of a response frame answering
+// req, or returns ok false where it declines. Body and the checks on it are
+// the caller's; the returned length is the Content-Length value.
+func leanParseResponse(block string, req *http.Request) (resp *http.Response, length string, ok bool) {
+	resp, _, length, end, ok := leanParseResponseHead(block, req)
+	if !ok || end != len(block) {
+		return nil, "", false
+	}
+	return resp, length, true
+}
