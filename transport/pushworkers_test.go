@@ -55,7 +55,13 @@ func TestPushWorkersNeverBlock(t *testing.T) {
 			release.Wait() // all n run at once, or this never returns
 		}, d)
 	}
-	started.Wait()
+	allStarted := make(chan struct{})
+	go func() { started.Wait(); close(allStarted) }()
+	select {
+	case <-allStarted:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not all %d deliveries were being served at once after 10 s: Serve waited for a busy worker", n)
+	}
 	release.Done()
 	seen := map[string]bool{}
 	for range n {
