@@ -322,7 +322,7 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		d.Topic = r.Host
 	}
-	if v := r.Header.Get(transport.HeaderDeadline); v != "" {
+	if v := transport.HeaderValue(r.Header, transport.HeaderDeadline); v != "" {
 		dl, err := transport.ParseDeadline(v)
 		if err != nil {
 			writeErr(w, err)
@@ -572,8 +572,9 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	// A shallow copy (a RoundTripper must not change the caller's request);
 	// the header is copied only when a deadline is added to it.
 	x := &struct {
-		r http.Request
-		u url.URL
+		r  http.Request
+		u  url.URL
+		dl [1]string
 	}{r: *req, u: *req.URL}
 	out := &x.r
 	out.URL = &x.u
@@ -581,12 +582,16 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.RequestURI = ""
 	if dl, ok := req.Context().Deadline(); ok {
 		// Keep an earlier deadline the request already carries (Call).
-		if prev, err := transport.ParseDeadline(out.Header.Get(transport.HeaderDeadline)); err != nil || prev.IsZero() || dl.Before(prev) {
-			out.Header = req.Header.Clone()
-			if out.Header == nil {
-				out.Header = http.Header{}
+		if prev, err := transport.ParseDeadline(transport.HeaderValue(req.Header, transport.HeaderDeadline)); err != nil || prev.IsZero() || dl.Before(prev) {
+			// A new map with the caller's values shared, not copied: the
+			// caller's header stays as it was, and net/http only reads
+			// these.
+			out.Header = make(http.Header, len(req.Header)+1)
+			for k, v := range req.Header {
+				out.Header[k] = v
 			}
-			out.Header.Set(transport.HeaderDeadline, transport.FormatDeadline(dl))
+			x.dl[0] = transport.FormatDeadline(dl)
+			out.Header[transport.HeaderDeadline] = x.dl[:]
 		}
 	}
 	resp, err := c.rt.RoundTrip(out)

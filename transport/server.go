@@ -544,13 +544,14 @@ func (s *Server) runHandler(w http.ResponseWriter, req *http.Request, d *Deliver
 // serveNative runs the handler on a backend's own ResponseWriter (tcp).
 func (s *Server) serveNative(base context.Context, l Listener, d *Delivery) {
 	req := d.Request
-	// The writer and the handler's context in one allocation.
+	// The writer, the handler's context and the reply's in one allocation.
 	x := &struct {
-		w  trackingWriter
-		lc lazyDeadline
+		w     trackingWriter
+		lc    lazyDeadline
+		reply replySpace
 	}{w: trackingWriter{ResponseWriter: d.ResponseWriter}}
 	w := &x.w
-	defer s.reply(base, l, d, nil, Ack)
+	defer s.replyIn(&x.reply, base, l, d, nil, Ack)
 	if !d.Deadline.IsZero() {
 		if !time.Now().Before(d.Deadline) {
 			writeError(w, StatusOf(ErrTimeout), Timeout(errors.New("request expired before it was served")))
