@@ -140,6 +140,12 @@ func (s *Server) receiveLoop(base, recvCtx context.Context, l Listener) error {
 	// goes back to the broker (and its caller gets 503 where it waits).
 	take := func(d *Delivery) bool {
 		select {
+		case sem <- struct{}{}: // a free slot, the common case: no selectgo
+			s.inFlight.Add(1)
+			return true
+		default:
+		}
+		select {
 		case sem <- struct{}{}:
 			s.inFlight.Add(1)
 			return true
