@@ -36,8 +36,13 @@ type PullWorkers struct {
 }
 
 // MaxIdlePullWorkers is how many PullWorkers wait for deliveries at most:
-// one more that finishes serving returns instead.
-const MaxIdlePullWorkers = 2
+// one more that finishes serving returns instead. It was 2: with 32
+// callers on 2 cores the number of idle workers swings past that all the
+// time, and the pool started a goroutine (whose stack then grew to the
+// Server's depth) every 13 calls on inmem and every 16 on nats; at 8,
+// about one in 100,000 calls on inmem and one in 40 on nats (the
+// runtime/metrics count /sched/goroutines-created, issue 13).
+const MaxIdlePullWorkers = 8
 
 // SetMax sets the most workers that serve at once: the Server's in-flight
 // bound, which a listener learns through Prefetcher.SetPrefetch. n below 1

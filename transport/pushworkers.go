@@ -35,10 +35,9 @@ type pushed struct {
 	d     *Delivery
 }
 
-// MaxIdlePushWorkers is how many PushWorkers wait for deliveries at most.
-// It is above MaxIdlePullWorkers (2) because an idle PullWorkers worker
-// is also what takes the next delivery, while here every delivery that
-// finds no idle worker starts a goroutine, whose stack then grows again.
+// MaxIdlePushWorkers is how many PushWorkers wait for deliveries at most:
+// every delivery that finds no idle worker starts a goroutine, whose stack
+// then grows again (MaxIdlePullWorkers is the same for the same reason).
 const MaxIdlePushWorkers = 8
 
 func (p *PushWorkers) init() {
