@@ -31,7 +31,13 @@ const benchPayload = 256
 // application/x-httpbus, the Httpbus-Deadline header and a per-message TTL
 // for the deadline) with no http.Client, codec or Server: what RabbitMQ
 // and amqp091 cost for httpbus's messages before any httpbus code runs
-// (BENCHMARKS.md "Floors").
+// (BENCHMARKS.md "Floors"). raw-codec is raw-shaped plus the least work
+// httpbus's design adds at each end, as in the nats and stomp benchmarks:
+// the caller an http.Client whose RoundTripper encodes the request frame
+// and decodes the response frame (transporttest.CodecClient), the
+// responder decoding the request frame, running the same handler and
+// encoding its answer (transporttest.ServeFrame); no Server, deadline
+// bookkeeping, stream or in-flight bound.
 func BenchmarkRequestReply256(b *testing.B) {
 	url := brokertest.AMQP(b)
 	payload := bytes.Repeat([]byte("x"), benchPayload)
@@ -41,8 +47,9 @@ func BenchmarkRequestReply256(b *testing.B) {
 			name = "inflight" + strconv.Itoa(par)
 		}
 		b.Run("httpbus/"+name, func(b *testing.B) { benchHTTPBus(b, url, payload, par) })
-		b.Run("raw-amqp091/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, false) })
-		b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, true) })
+		b.Run("raw-amqp091/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, rawPlain) })
+		b.Run("raw-shaped/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, rawShaped) })
+		b.Run("raw-codec/"+name, func(b *testing.B) { benchRaw(b, url, payload, par, rawCodec) })
 	}
 }
 
@@ -88,9 +95,7 @@ func benchHTTPBus(b *testing.B, url string, payload []byte, par int) {
 		b.Fatal(err)
 	}
 	deleteQueues(b, url, l.Queue())
-	srv := &transport.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		io.Copy(w, r.Body)
-	})}
+	srv := &transport.Server{Handler: echoHandler}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	defer func() { srv.Shutdown(ctx); <-served; l.Close() }()
@@ -116,8 +121,25 @@ func benchHTTPBus(b *testing.B, url string, payload []byte, par int) {
 	})
 }
 
-func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
+// echoHandler answers with the request's body, with the Content-Type that
+// raw-shaped's response frame carries (transporttest.EchoFrames): without
+// it the Server would sniff one, as net/http does, ~7,000 instructions per
+// call that raw-shaped skips.
+var echoHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	io.Copy(w, r.Body) //nolint:errcheck // the caller checks the length
+})
+
+// The raw variants of BenchmarkRequestReply256.
+const (
+	rawPlain  = iota // bare amqp091, the payload as the body
+	rawShaped        // httpbus's messages: frames, content type, deadline header and TTL
+	rawCodec         // rawShaped plus the frame codec and an http.Client at the caller, ServeFrame at the responder
+)
+
+func benchRaw(b *testing.B, url string, payload []byte, par int, mode int) {
 	queue := unique("rawbench")
+	shaped := mode != rawPlain
 	reqBody, respBody, ct := payload, payload, ""
 	if shaped {
 		reqBody, respBody = transporttest.EchoFrames(b, payload, payload)
@@ -148,7 +170,11 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 				defer swg.Done()
 				reply := amqp091.Publishing{CorrelationId: d.CorrelationId, Body: d.Body}
 				if shaped {
-					reply = amqp091.Publishing{ContentType: ct, CorrelationId: d.CorrelationId, DeliveryMode: amqp091.Transient, Body: respBody}
+					body := respBody
+					if mode == rawCodec {
+						body = transporttest.ServeFrame(echoHandler, d.Body)
+					}
+					reply = amqp091.Publishing{ContentType: ct, CorrelationId: d.CorrelationId, DeliveryMode: amqp091.Transient, Body: body}
 				}
 				sch.Publish("", d.ReplyTo, false, false, reply)
 				d.Ack(false)
@@ -188,13 +214,13 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 	defer dwg.Wait()
 	defer cch.Close()
 	var ids atomic.Uint64
-	runConcurrent(b, par, func() error {
+	exchange := func(body []byte) ([]byte, error) {
 		id := strconv.FormatUint(ids.Add(1), 10)
 		ch := make(chan []byte, 1)
 		mu.Lock()
 		pending[id] = ch
 		mu.Unlock()
-		pub := amqp091.Publishing{CorrelationId: id, ReplyTo: amqp.DirectReplyTo, Body: reqBody}
+		pub := amqp091.Publishing{CorrelationId: id, ReplyTo: amqp.DirectReplyTo, Body: body}
 		if shaped {
 			dl := time.Now().Add(transport.DefaultReplyTimeout)
 			pub.ContentType, pub.DeliveryMode = ct, amqp091.Transient
@@ -202,9 +228,32 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, shaped bool) {
 			pub.Expiration = strconv.FormatInt(transport.DefaultReplyTimeout.Milliseconds(), 10)
 		}
 		if err := cch.Publish("", queue, true, false, pub); err != nil {
+			return nil, err
+		}
+		return <-ch, nil
+	}
+	if mode == rawCodec {
+		client := transporttest.CodecClient(func(_ context.Context, _ string, frame []byte) ([]byte, error) { return exchange(frame) })
+		runConcurrent(b, par, func() error {
+			resp, err := client.Post("http://"+queue+"/echo", "application/octet-stream", bytes.NewReader(payload))
+			if err != nil {
+				return err
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || len(got) != len(payload) {
+				b.Errorf("status %d, %d bytes", resp.StatusCode, len(got))
+			}
+			return nil
+		})
+		return
+	}
+	runConcurrent(b, par, func() error {
+		got, err := exchange(reqBody)
+		if err != nil {
 			return err
 		}
-		if got := <-ch; len(got) != len(respBody) {
+		if len(got) != len(respBody) {
 			b.Errorf("%d bytes back", len(got))
 		}
 		return nil
