@@ -105,8 +105,7 @@ rows=$work/rows.md
 part rr || echo "| (not run: BENCH_PARTS=\"$parts\") | | | | | | | | | | | |" >>"$rows"
 part rr && for b in $backends; do
 	url=$(backend_url "$b")
-	raw=-raw
-	[ "$b" = mem ] && raw= # inmem has no raw twin
+	raw=-raw # mem's is the raw-codec floor (cmd/httpbus/raw_mem.go)
 	for c in $callers; do
 		log "$b, $c callers, $size B, $duration"
 		set +e
@@ -430,7 +429,15 @@ subscribed with client-individual acks (ack after reply); mqtt — paho.golang
 QoS 1 publish with Response Topic and Correlation Data against a
 shared-subscription responder (both dialled with TCP_QUICKACK, as httpbus is);
 tcp — net/http client and server on loopback, the server running the same
-handler (ServeMux and routes) as the httpbus echo service. mem has no raw twin.
+handler (ServeMux and routes) as the httpbus echo service; mem — no broker
+and no client library to compare with, so the raw-codec floor: an
+http.Client encoding and decoding frames (\`transporttest.CodecClient\`)
+handing them over a channel to as many goroutines as callers, each decoding
+the frame, running the same handler and encoding its answer
+(\`transporttest.ServeFrame\`), with no Server (in-flight bound, deadline,
+panic guard, stream bookkeeping) and no RoundTripper bookkeeping. mem's
+targets are absolute (CPU µs/req and p99/p50), so its row gives the floor's
+figures beside them.
 
 ## Machine
 

@@ -310,7 +310,7 @@ func TestBenchUsageErrors(t *testing.T) {
 		{"stray argument", []string{"bench", "-url", "mem://x", "extra"}, "unexpected argument"},
 		{"unknown scheme", []string{"bench", "-url", "foo://u:secret@h"}, `unknown URL scheme "foo"`},
 		{"no scheme", []string{"bench", "-url", "127.0.0.1:4222"}, "malformed URL"},
-		{"no raw twin", []string{"bench", "-url", "mem://x", "-raw", "-d", "10ms"}, "no raw twin"},
+		{"no raw twin", []string{"bench", "-url", "tcp+tls://127.0.0.1:1", "-raw", "-d", "10ms"}, "no raw twin"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,6 +367,26 @@ var rawBrokers = []struct {
 	{"stomp-activemq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPActiveMQ(t) }},
 	{"stomp-rabbitmq", func(t testing.TB) string { return "stomp://" + brokertest.STOMPRabbitMQ(t) }},
 	{"mqtt", brokertest.MQTT},
+}
+
+// TestRawMem runs the mem backend's raw twin, the raw-codec floor: the
+// echo service's handler behind CodecClient and ServeFrame, every call
+// answered with its body.
+func TestRawMem(t *testing.T) {
+	u, _ := url.Parse("mem://x")
+	r, err := rawOpeners["mem"](t.Context(), u, "echo", payload(256), benchConfig{Callers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res Result
+	measure(t.Context(), r, 4, 200*time.Millisecond, 10*time.Second, 0, &res)
+	res.finish()
+	if res.Requests == 0 || res.Errors != 0 {
+		t.Errorf("%d requests, %d errors (first: %s)", res.Requests, res.Errors, res.FirstError)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
 }
 
 // TestRawTwins runs each broker's raw request/reply on a real broker.

@@ -26,6 +26,8 @@ func TestTargetChecks(t *testing.T) {
 			"met: p99/p50 6.5 ≤ 20; **missed**: CPU 21.7 > 10 µs"},
 		{"mem tail", Report{Backend: "mem", Callers: 32, Httpbus: &Result{P50us: 20, P99us: 4000, CPUusPerReq: 9}},
 			"**missed**: p99/p50 200.0 > 20; met: CPU ≤ 10 µs"},
+		{"mem with its floor", Report{Backend: "mem", Callers: 32, Httpbus: &Result{P50us: 100, P99us: 800, CPUusPerReq: 10.8}, Raw: &Result{P50us: 8, P99us: 300, CPUusPerReq: 9.1}},
+			"met: p99/p50 8.0 ≤ 20 (floor 37.5); **missed**: CPU 10.8 > 10 µs (floor 9.1)"},
 		{"mem 1 caller", Report{Backend: "mem", Callers: 1, Httpbus: &Result{P50us: 20, P99us: 40}}, "—"},
 	} {
 		var b bytes.Buffer
