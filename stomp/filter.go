@@ -34,10 +34,12 @@ type filterConn struct {
 
 	out      []byte // read, filtered, not yet returned by Read
 	hdr      []byte // the command and headers of the frame being read; an ERROR frame whole
+	headLeft int64  // bytes of the current command and headers still to pass through (scanHead)
 	bodyLeft int64  // bytes of the current body (and its NUL) still to pass through
 	toNUL    bool   // the current body has no content-length: pass through its NUL
 	first    bool   // the first frame (CONNECTED) was read
 	through  bool   // not ActiveMQ: copy everything
+	lineWise bool   // tests: read every frame's headers line by line (no scanHead)
 }
 
 const filterBuffer = 64 << 10
@@ -62,6 +64,13 @@ func (c *filterConn) Read(p []byte) (int, error) {
 			return n, nil
 		case c.through:
 			return c.br.Read(p)
+		case c.headLeft > 0:
+			n, err := c.br.Read(p[:min(int64(len(p)), c.headLeft)])
+			c.headLeft -= int64(n)
+			if n > 0 {
+				return n, nil
+			}
+			return 0, err
 		case c.bodyLeft > 0:
 			n, err := c.br.Read(p[:min(int64(len(p)), c.bodyLeft)])
 			c.bodyLeft -= int64(n)
@@ -100,6 +109,16 @@ func (c *filterConn) readToNUL(p []byte) (int, error) {
 // next reads the command and headers of the next frame (all of an ERROR
 // frame) and sets out to what go-stomp is to read of them.
 func (c *filterConn) next() error {
+	if c.first && !c.lineWise {
+		if head, length, ok := c.scanHead(); ok {
+			if length >= 0 {
+				c.bodyLeft = int64(head) + length + 1
+			} else {
+				c.headLeft, c.toNUL = int64(head), true
+			}
+			return nil
+		}
+	}
 	if cap(c.hdr) > maxKeptHeader {
 		c.hdr = nil
 	}
@@ -166,6 +185,73 @@ func (c *filterConn) next() error {
 	return nil
 }
 
+// scanHead looks at the next frame where it lies in the read buffer,
+// without copying it: ok if its command and whole header block are
+// buffered and the command is one the filter passes through (not ERROR or
+// CONNECTED, and not a heart-beat). It returns the header block's length
+// (through its blank line) and the first content-length value (-1 if none
+// or not a number), as next's line-by-line reading finds them; Read then
+// passes the frame through from the buffer. Reading line by line, copying
+// each line into hdr and out again, was ~7,000 of the ~265,000
+// instructions of a serial call on ActiveMQ (callgrind, issue 13).
+func (c *filterConn) scanHead() (head int, length int64, ok bool) {
+	if c.br.Buffered() == 0 {
+		if _, err := c.br.Peek(1); err != nil {
+			return 0, 0, false // next's own read reports it
+		}
+	}
+	b, _ := c.br.Peek(c.br.Buffered())
+	eol := bytes.IndexByte(b, '\n')
+	if eol < 1 {
+		return 0, 0, false // a heart-beat, or a command line not all buffered
+	}
+	switch string(trimCR(b[:eol])) {
+	case "", frame.ERROR, frame.CONNECTED:
+		return 0, 0, false
+	}
+	// The blank line after the headers: as next reads lines, one with
+	// nothing before its LF but CRs.
+	head = -1
+	for i := eol; i < len(b); {
+		j := i + 1
+		for j < len(b) && b[j] == '\r' {
+			j++
+		}
+		if j < len(b) && b[j] == '\n' {
+			head = j + 1
+			break
+		}
+		k := bytes.IndexByte(b[j:], '\n')
+		if k < 0 {
+			break
+		}
+		i = j + k
+	}
+	if head < 0 {
+		return 0, 0, false // the header block goes on past the buffer
+	}
+	// The first content-length line with a number, as next takes it.
+	length = -1
+	for block := b[eol:head]; length < 0; {
+		i := bytes.Index(block, contentLengthLine)
+		if i < 0 {
+			break
+		}
+		v := block[i+len(contentLengthLine):]
+		eol := bytes.IndexByte(v, '\n')
+		length, block = parseLength(trimCR(v[:eol])), v[eol:]
+	}
+	return head, length, true
+}
+
+// trimCR returns b without its trailing CRs.
+func trimCR(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == '\r' {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
 // line appends one line (through its LF) to hdr and returns it without
 // its line end, or only its first 256 bytes for a longer line. The result
 // is valid until the next append to hdr.
@@ -195,6 +281,7 @@ func (c *filterConn) line() ([]byte, error) {
 
 var (
 	contentLengthPrefix = []byte(frame.ContentLength + ":")
+	contentLengthLine   = []byte("\n" + frame.ContentLength + ":")
 	serverPrefix        = []byte(frame.Server + ":")
 	activeMQServer      = []byte("ActiveMQ")
 )

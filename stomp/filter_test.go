@@ -13,8 +13,16 @@ import (
 // broker sends in.
 func filtered(t testing.TB, in string) string {
 	t.Helper()
+	return filteredBy(t, in, false)
+}
+
+// filteredBy is filtered with the fast path (scanHead) or, lineWise, with
+// every frame's headers read line by line.
+func filteredBy(t testing.TB, in string, lineWise bool) string {
+	t.Helper()
 	a, b := net.Pipe()
 	fc := newFilterConn(a, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	fc.lineWise = lineWise
 	go func() {
 		io.WriteString(b, in)
 		b.Close()
@@ -61,18 +69,26 @@ func trunc(s string) string {
 }
 
 // FuzzFilter: whatever the broker sends, the filter does not panic or
-// hang, and a stream without an ERROR frame passes unchanged.
+// hang, a stream without an ERROR frame passes unchanged, and the fast
+// path (scanHead) finds the same frames as reading every header line by
+// line: the same output, ERROR frames dropped or kept alike.
 func FuzzFilter(f *testing.F) {
 	f.Add("MESSAGE\ncontent-length:2\n\nab\x00")
 	f.Add("MESSAGE\n\nab\x00\n\n")
 	f.Add("ERROR\nmessage:temp-queue://x\n\n\x00")
 	f.Add("MESSAGE\ncontent-length:-1\n\n\x00")
 	f.Add("\n\n\r\n")
+	f.Add("MESSAGE\ncontent-length:x\ncontent-length:3\n\nERR\x00ERROR\nmessage:temp-queue://x\n\n\x00")
+	f.Add("MESSAGE\r\r\ncontent-length:1\r\r\n\r\r\nE\x00\nERROR\r\nmessage:temp-queue://y\r\n\r\n\x00MESSAGE\n\nok\x00")
+	f.Add("MESSAGE\nx:1\n\nERROR\nmessage:temp-queue://z\n\n\x00\x00MESSAGE\n\n\x00")
 	f.Fuzz(func(t *testing.T, s string) {
 		in := amqConnected + s
 		got := filtered(t, in)
 		if !strings.Contains(in, "ERROR") && !bytes.HasPrefix([]byte(in), []byte(got)) {
 			t.Fatalf("output %q is not a prefix of input %q", got, in)
+		}
+		if slow := filteredBy(t, in, true); got != slow {
+			t.Fatalf("fast path %q, line by line %q, input %q", got, slow, in)
 		}
 	})
 }
