@@ -511,37 +511,55 @@ than most single changes move it. Instructions do not:
 (at GOMAXPROCS=1, the difference between two fixed counts, so setup
 cancels out; the same binary gives the same count within ~1%). The counts
 below are the process's own instructions per serial call (caller and
-server, the garbage collector included; not the broker's), at the last stop
-(85022f8) and now, from the go test benchmarks, 2026-12-02; the floor is
-the same harness's \`raw-codec\` (\`raw-shaped\` on amqp, which has no
-codec floor), whose Content-Type is now sniffed as net/http's and
-httpbus's are (transporttest.ServeFrame). Raw go-stomp and raw nats.go are
-left out: their clients' idle paths run far more under callgrind than in
-real time (605k and 226k instructions per call).
+server, the garbage collector included; not the broker's), at 85022f8
+(the start of 2026-12-02's second session), at e1c9da9 (the end of its
+fourth) and now, from the go test benchmarks; the floor is the same
+harness's \`raw-codec\` (on tcp, raw net/http itself: tcp is HTTP/1.1 on
+the wire, so there is no codec to add), whose Content-Type is sniffed as
+net/http's and httpbus's are (transporttest.ServeFrame). Raw go-stomp and
+raw nats.go are left out: their clients' idle paths run far more under
+callgrind than in real time (605k and 226k instructions per call).
 
-| benchmark | 85022f8 | now | change | floor (now) | now / floor |
+| benchmark | 85022f8 | e1c9da9 | now | floor (now) | now / floor |
 |---|---:|---:|---:|---:|---:|
-| inmem \`RoundTrip/256B\` | 52.0k | 41.4k | −20% | — | — |
-| nats \`RequestReply/httpbus/serial\` | 173.7k | 133.0k | −23% | 124.0k | 1.07 |
-| amqp \`RequestReply256/httpbus/serial\` | 175.4k | 164.7k | −6% | 127.1k (raw-shaped) | 1.30 |
-| stomp ActiveMQ \`RequestReply/ActiveMQ/httpbus/serial\` | 312.5k | 266.6k | −15% | 235.9k | 1.13 |
-| stomp RabbitMQ \`RequestReply/RabbitMQ/httpbus/serial\` | 289.5k | 243.7k | −16% | 223.1k | 1.09 |
+| inmem \`RoundTrip/256B\` | 52.0k | 41.4k | 41.0k | — | — |
+| tcp \`RequestReply/httpbus/serial\` | — | 139.0k | 135.5k | 122.7k (raw net/http) | 1.10 |
+| nats \`RequestReply/httpbus/serial\` | 173.7k | 133.0k | 133.4k | 126.2k | 1.06 |
+| amqp \`RequestReply256/httpbus/serial\` | 175.4k | 164.7k (157.7k)¹ | 159.5k | 178.9k | 0.89 |
+| stomp ActiveMQ \`RequestReply/ActiveMQ/httpbus/serial\` | 312.5k | 265.0k | 259.4k | 235.8k | 1.10 |
+| stomp RabbitMQ \`RequestReply/RabbitMQ/httpbus/serial\` | 289.5k | 243.7k | 243.4k | 223.3k | 1.09 |
 
-Where they went (each commit carries its own count): the lean decoders
-find the end of the header block as they parse instead of searching for
-it first, through the body as well (77178c7; decoding a 1 MiB frame went
-from 27 µs to 1 µs); a delivery's serving state in one allocation
-(542737e); Host and the stream fields taken by the parser instead of a map
-insert, lookup and delete each (16d8123); inmem's reply and a caller's
-stream id allocated with their call and stream (5c3bb6d) and a
-non-blocking hand-over to a waiting worker (d32aca5): 37 → 27 allocations
-per inmem round trip. On stomp, reused worker goroutines (ed62553, see
-stomp under Floors): a goroutine per delivery regrew its stack every
-time, ~33k instructions per call. On nats, the stream inbox's 512 KiB
-channel that every garbage collection scanned (9c97c0a, see nats under
-Floors). The per-call time and CPU, by contrast, moved within their
-spread in most alternating runs (the commits give them); the instruction
-counts are what this file can show for them.
+¹ Until 83ed721 amqp's benchmark handler set no Content-Type, so the
+Server sniffed one (\`http.DetectContentType\`, ~7,000 instructions per
+call) that its floor then, \`raw-shaped\` (127.1k), did not; with the
+handler setting it, e1c9da9's code counts 157.7k. amqp's \`raw-codec\`
+(new in 83ed721) costs more than httpbus: like bare amqp091 and
+\`raw-shaped\`, its responder starts a goroutine per delivery, whose stack
+grows each time, where httpbus keeps its workers (\`transport.PushWorkers\`).
+
+Where they went, up to e1c9da9 (each commit carries its own count): the
+lean decoders find the end of the header block as they parse instead of
+searching for it first, through the body as well (77178c7; decoding a 1
+MiB frame went from 27 µs to 1 µs); a delivery's serving state in one
+allocation (542737e); Host and the stream fields taken by the parser
+instead of a map insert, lookup and delete each (16d8123); inmem's reply
+and a caller's stream id allocated with their call and stream (5c3bb6d)
+and a non-blocking hand-over to a waiting worker (d32aca5): 37 → 27
+allocations per inmem round trip. On stomp, reused worker goroutines
+(ed62553, see stomp under Floors): a goroutine per delivery regrew its
+stack every time, ~33k instructions per call. On nats, the stream inbox's
+512 KiB channel that every garbage collection scanned (9c97c0a, see nats
+under Floors). Since: on tcp (which had no go test benchmark before
+3e87d0d), the caller's deadline header added to a new map that shares the
+caller's values instead of a deep copy, the deadline read without
+canonicalising its name, the reply's context in the serving state's one
+allocation (3e87d0d), and an in-flight slot taken without a full
+\`select\` while slots are free (32890a7); on ActiveMQ, the ERROR-frame
+filter passing a frame through from its read buffer instead of copying it
+line by line (02cc38b; FuzzFilter checks it against the line-by-line
+path, 2,570,199 inputs in 10 minutes). The per-call time and CPU, by
+contrast, moved within their spread in most alternating runs (the commits
+give them); the instruction counts are what this file can show for them.
 
 ## Floors: what a target would cost at the least
 
@@ -549,6 +567,46 @@ Where a target above is missed, these measure what the same work costs with
 httpbus's own code taken out, on this machine (2026-12-01). Reproduce with the
 commands given.
 
+- **mem, with its floor in the same run** (since 9782f0d): the mem row's
+  raw twin is the raw-codec floor with the broker taken out (see the raw
+  twins above): an \`http.Client\` with the frame codec, a hand-off to a
+  pool of goroutines and back, \`ServeFrame\` running the same handler; no
+  Server and no RoundTripper bookkeeping. The run recorded here gives both
+  in the mem rows (CPU µs/req and p99 over p50, httpbus / floor). Before
+  that run, on 2026-12-02 between 18:45 and 19:05 UTC (a slow hour: the floor alone took 11.0–16.7 µs of CPU per request at 32
+  callers), eleven runs of \`httpbus bench -url mem://x -c 32 -d 3s -raw\`
+  put httpbus's CPU per request at 1.20–1.43× the floor's and its p99/p50
+  at 7.8–15.1×, against 36–47× for the floor, whose caller and worker pass
+  one P back and forth (\`runnext\`, p50 5–9 µs) while the other callers
+  wait: the floor met neither mem target in those runs, and inmem buys its
+  tail with FIFO hand-offs (see the mem tail above). With one CPU
+  profile split by runner (\`-cpuprofile\`, pprof label \`runner\`),
+  httpbus's goroutines took 16.6 µs per request against the floor's 13.4:
+  the request and response paths cost the same (frame codec, handler,
+  \`http.Client\`, allocation and the collector's assists), and the
+  difference is the Server and RoundTripper on top, with more channel
+  work for inmem's hand-off (\`selectgo\` and \`chansend\`, 1.7
+  against 0.7 µs: inmem's caller selects over the service's
+  request channel, its shared \`gone\` channel and the caller's context,
+  a worker over four channels that all workers share). A non-blocking
+  receive before the worker's full \`select\` left the ratio where it was
+  (four alternating pairs, 1.23–1.39 with it and 1.24–1.43 without).
+  PullWorkers had started a goroutine every 13 calls at 32 callers, for
+  want of idle workers: it keeps 8 now, not 2 (feb4708; counted with
+  runtime/metrics, \`/sched/goroutines-created\`: one in ~100,000 calls
+  on inmem, one in 40 on nats, against one in 16 there before).
+- **tcp** (\`go test -run '^\$' -bench RequestReply -benchmem ./tcp/\`, new
+  in 3e87d0d): tcp is net/http on the wire, so raw net/http (client and
+  server, the same handler) is its floor, and what httpbus adds is its own:
+  the RoundTripper and the Conn's copy of the request, the caller's
+  deadline carried in \`Httpbus-Deadline\` (added by the caller, parsed
+  by net/http's reader and then by the listener), and the Server (an
+  in-flight slot, the handler's deadline context, the panic guard, the
+  tracking writer). Serial, per call: httpbus 135.5k instructions against raw net/http's 122.7k (1.10×; 139.0k, 1.13×, before 3e87d0d and 32890a7), 97 allocations and 9,180 B per call against
+  88 and 7,465. At 32 callers, where the process's CPU sets the rate,
+  1.10× the work is ~0.91 of the rate: the 0.90 target sits at the edge,
+  and single \`bench.sh\` runs gave 0.85 (ae53a3b), 0.885 (76fe48f) and
+  0.94 (2026-12-02 18:35 UTC, this code but the filter).
 - **Core, net/http and the frame codec** (\`BenchmarkFloor\` in the table
   below; serial, on the caller's goroutine, no Server and no goroutine
   hand-off): net/http alone, an \`http.Client\` whose RoundTripper runs the
@@ -580,10 +638,12 @@ commands given.
   least a server that runs handlers off the caller's goroutine does)
   10.4–11.6 µs, 5,968 B and 34 allocations; inmem's round trip 15.3–17.8
   µs, 5,436 B and 37 allocations; in bench.sh's run at 3f1e666 (its
-  \`parallel\` rows, one run each) 5.0, 10.2, 9.9 and 16.2 µs. So 10 µs at the default GOGC is what the floor alone costs,
+  \`parallel\` rows, one run each) 5.0, 10.2, 9.9 and 16.2 µs. So in
+  those hours 10 µs at the default GOGC was what the floor alone cost,
   with no room for a Server, and httpbus's Server and RoundTripper
   (in-flight bound, deadline, panic guard, stream bookkeeping) cost ~5–6
-  µs per call above it.
+  µs per call above it; the mem row's own floor (above) now measures it
+  in the same run as the row.
   With the default GOGC, \`GODEBUG=gctrace=1\` on \`httpbus bench -url
   mem://x -c 32\` shows every cycle starting at a 3 MB heap and ending
   at 1 MB under the 4 MB goal, one cycle per ~2 MB allocated: at ~5.4 KB
