@@ -401,7 +401,8 @@ cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null ||
 mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || echo unknown)
 brokers=$(grep -ho '([^()]*/[^()]*)\|(nats-server [^)]*)\|(RabbitMQ [^)]*)' "$rows" "$streamrows" | sort -u | tr -d '()' | paste -sd ';' - | sed 's/;/; /g' || true)
 rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-dirty=$(git status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+# The output file itself is left out: a run over the last run's file is not dirty code.
+dirty=$(git status --porcelain --untracked-files=no -- . ":(exclude)$(basename "$out")" 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
 
 {
 	cat <<EOF
