@@ -417,17 +417,22 @@ func newHTTPBusRunner(conn transport.Conn, service string, body []byte, maxBody 
 	}
 }
 
-func (r *httpbusRunner) Do(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
+func (r *httpbusRunner) Do(ctx context.Context) error { return postEcho(ctx, r.client, r.url, r.body) }
+
+// postEcho POSTs body to url with c and checks the echo (checkEcho): one
+// call of every runner that speaks HTTP, so that they differ only below
+// the http.Client.
+func postEcho(ctx context.Context, c *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := r.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return unwrapClientError(err)
 	}
-	return checkEcho(resp, len(r.body))
+	return checkEcho(resp, len(body))
 }
 
 func (r *httpbusRunner) Close() error { return r.conn.Close() }

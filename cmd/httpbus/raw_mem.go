@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -70,18 +69,7 @@ func openRawMem(_ context.Context, _ *url.URL, name string, body []byte, cfg ben
 	return r, nil
 }
 
-func (r *rawMem) Do(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return unwrapClientError(err)
-	}
-	return checkEcho(resp, len(r.body))
-}
+func (r *rawMem) Do(ctx context.Context) error { return postEcho(ctx, r.client, r.url, r.body) }
 
 func (r *rawMem) Describe() string {
 	return fmt.Sprintf("raw-codec floor: transporttest.CodecClient handing frames to %d goroutines running transporttest.ServeFrame with the same handler (no Server)", r.workers)

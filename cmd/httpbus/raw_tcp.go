@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,18 +43,7 @@ func openRawTCP(ctx context.Context, u *url.URL, name string, body []byte, cfg b
 	return r, nil
 }
 
-func (r *rawTCP) Do(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.url, bytes.NewReader(r.body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err := r.client.Do(req)
-	if err != nil {
-		return unwrapClientError(err)
-	}
-	return checkEcho(resp, len(r.body))
-}
+func (r *rawTCP) Do(ctx context.Context) error { return postEcho(ctx, r.client, r.url, r.body) }
 
 func (r *rawTCP) Describe() string {
 	return fmt.Sprintf("net/http Client (MaxIdleConnsPerHost %d) and Server on loopback, serving the same handler", r.tr.MaxIdleConnsPerHost)
