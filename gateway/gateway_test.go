@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -95,19 +94,7 @@ func serveBridge(t *testing.T, base, service string, upstream *url.URL) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &transport.Server{Handler: &gateway.Bridge{Upstream: upstream, Logger: testLogger(t)}, Logger: testLogger(t)}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("bridge shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, transport.ErrServerClosed) {
-			t.Errorf("bridge Serve returned %v, want ErrServerClosed", err)
-		}
-	})
+	transporttest.Serve(t, &transport.Server{Handler: &gateway.Bridge{Upstream: upstream, Logger: testLogger(t)}, Logger: testLogger(t)}, l)
 }
 
 func dial(t *testing.T, base string) transport.Conn {

@@ -2,14 +2,11 @@ package inmem_test
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/httpbus/httpbus/inmem"
 	"github.com/httpbus/httpbus/transport"
@@ -35,24 +32,12 @@ func startEcho(b *testing.B) *http.Client {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &transport.Server{Handler: http.HandlerFunc(echo), MaxBodyBytes: -1}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
+	transporttest.Serve(b, &transport.Server{Handler: http.HandlerFunc(echo), MaxBodyBytes: -1}, l)
 	conn, err := bus.Dial(b.Context())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		conn.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			b.Error(err)
-		}
-		if err := <-done; !errors.Is(err, transport.ErrServerClosed) {
-			b.Error(err)
-		}
-	})
+	b.Cleanup(func() { conn.Close() })
 	return &http.Client{Transport: &transport.RoundTripper{Conn: conn, MaxBodyBytes: -1}}
 }
 

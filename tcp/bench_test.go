@@ -36,24 +36,12 @@ func BenchmarkRequestReply(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv := &transport.Server{Handler: h, Logger: transporttest.Logger(b)}
-		done := make(chan error, 1)
-		go func() { done <- srv.Serve(l) }()
+		transporttest.Serve(b, &transport.Server{Handler: h, Logger: transporttest.Logger(b)}, l)
 		conn, err := tcp.Dial(b.Context(), "tcp://"+l.Addr().String(), tcp.Config{})
 		if err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() {
-			conn.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := srv.Shutdown(ctx); err != nil {
-				b.Error(err)
-			}
-			if err := <-done; !errors.Is(err, transport.ErrServerClosed) {
-				b.Error(err)
-			}
-		})
+		b.Cleanup(func() { conn.Close() })
 		serialAndParallel(b, transport.NewClient(conn), "http://echo/echo", payload)
 	})
 

@@ -2,9 +2,7 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +20,7 @@ import (
 	"github.com/httpbus/httpbus/inmem"
 	"github.com/httpbus/httpbus/internal/brokertest"
 	"github.com/httpbus/httpbus/transport"
+	"github.com/httpbus/httpbus/transport/transporttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, brokertest.IgnoreGoStompUnsubscribeWait()) }
@@ -41,19 +40,7 @@ func serveMem(t *testing.T, service string, h http.Handler) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &transport.Server{Handler: h}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-		if err := <-done; !errors.Is(err, transport.ErrServerClosed) {
-			t.Errorf("Serve returned %v, want ErrServerClosed", err)
-		}
-	})
+	transporttest.Serve(t, &transport.Server{Handler: h}, l)
 }
 
 type result struct {
