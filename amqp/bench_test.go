@@ -3,6 +3,7 @@ package amqp_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -106,19 +107,21 @@ func benchHTTPBus(b *testing.B, url string, payload []byte, par int) {
 	defer c.Close()
 	client := transport.NewClient(c)
 	target := "http://" + svc + "/echo"
-	runConcurrent(b, par, func() error {
-		req, _ := http.NewRequest("POST", target, bytes.NewReader(payload))
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		got, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 || len(got) != len(payload) {
-			b.Errorf("status %d, %d bytes", resp.StatusCode, len(got))
-		}
-		return nil
-	})
+	runConcurrent(b, par, func() error { return postEcho(client, target, payload) })
+}
+
+// postEcho POSTs payload to url with client and checks that it came back.
+func postEcho(client *http.Client, url string, payload []byte) error {
+	resp, err := client.Post(url, "application/octet-stream", bytes.NewReader(payload))
+	if err != nil {
+		return err
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || len(got) != len(payload) {
+		return fmt.Errorf("status %d, %d of %d bytes back", resp.StatusCode, len(got), len(payload))
+	}
+	return nil
 }
 
 // echoHandler answers with the request's body, with the Content-Type that
@@ -234,18 +237,7 @@ func benchRaw(b *testing.B, url string, payload []byte, par int, mode int) {
 	}
 	if mode == rawCodec {
 		client := transporttest.CodecClient(func(_ context.Context, _ string, frame []byte) ([]byte, error) { return exchange(frame) })
-		runConcurrent(b, par, func() error {
-			resp, err := client.Post("http://"+queue+"/echo", "application/octet-stream", bytes.NewReader(payload))
-			if err != nil {
-				return err
-			}
-			got, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || len(got) != len(payload) {
-				b.Errorf("status %d, %d bytes", resp.StatusCode, len(got))
-			}
-			return nil
-		})
+		runConcurrent(b, par, func() error { return postEcho(client, "http://"+queue+"/echo", payload) })
 		return
 	}
 	runConcurrent(b, par, func() error {

@@ -65,19 +65,9 @@ func (c *filterConn) Read(p []byte) (int, error) {
 		case c.through:
 			return c.br.Read(p)
 		case c.headLeft > 0:
-			n, err := c.br.Read(p[:min(int64(len(p)), c.headLeft)])
-			c.headLeft -= int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			return 0, err
+			return c.pass(p, &c.headLeft)
 		case c.bodyLeft > 0:
-			n, err := c.br.Read(p[:min(int64(len(p)), c.bodyLeft)])
-			c.bodyLeft -= int64(n)
-			if n > 0 {
-				return n, nil
-			}
-			return 0, err
+			return c.pass(p, &c.bodyLeft)
 		case c.toNUL:
 			return c.readToNUL(p)
 		}
@@ -85,6 +75,17 @@ func (c *filterConn) Read(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+}
+
+// pass reads into p at most *left bytes of the stream as they are, and
+// counts them off *left.
+func (c *filterConn) pass(p []byte, left *int64) (int, error) {
+	n, err := c.br.Read(p[:min(int64(len(p)), *left)])
+	*left -= int64(n)
+	if n > 0 {
+		return n, nil
+	}
+	return 0, err
 }
 
 // readToNUL passes through the body of a frame without content-length,

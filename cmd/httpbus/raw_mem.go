@@ -25,13 +25,13 @@ func init() { registerRaw(openRawMem, "mem") }
 // stream bookkeeping) and no RoundTripper bookkeeping: what the mem row
 // costs above it is httpbus's core.
 type rawMem struct {
-	calls   chan memCall
-	workers int
-	client  *http.Client
-	url     string
-	body    []byte
-	wg      sync.WaitGroup
-	close   sync.Once
+	calls     chan memCall
+	workers   int
+	client    *http.Client
+	url       string
+	body      []byte
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 type memCall struct {
@@ -78,7 +78,7 @@ func (r *rawMem) Describe() string {
 func (r *rawMem) Broker() string { return "" }
 
 func (r *rawMem) Close() error {
-	r.close.Do(func() { close(r.calls) })
+	r.closeOnce.Do(func() { close(r.calls) })
 	r.wg.Wait()
 	return nil
 }
